@@ -1,0 +1,235 @@
+"""The ``vaelab`` command line: parse, build a config, call the library function the tests call.
+
+Expected failures (:class:`~vaelab.errors.VaelabError`, bad options) print one line to stderr
+and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vaelab.config import (
+    ACTIVATIONS,
+    BINARIZATIONS,
+    KL_ESTIMATORS,
+    LIKELIHOODS,
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from vaelab.errors import VaelabError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer (got {text!r})")
+    return value
+
+
+def probability_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1) (got {text!r})")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers such as 512 or 200,200 (got {text!r})")
+    return values
+
+
+def name_list(choices: Sequence[str]):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(part.strip() for part in text.split(",") if part.strip())
+        unknown = [name for name in names if name not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"must be a comma-separated list of {', '.join(choices)} (got {text!r})")
+        return names
+
+    return parse
+
+
+# (flag, config section, field, argparse keywords): each becomes an option of `train` (and `compare`).
+def _experiment_options():
+    from vaelab.data import DATASET_NAMES
+    from vaelab.objectives import OBJECTIVES
+
+    return [
+        ("--dataset", "data", "dataset", {"choices": DATASET_NAMES, "help": "dataset by name"}),
+        ("--binarization", "data", "binarization", {"choices": BINARIZATIONS, "help": "how grey pixels become Bernoulli targets for training; 'none' is not a normalised likelihood"}),
+        ("--binarization-seed", "data", "binarization_seed", {"type": non_negative_int, "help": "seed of the fixed binarization of evaluation splits"}),
+        ("--latent-dim", "model", "latent_dim", {"type": positive_int, "help": "dimension of z"}),
+        ("--hidden", "model", "hidden", {"type": int_list, "help": "hidden widths of each network, e.g. 512 or 200,200"}),
+        ("--activation", "model", "activation", {"choices": ACTIVATIONS, "help": "hidden activation"}),
+        ("--likelihood", "model", "likelihood", {"choices": LIKELIHOODS, "help": "p(x|z); 'auto' takes the dataset's"}),
+        ("--algorithm", "train", "algorithm", {"choices": tuple(OBJECTIVES), "help": "learning algorithm"}),
+        ("--num-samples", "train", "num_samples", {"type": positive_int, "help": "m, latent samples per datapoint"}),
+        ("--kl", "train", "kl", {"choices": KL_ESTIMATORS, "help": "aevb's KL term: closed form or the Monte Carlo estimator"}),
+        ("--epochs", "train", "epochs", {"type": positive_int, "help": "training epochs"}),
+        ("--batch-size", "train", "batch_size", {"type": positive_int, "help": "minibatch size"}),
+        ("--lr", "train", "learning_rate", {"type": probability_rate, "help": "Adam learning rate"}),
+        ("--eval-every", "train", "eval_every", {"type": positive_int, "help": "evaluate L_k every this many epochs (and at the last)"}),
+        ("--eval-k", "train", "eval_k", {"type": positive_int, "help": "k of the L_k evaluations"}),
+        ("--eval-splits", "train", "eval_splits", {"type": name_list(("train", "valid", "test")), "help": "comma-separated splits to evaluate"}),
+        ("--eval-train-size", "train", "eval_train_size", {"type": positive_int, "help": "evaluate the train split on a fixed subset of this many images (default: all)"}),
+        ("--seed", None, "seed", {"type": non_negative_int, "help": "seed of initialisation, minibatches and sampling"}),
+    ]
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _default(section: str | None, field: str):
+    cls = _SECTIONS[section] if section else ExperimentConfig
+    return next(f for f in dataclasses.fields(cls) if f.name == field).default
+
+
+def _add_experiment_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    for flag, section, field, keywords in _experiment_options():
+        if flag in exclude:
+            continue
+        default = _default(section, field)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        keywords = {**keywords, "help": f"{keywords['help']} (default: {shown})"}
+        parser.add_argument(flag, dest=field, default=None, **keywords)
+    parser.add_argument("--config", type=Path, help="JSON config file to start from; options given here override it")
+
+
+def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The config of ``--config`` (or the defaults) with every option given on the command line applied."""
+    base = ExperimentConfig.load(args.config) if getattr(args, "config", None) else ExperimentConfig()
+    updates: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
+    seed = base.seed
+    for _, section, field, _ in _experiment_options():
+        value = getattr(args, field, None)
+        if value is None:
+            continue
+        if section is None:
+            seed = value
+        else:
+            updates[section][field] = value
+    return ExperimentConfig(
+        data=dataclasses.replace(base.data, **updates["data"]),
+        model=dataclasses.replace(base.model, **updates["model"]),
+        train=dataclasses.replace(base.train, **updates["train"]),
+        seed=seed,
+    )
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaelab", description="Deep latent-variable models: wake-sleep, AEVB and the importance-weighted bound L_k.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train one model", description="Train one model; writes config.json, environment.json, metrics.jsonl and checkpoint.pt into --out.")
+    _add_experiment_options(train)
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_common(train)
+
+    evaluate = commands.add_parser("evaluate", help="estimate L_k of a trained run", description="Estimate L_k of a run's last checkpoint; prints mean and standard error and appends them to the run's metrics.")
+    evaluate.add_argument("run_dir", type=Path, help="run directory written by 'vaelab train'")
+    evaluate.add_argument("--k", type=positive_int, default=1000, help="number of importance samples (default: 1000)")
+    evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split to evaluate (default: test)")
+    _add_common(evaluate)
+
+    datasets = commands.add_parser("datasets", help="list datasets and their local files", description="List every dataset, whether its files are present locally, and their sha256.")
+    datasets.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
+    return parser
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from vaelab.training import train
+
+    config = experiment_config(args)
+    result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress)
+    evaluations = [row for row in result.metrics if row.get("kind") == "eval"]
+    for row in evaluations[-len(config.train.eval_splits):]:
+        print(f"epoch {row['epoch']}: {row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
+    print(f"run written to {result.run_dir}")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from vaelab.evaluate import evaluate_run
+
+    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir)
+    print(
+        f"{row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats "
+        f"(ELBO {row['elbo']:.3f}; {row['num_images']} images, epoch {row['epoch']}, {row['eval_seconds']:.1f} s)"
+    )
+    return 0
+
+
+def _run_datasets(args: argparse.Namespace) -> int:
+    from vaelab.data import dataset_status, resolve_data_dir
+
+    print(f"data folder: {resolve_data_dir(args.data_dir)}")
+    for status in dataset_status(args.data_dir):
+        print(f"{status.name:16} {'available' if status.available else 'missing'}")
+        for file in status.files:
+            mark = "ok" if file.matches else ("missing" if not file.present else "CHECKSUM MISMATCH")
+            print(f"  {file.path:48} {mark:18} {file.sha256 or ''}")
+    return 0
+
+
+COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "datasets": _run_datasets}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except VaelabError as error:
+        print(f"vaelab {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"vaelab {args.command}: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

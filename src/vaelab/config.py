@@ -1,0 +1,203 @@
+"""Experiment configuration: one frozen dataclass per component, composed into one.
+
+A run's resolved :class:`ExperimentConfig` is written as ``config.json`` into its run directory and
+read back on resume, so everything that changes the numbers lives here and nothing else does.
+Values are validated on construction; a bad value raises :class:`~vaelab.errors.ConfigError`
+with a one-line message naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaelab.errors import ConfigError
+
+ACTIVATIONS = ("relu", "tanh", "elu", "softplus", "sigmoid")
+KL_ESTIMATORS = ("analytic", "monte-carlo")
+LIKELIHOODS = ("auto", "bernoulli", "gaussian")
+PRIORS = ("standard-normal",)
+BINARIZATIONS = ("dynamic", "static", "threshold", "none")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _positive(name: str, value: Any) -> None:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"{name} must be a positive integer (got {value!r})",
+    )
+
+
+def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    _require(value in choices, f"{name} must be one of {', '.join(choices)} (got {value!r})")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how grey pixels become Bernoulli targets.
+
+    ``binarization`` applies to the training split of a grey dataset: ``dynamic`` resamples
+    x ~ Bernoulli(grey) every epoch, ``static`` samples once, ``threshold`` rounds at 0.5 and
+    ``none`` keeps grey values as Bernoulli targets (not a normalised likelihood). Evaluation
+    splits are binarized once with ``binarization_seed`` (dynamic and static alike) so that
+    L_k figures are comparable across runs and algorithms.
+    """
+
+    dataset: str = "digits"
+    binarization: str = "dynamic"
+    binarization_seed: int = 0
+
+    def __post_init__(self) -> None:
+        from vaelab.data import DATASET_NAMES  # local: vaelab.data imports torch-heavy modules
+
+        _one_of("dataset", self.dataset, DATASET_NAMES)
+        _one_of("binarization", self.binarization, BINARIZATIONS)
+        _require(isinstance(self.binarization_seed, int), "binarization_seed must be an integer")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Networks of the Helmholtz machine; the default is the seed's (z in R^2, 512 ReLU units)."""
+
+    latent_dim: int = 2
+    hidden: tuple[int, ...] = (512,)
+    activation: str = "relu"
+    likelihood: str = "auto"  # 'auto': the dataset's (Bernoulli, Gaussian for frey-face)
+    prior: str = "standard-normal"
+
+    def __post_init__(self) -> None:
+        _positive("latent_dim", self.latent_dim)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        for width in self.hidden:
+            _positive("hidden width", width)
+        _one_of("activation", self.activation, ACTIVATIONS)
+        _one_of("likelihood", self.likelihood, LIKELIHOODS)
+        _one_of("prior", self.prior, PRIORS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The learning algorithm, the optimiser and the evaluation protocol.
+
+    The seed's protocol is L_1000 on train and test every 10 epochs for 100 epochs.
+    ``eval_train_size`` evaluates the train-split bound on a fixed subset of that many images
+    (``None``: all of them).
+    """
+
+    algorithm: str = "aevb"
+    num_samples: int = 1  # m: latent samples per datapoint (and dreams per datapoint in sleep)
+    kl: str = "analytic"  # aevb only: analytic KL or the Monte Carlo estimator of the seed's 1.3
+    epochs: int = 100
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    eval_every: int = 10
+    eval_k: int = 1000
+    eval_splits: tuple[str, ...] = ("train", "test")
+    eval_train_size: int | None = None
+    eval_batch_size: int = 100
+
+    def __post_init__(self) -> None:
+        from vaelab.objectives import OBJECTIVES
+
+        _one_of("algorithm", self.algorithm, tuple(OBJECTIVES))
+        _positive("num_samples", self.num_samples)
+        _one_of("kl", self.kl, KL_ESTIMATORS)
+        _positive("epochs", self.epochs)
+        _positive("batch_size", self.batch_size)
+        _require(
+            isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1,
+            f"learning_rate must be in (0, 1) (got {self.learning_rate!r})",
+        )
+        _positive("eval_every", self.eval_every)
+        _positive("eval_k", self.eval_k)
+        object.__setattr__(self, "eval_splits", tuple(self.eval_splits))
+        for split in self.eval_splits:
+            _one_of("eval split", split, ("train", "valid", "test"))
+        if self.eval_train_size is not None:
+            _positive("eval_train_size", self.eval_train_size)
+        _positive("eval_batch_size", self.eval_batch_size)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that determines a run's numbers."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+            f"seed must be a non-negative integer (got {self.seed!r})",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """Build from a (JSON) dict; unknown or mistyped keys raise :class:`ConfigError`."""
+        if not isinstance(values, dict):
+            raise ConfigError("a config must be a JSON object")
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        _check_keys("config", values, set(sections) | {"seed"})
+        kwargs: dict[str, Any] = {}
+        for name, section_cls in sections.items():
+            section = values.get(name, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"config section '{name}' must be a JSON object")
+            _check_keys(name, section, {f.name for f in dataclasses.fields(section_cls)})
+            try:
+                kwargs[name] = section_cls(**section)
+            except TypeError as error:  # e.g. a list where an int belongs
+                raise ConfigError(f"config section '{name}': {error}") from None
+        if "seed" in values:
+            kwargs["seed"] = values["seed"]
+        return cls(**kwargs)
+
+    def save(self, path: Path) -> None:
+        from vaelab.runio import write_text_atomic
+
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ExperimentConfig:
+        try:
+            values = json.loads(Path(path).read_text())
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: not valid JSON ({error})") from None
+        try:
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+
+def _check_keys(where: str, values: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """Dotted names of the fields whose values differ, e.g. ``['train.learning_rate']``."""
+    differences = []
+    old_dict, new_dict = old.to_dict(), new.to_dict()
+    for section in sorted(old_dict):
+        if isinstance(old_dict[section], dict):
+            for key in sorted(old_dict[section]):
+                if old_dict[section][key] != new_dict[section][key]:
+                    differences.append(f"{section}.{key}")
+        elif old_dict[section] != new_dict[section]:
+            differences.append(section)
+    return differences

@@ -1,0 +1,31 @@
+"""Datasets for vaelab: loading by name, verifying and downloading files, binarizing.
+
+Every dataset comes as float32 images [N, height * width] in [0, 1] per split ('train', 'test',
+and 'valid' where it has one), with int64 labels [N] where it is labelled. Files live in
+`<data folder>/<dataset>/`; the data folder is `--data-dir`, else `$VAELAB_DATA`, else
+`$XDG_CACHE_HOME/vaelab` or `~/.cache/vaelab`.
+"""
+
+from vaelab.data.binarize import BINARIZATIONS, binarize
+from vaelab.data.datasets import (
+    DATASET_NAMES,
+    Dataset,
+    DatasetStatus,
+    Split,
+    dataset_status,
+    load_dataset,
+)
+from vaelab.data.download import FileStatus, resolve_data_dir
+
+__all__ = [
+    "BINARIZATIONS",
+    "DATASET_NAMES",
+    "Dataset",
+    "DatasetStatus",
+    "FileStatus",
+    "Split",
+    "binarize",
+    "dataset_status",
+    "load_dataset",
+    "resolve_data_dir",
+]

@@ -1,0 +1,24 @@
+"""Turning grey-level images in [0, 1] into binary ones for Bernoulli likelihoods."""
+
+import torch
+
+from vaelab.errors import ConfigError
+
+BINARIZATIONS = ("dynamic", "static", "threshold", "none")
+
+
+def binarize(images: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Binarize images of any shape (e.g. float [N, D]) with values in [0, 1]; same shape and dtype.
+
+    'dynamic' and 'static' both draw each pixel from Bernoulli(grey value) with `generator`; they
+    differ only in how often the caller calls this: 'dynamic' draws afresh for every minibatch,
+    'static' draws once (e.g. for a test set, with a seeded generator) and keeps the result.
+    'threshold' sets pixels above 0.5 to 1 and the rest to 0; 'none' returns `images` unchanged.
+    """
+    if mode in ("dynamic", "static"):
+        return torch.bernoulli(images, generator=generator)
+    if mode == "threshold":
+        return (images > 0.5).to(images.dtype)
+    if mode == "none":
+        return images
+    raise ConfigError(f"unknown binarization {mode!r}; choose one of {', '.join(BINARIZATIONS)}")

@@ -1,0 +1,291 @@
+"""The datasets vaelab knows, by name: where their files come from and how they become tensors."""
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab.data.download import FileSpec, FileStatus, file_status, prepare_files, resolve_data_dir
+from vaelab.data.readers import read_amat, read_frey_mat, read_labelled_images
+from vaelab.errors import ConfigError
+
+NUM_CLASSES = 10  # every labelled dataset here (digits, MNIST, Fashion-MNIST) has ten classes
+
+# Download addresses: dataset -> mirrors tried in order; a file is fetched from `<mirror><file name>`.
+MIRRORS: dict[str, tuple[str, ...]] = {
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    "binarized-mnist": ("http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/",),
+    "frey-face": ("https://cs.nyu.edu/~roweis/data/",),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset.
+
+    images: float32 [N, D] with values in [0, 1], each image flattened row-major (D = height * width).
+    labels: int64 [N] class indices, or None where the dataset has no labels.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset: its splits ('train', 'test', and 'valid' where it has one) and what they hold.
+
+    likelihood: 'bernoulli' or 'gaussian', the observation model the data is meant for.
+    is_binary: True when every pixel is already exactly 0 or 1.
+    files: absolute path -> sha256 of every file read ({} for the embedded digits).
+    """
+
+    name: str
+    splits: dict[str, Split]
+    image_shape: tuple[int, int]
+    likelihood: str
+    is_binary: bool
+    files: dict[str, str]
+
+    @property
+    def data_dim(self) -> int:
+        """Pixels per image, height * width."""
+        height, width = self.image_shape
+        return height * width
+
+    @property
+    def num_classes(self) -> int | None:
+        """10 where the dataset is labelled, else None."""
+        return NUM_CLASSES if self.splits["train"].labels is not None else None
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """Whether a dataset can be loaded from a data folder without downloading."""
+
+    name: str
+    available: bool  # every file present with its expected sha256 (always True for digits)
+    files: tuple[FileStatus, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to find and read one dataset.
+
+    read: (this spec, FileSpec.name -> path of the verified file) -> splits.
+    """
+
+    folder: str  # sub-folder of the data folder that holds the files
+    files: tuple[FileSpec, ...]
+    split_sizes: dict[str, int]  # expected number of images per split
+    image_shape: tuple[int, int]
+    likelihood: str
+    is_binary: bool
+    read: Callable[["DatasetSpec", dict[str, Path]], dict[str, Split]]
+
+
+def _to_unit_float(images: np.ndarray, max_value: int) -> torch.Tensor:
+    """uint8 [N, ...] with values 0..max_value -> float32 [N, D] in [0, 1]."""
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    flat /= max_value
+    return torch.from_numpy(flat)
+
+
+def _read_digits(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Split]:
+    """scikit-learn's embedded 8x8 digits (1797 images, values 0..16), split once with a fixed seed,
+    stratified by label."""
+    # imported here, not at the top: scikit-learn adds about 1.5 s to `import vaelab`
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images, labels = digits.data.astype(np.uint8), digits.target.astype(np.int64)
+    train_images, test_images, train_labels, test_labels = train_test_split(
+        images, labels, test_size=spec.split_sizes["test"], random_state=0, stratify=labels
+    )
+    max_value = 16  # each pixel counts the set pixels of a 4x4 block
+    return {
+        "train": Split(_to_unit_float(train_images, max_value), torch.from_numpy(train_labels)),
+        "test": Split(_to_unit_float(test_images, max_value), torch.from_numpy(test_labels)),
+    }
+
+
+def _read_idx_dataset(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Split]:
+    """MNIST-style IDX files: `train-*` for the train split, `t10k-*` for the test split."""
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = read_labelled_images(
+            paths[f"{prefix}-images-idx3-ubyte.gz"],
+            paths[f"{prefix}-labels-idx1-ubyte.gz"],
+            count=spec.split_sizes[split],
+            image_shape=spec.image_shape,
+            num_classes=NUM_CLASSES,
+        )
+        splits[split] = Split(_to_unit_float(images, 255), torch.from_numpy(labels.astype(np.int64)))
+    return splits
+
+
+def _read_binarized_mnist(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Split]:
+    """One `.amat` file per split, already 0/1, no labels."""
+    height, width = spec.image_shape
+    splits = {}
+    for split, rows in spec.split_sizes.items():
+        values = read_amat(paths[f"binarized_mnist_{split}.amat"], rows=rows, cols=height * width)
+        splits[split] = Split(_to_unit_float(values, 1), None)
+    return splits
+
+
+def _read_frey_face(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Split]:
+    """All faces from one MAT file, split once with a fixed seed; no labels."""
+    from sklearn.model_selection import train_test_split  # imported here, see _read_digits
+
+    count = sum(spec.split_sizes.values())
+    faces = read_frey_mat(paths["frey_rawface.mat"], count=count, image_shape=spec.image_shape)
+    images = _to_unit_float(faces, 255)
+    train_index, test_index = train_test_split(
+        np.arange(count), test_size=spec.split_sizes["test"], random_state=0
+    )
+    return {
+        "train": Split(images[torch.from_numpy(train_index)], None),
+        "test": Split(images[torch.from_numpy(test_index)], None),
+    }
+
+
+def _idx_files(sha256s: dict[str, str]) -> tuple[FileSpec, ...]:
+    return tuple(FileSpec(name, sha256) for name, sha256 in sha256s.items())
+
+
+def _amat_file(split: str, amat_sha256: str, gz_sha256: str) -> FileSpec:
+    name = f"binarized_mnist_{split}.amat"
+    return FileSpec(name, amat_sha256, also_accepted=((f"{name}.gz", gz_sha256),))
+
+
+# sha256 values: those listed in the shared data README (shared/data/README.md), except the two
+# Fashion-MNIST image files, which are absent there. Theirs come from tensorflow/datasets,
+# tensorflow_datasets/url_checksums/fashion_mnist.txt (commit 333639b37af6c6fedf3610a4a2d42f1c6ef6f7d5),
+# the file that README cites for the label files' sha256.
+REGISTRY: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(
+        folder="",
+        files=(),
+        split_sizes={"train": 1497, "test": 300},
+        image_shape=(8, 8),
+        likelihood="bernoulli",
+        is_binary=False,
+        read=_read_digits,
+    ),
+    "mnist": DatasetSpec(
+        folder="mnist",
+        files=_idx_files({
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        }),
+        split_sizes={"train": 60000, "test": 10000},
+        image_shape=(28, 28),
+        likelihood="bernoulli",
+        is_binary=False,
+        read=_read_idx_dataset,
+    ),
+    "fashion-mnist": DatasetSpec(
+        folder="fashion-mnist",
+        files=_idx_files({
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        }),
+        split_sizes={"train": 60000, "test": 10000},
+        image_shape=(28, 28),
+        likelihood="bernoulli",
+        is_binary=False,
+        read=_read_idx_dataset,
+    ),
+    "binarized-mnist": DatasetSpec(
+        folder="binarized-mnist",
+        files=(
+            # sha256 of the plain .amat (as downloaded), then of the `gzip -9 -n` copy
+            _amat_file(
+                "train",
+                "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+                "af247bd6075cf9adc4715459dcd5f13eaa99a2c92d8d81379a05da94770b6c0e",
+            ),
+            _amat_file(
+                "valid",
+                "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+                "533b71bc0198f4d73c54ae5fe6c96fc08dc3cf1b3fae24c5521dbc0452507e38",
+            ),
+            _amat_file(
+                "test",
+                "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+                "32a3c54d03504632bf9f131b4a148c7567aa6fc87da017049b044bdc14c2a0f2",
+            ),
+        ),
+        split_sizes={"train": 50000, "valid": 10000, "test": 10000},
+        image_shape=(28, 28),
+        likelihood="bernoulli",
+        is_binary=True,
+        read=_read_binarized_mnist,
+    ),
+    "frey-face": DatasetSpec(
+        folder="frey-face",
+        files=(
+            FileSpec("frey_rawface.mat", "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64"),
+        ),
+        split_sizes={"train": 1765, "test": 200},
+        image_shape=(28, 20),
+        likelihood="gaussian",
+        is_binary=False,
+        read=_read_frey_face,
+    ),
+}
+
+DATASET_NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    return REGISTRY[name]
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, download: bool | None = None) -> Dataset:
+    """Load a dataset by name from `<data folder>/<name>/` (see `resolve_data_dir`).
+
+    Missing files are downloaded when `download` is True, or when it is None and the environment
+    variable VAELAB_OFFLINE is not set to 1; every file's sha256 is checked.
+    Raises DataError (one line) for missing, corrupt or unexpected files; ConfigError for an
+    unknown name.
+    """
+    spec = _spec(name)
+    if download is None:
+        download = os.environ.get("VAELAB_OFFLINE") != "1"
+    files = {}
+    if spec.files:
+        folder = resolve_data_dir(data_dir) / spec.folder
+        files = prepare_files(folder, spec.files, MIRRORS[name], dataset=name, download=download)
+    return Dataset(
+        name=name,
+        splits=spec.read(spec, {key: file.path for key, file in files.items()}),
+        image_shape=spec.image_shape,
+        likelihood=spec.likelihood,
+        is_binary=spec.is_binary,
+        files={str(file.path): file.sha256 for file in files.values()},
+    )
+
+
+def dataset_status(data_dir: str | os.PathLike | None = None) -> list[DatasetStatus]:
+    """For every known dataset: which of its files are in the data folder and whether their sha256
+    matches. Reads the files, never downloads."""
+    root = resolve_data_dir(data_dir)
+    statuses = []
+    for name in DATASET_NAMES:
+        spec = REGISTRY[name]
+        files = tuple(file_status(root, spec.folder, file) for file in spec.files)
+        statuses.append(DatasetStatus(name, available=all(file.matches for file in files), files=files))
+    return statuses

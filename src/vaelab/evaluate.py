@@ -1,0 +1,41 @@
+"""Loading a finished (or interrupted) run and estimating its bound after training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vaelab.config import ExperimentConfig
+from vaelab.data import Dataset, load_dataset
+from vaelab.errors import RunError
+from vaelab.models import HelmholtzMachine
+from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, append_metrics, load_checkpoint
+from vaelab.training import build_run, evaluate_split
+
+
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None) -> tuple[ExperimentConfig, HelmholtzMachine, Dataset, dict[str, Any]]:
+    """The config, the model at its last checkpoint, the dataset and the checkpoint of ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
+    config = ExperimentConfig.load(run_dir / CONFIG_FILE)
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
+    dataset = load_dataset(config.data.dataset, data_dir)
+    model, _ = build_run(config, dataset)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    return config, model, dataset, checkpoint
+
+
+def evaluate_run(run_dir: str | Path, k: int, split: str = "test", data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Estimate L_k (and the ELBO) of ``split`` at the run's last checkpoint; appends the row to its metrics."""
+    config, model, dataset, checkpoint = load_run(run_dir, data_dir)
+    row = {
+        "epoch": checkpoint["epoch"],
+        "step": checkpoint["step"],
+        "algorithm": config.train.algorithm,
+        **evaluate_split(model, config, dataset, split, k, checkpoint["epoch"]),
+        "kind": "evaluate",
+    }
+    append_metrics(Path(run_dir) / METRICS_FILE, row)
+    return row

@@ -1,0 +1,86 @@
+"""The shared core of every estimator: log importance weights of a batch.
+
+    log w[k, b] = log p(x_b, z_kb) - log q(z_kb | x_b),   z_kb ~ q_phi(z | x_b)
+
+Samples come first: ``z`` is ``[k, B, D]`` and every log-density is ``[k, B]``. The ELBO is the
+mean of ``log w`` over k, and the importance-weighted bound L_k (Burda et al. 2015) is its
+log-mean-exp.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Distribution
+
+from vaelab.models import HelmholtzMachine
+from vaelab.sampling import sample
+
+
+@dataclass(frozen=True)
+class ImportanceSamples:
+    """k samples per example from q(z|x) and the log-densities that weigh them.
+
+    Attributes:
+        z: ``[k, B, D]`` reparameterised samples (gradients reach phi).
+        log_prior: ``[k, B]`` log p(z).
+        log_likelihood: ``[k, B]`` log p_theta(x | z).
+        log_proposal: ``[k, B]`` log q_phi(z | x).
+    """
+
+    z: torch.Tensor
+    log_prior: torch.Tensor
+    log_likelihood: torch.Tensor
+    log_proposal: torch.Tensor
+
+    @property
+    def log_joint(self) -> torch.Tensor:
+        """``[k, B]`` log p_theta(x, z)."""
+        return self.log_prior + self.log_likelihood
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """``[k, B]`` log w = log p_theta(x, z) - log q_phi(z | x)."""
+        return self.log_joint - self.log_proposal
+
+
+@dataclass(frozen=True)
+class ObjectiveOutput:
+    """What an objective returns for a batch of B examples; every field is ``[B]``, in nats.
+
+    ``bound`` is the reported value (no gradient). Maximising ``theta_surrogate`` by gradient
+    ascent on theta, and ``phi_surrogate`` on phi, is the algorithm; the two may be one tensor.
+    """
+
+    bound: torch.Tensor
+    theta_surrogate: torch.Tensor
+    phi_surrogate: torch.Tensor
+
+
+def importance_samples(
+    model: HelmholtzMachine,
+    x: torch.Tensor,
+    num_samples: int,
+    generator: torch.Generator | None,
+    posterior: Distribution | None = None,
+) -> ImportanceSamples:
+    """Draw ``num_samples`` z per row of x ``[B, D_x]`` from q_phi(z|x) and score them.
+
+    ``posterior`` may be passed when the caller already computed q_phi(z | x).
+    """
+    if posterior is None:
+        posterior = model.posterior(x)
+    z = sample(posterior, (num_samples,), generator)
+    return ImportanceSamples(
+        z=z,
+        log_prior=model.prior_distribution().log_prob(z),
+        log_likelihood=model.likelihood(z).log_prob(x),
+        log_proposal=posterior.log_prob(z),
+    )
+
+
+def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/n) sum_i exp(values_i) along ``dim``, computed stably (logsumexp)."""
+    return torch.logsumexp(values, dim) - math.log(values.shape[dim])

@@ -1,0 +1,271 @@
+"""Training runs: Adam on theta and phi, L_k evaluations, atomic checkpoints and exact resume.
+
+One epoch is: a seeded permutation, (dynamic) binarization, minibatch steps of the chosen
+objective, then, every ``eval_every`` epochs and at the last, L_k and the ELBO on the evaluation
+splits, then an atomic checkpoint. Evaluation draws from its own generator seeded by
+(seed, epoch, split), so it never perturbs the training stream and a resumed run replays the
+uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vaelab.bounds import evaluate_bound, mean_and_standard_error
+from vaelab.config import ExperimentConfig, config_differences
+from vaelab.data import Dataset, binarize, load_dataset
+from vaelab.errors import RunError
+from vaelab.models import BernoulliLayer, HelmholtzMachine, build_model
+from vaelab.objectives import objective_from_config
+from vaelab.runio import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    ENVIRONMENT_FILE,
+    METRICS_FILE,
+    append_metrics,
+    environment_info,
+    keep_metrics_through_epoch,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+    write_json_atomic,
+)
+
+SPLIT_TAGS = {"train": 0, "valid": 1, "test": 2}
+
+
+class NumericalError(RunError):
+    """A loss became NaN or infinite; the last checkpoint is left as it was."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    config: ExperimentConfig
+    model: HelmholtzMachine
+    dataset: Dataset
+    metrics: list[dict[str, Any]]
+
+
+def seeded_generator(*entropy: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of integers (e.g. seed, epoch, split tag)."""
+    seed = int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+def uses_binarization(config: ExperimentConfig, dataset: Dataset) -> bool:
+    """True when grey pixels are turned into Bernoulli targets (Bernoulli likelihood, grey data)."""
+    likelihood = dataset.likelihood if config.model.likelihood == "auto" else config.model.likelihood
+    return likelihood == "bernoulli" and not dataset.is_binary
+
+
+def evaluation_images(config: ExperimentConfig, dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images ``[N, D]`` (and labels ``[N]`` or None) on which L_k of ``split`` is measured.
+
+    Grey data under a Bernoulli likelihood is binarized once with ``binarization_seed``
+    (``threshold`` and ``none`` keep their own fixed transform), so every run and every algorithm
+    is measured on the same bits. The train split is subsampled to ``eval_train_size`` images.
+    """
+    if split not in dataset.splits:
+        raise RunError(f"dataset {dataset.name} has no '{split}' split (it has {', '.join(dataset.splits)})")
+    images, labels = dataset.splits[split].images, dataset.splits[split].labels
+    if uses_binarization(config, dataset):
+        mode = "static" if config.data.binarization == "dynamic" else config.data.binarization
+        images = binarize(images, mode, seeded_generator(config.data.binarization_seed, SPLIT_TAGS[split]))
+    subset = config.train.eval_train_size
+    if split == "train" and subset is not None and subset < images.shape[0]:
+        keep = torch.randperm(images.shape[0], generator=seeded_generator(config.data.binarization_seed, 99))[:subset]
+        images, labels = images[keep], None if labels is None else labels[keep]
+    return images, labels
+
+
+def evaluate_split(
+    model: HelmholtzMachine, config: ExperimentConfig, dataset: Dataset, split: str, k: int, epoch: int
+) -> dict[str, Any]:
+    """L_k and the ELBO (L_1) of ``split``: a metrics row with means and standard errors in nats."""
+    images, _ = evaluation_images(config, dataset, split)
+    started = time.perf_counter()
+    generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k)
+    batch_size = config.train.eval_batch_size
+    bound, bound_stderr = mean_and_standard_error(evaluate_bound(model, images, k, generator, batch_size))
+    elbo, elbo_stderr = mean_and_standard_error(evaluate_bound(model, images, 1, generator, batch_size))
+    return {
+        "kind": "eval",
+        "split": split,
+        "k": k,
+        "bound": bound,
+        "bound_stderr": bound_stderr,
+        "elbo": elbo,
+        "elbo_stderr": elbo_stderr,
+        "num_images": images.shape[0],
+        "eval_seconds": time.perf_counter() - started,
+    }
+
+
+def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMachine, torch.optim.Adam]:
+    """The model (initialised from ``config.seed``) and Adam with theta and phi as separate groups."""
+    torch.manual_seed(config.seed)  # nn.Linear initialisers draw from the global RNG
+    model = build_model(config.model, dataset.data_dim, dataset.likelihood)
+    if isinstance(model.generative, BernoulliLayer):
+        model.generative.init_output_bias(dataset.splits["train"].images.mean(0))
+    optimizer = torch.optim.Adam(
+        [
+            {"params": model.generative_parameters(), "name": "theta"},
+            {"params": model.recognition_parameters(), "name": "phi"},
+        ],
+        lr=config.train.learning_rate,
+    )
+    return model, optimizer
+
+
+def train(
+    config: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
+
+    Raises:
+        RunError: the directory holds another run (without ``resume``), its config differs from
+            ``config``, it cannot be written, or the loss became non-finite.
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"{run_dir}: cannot create the run directory ({error.strerror})") from None
+    dataset = load_dataset(config.data.dataset, data_dir)
+    model, optimizer = build_run(config, dataset)
+    generator = seeded_generator(config.seed)
+    state = _start_or_resume(config, run_dir, model, optimizer, generator, resume)
+    epoch, step, wall_seconds = state["epoch"], state["step"], state["wall_seconds"]
+    if epoch == 0:
+        config.save(run_dir / CONFIG_FILE)
+        write_json_atomic(run_dir / ENVIRONMENT_FILE, environment_info(dataset.files))
+
+    objective = objective_from_config(config.train)
+    train_images = _training_images(config, dataset)
+    metrics_path = run_dir / METRICS_FILE
+    for epoch in range(epoch + 1, config.train.epochs + 1):
+        started = time.perf_counter()
+        epoch_images = (
+            binarize(train_images, "dynamic", generator)
+            if config.data.binarization == "dynamic" and uses_binarization(config, dataset)
+            else train_images
+        )
+        order = torch.randperm(epoch_images.shape[0], generator=generator)
+        bound_sum, seen = 0.0, 0
+        bar = tqdm(
+            total=epoch_images.shape[0],
+            desc=f"{config.train.algorithm} epoch {epoch}/{config.train.epochs}",
+            unit="img",
+            disable=not progress,
+            leave=False,
+        )
+        for batch_index, indices in enumerate(order.split(config.train.batch_size)):
+            output = objective(model, epoch_images[indices], generator)
+            _check_finite(output, epoch, batch_index, state)
+            optimizer.zero_grad(set_to_none=True)
+            _backward(output, model)
+            optimizer.step()
+            step += 1
+            bound_sum += output.bound.sum().item()
+            seen += indices.numel()
+            bar.update(indices.numel())
+            bar.set_postfix(bound=f"{bound_sum / seen:.2f}", refresh=False)
+        bar.close()
+        wall_seconds += time.perf_counter() - started
+        base = {"epoch": epoch, "step": step, "algorithm": config.train.algorithm}
+        append_metrics(
+            metrics_path,
+            {**base, "kind": "train", "split": "train", "k": None, "bound": bound_sum / seen,
+             "epoch_seconds": time.perf_counter() - started, "wall_seconds": wall_seconds},
+        )
+        if epoch % config.train.eval_every == 0 or epoch == config.train.epochs:
+            for split in config.train.eval_splits:
+                row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch)
+                wall_seconds += row["eval_seconds"]
+                append_metrics(metrics_path, {**base, **row, "wall_seconds": wall_seconds})
+                if progress:
+                    tqdm.write(f"epoch {epoch}: {split} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
+        save_checkpoint(
+            run_dir / CHECKPOINT_FILE,
+            {
+                "epoch": epoch,
+                "step": step,
+                "wall_seconds": wall_seconds,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "config": config.to_dict(),
+            },
+        )
+        state = {"epoch": epoch}
+    return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path))
+
+
+def _training_images(config: ExperimentConfig, dataset: Dataset) -> torch.Tensor:
+    """The training split as the objective sees it before any per-epoch (dynamic) binarization."""
+    images = dataset.splits["train"].images
+    if uses_binarization(config, dataset) and config.data.binarization != "dynamic":
+        images = binarize(images, config.data.binarization, seeded_generator(config.data.binarization_seed, SPLIT_TAGS["train"]))
+    return images
+
+
+def _start_or_resume(config, run_dir, model, optimizer, generator, resume) -> dict[str, Any]:
+    """Restore the checkpoint in ``run_dir`` (if resuming) and return epoch, step, wall seconds."""
+    checkpoint_path = run_dir / CHECKPOINT_FILE
+    fresh = {"epoch": 0, "step": 0, "wall_seconds": 0.0}
+    if not checkpoint_path.exists():
+        keep_metrics_through_epoch(run_dir / METRICS_FILE, 0)
+        return fresh
+    if not resume:
+        raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
+    checkpoint = load_checkpoint(checkpoint_path)
+    saved = ExperimentConfig.from_dict(checkpoint["config"])
+    differences = [key for key in config_differences(saved, config) if key != "train.epochs"]
+    if differences:
+        raise RunError(f"{run_dir}: cannot resume with a different config (differs in {', '.join(differences)})")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    generator.set_state(checkpoint["generator"])
+    keep_metrics_through_epoch(run_dir / METRICS_FILE, checkpoint["epoch"])
+    if saved.train.epochs != config.train.epochs:
+        config.save(run_dir / CONFIG_FILE)
+    return {key: checkpoint[key] for key in fresh}
+
+
+def _backward(output, model: HelmholtzMachine) -> None:
+    """Accumulate d(-theta_surrogate)/d theta and d(-phi_surrogate)/d phi into ``.grad``.
+
+    When one tensor serves both groups (AEVB) a single backward pass does it; otherwise each
+    surrogate's gradient goes only to its own group (``inputs=``), so e.g. a phi surrogate that
+    depends on theta never moves theta.
+    """
+    if output.theta_surrogate is output.phi_surrogate:
+        (-output.theta_surrogate.mean()).backward()
+        return
+    (-output.theta_surrogate.mean()).backward(inputs=model.generative_parameters(), retain_graph=True)
+    (-output.phi_surrogate.mean()).backward(inputs=model.recognition_parameters())
+
+
+def _check_finite(output, epoch: int, batch_index: int, state: dict[str, Any]) -> None:
+    for name in ("theta_surrogate", "phi_surrogate"):
+        value = getattr(output, name)
+        if not torch.isfinite(value).all():
+            kind = "NaN" if torch.isnan(value).any() else "infinite"
+            raise NumericalError(
+                f"epoch {epoch}, batch {batch_index}: the {name.replace('_', ' ')} is {kind}; "
+                f"stopped with the checkpoint of epoch {state['epoch']} intact"
+            )

@@ -1,0 +1,117 @@
+"""The command line end to end on the embedded digits, and its answers to bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vaelab.runio import read_metrics
+
+FAST = ["--dataset", "digits", "--epochs", "2", "--hidden", "32", "--eval-every", "1", "--eval-k", "10", "--no-progress"]
+
+
+def vaelab(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "VAELAB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vaelab", *map(str, args)], capture_output=True, text=True, env=environment, cwd=cwd, timeout=300
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("algorithm", ["aevb", "wake-sleep"])
+def test_train_then_evaluate(tmp_path, algorithm):
+    run = tmp_path / algorithm
+    trained = vaelab("train", "--algorithm", algorithm, *FAST, "--out", run)
+    assert trained.returncode == 0, trained.stderr
+    assert "test L_10 =" in trained.stdout
+    assert {"config.json", "environment.json", "metrics.jsonl", "checkpoint.pt"} <= {p.name for p in run.iterdir()}
+
+    evaluated = vaelab("evaluate", run, "--k", "100")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.stdout.startswith("test L_100 = ")
+    last = read_metrics(run / "metrics.jsonl")[-1]
+    assert last["kind"] == "evaluate" and last["k"] == 100 and last["epoch"] == 2
+
+
+def test_resume_of_a_finished_run_is_a_no_op(tmp_path):
+    assert vaelab("train", *FAST, "--out", tmp_path).returncode == 0
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    again = vaelab("train", *FAST, "--out", tmp_path, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert read_metrics(tmp_path / "metrics.jsonl") == rows
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["train", "--epochs", "-1", "--out", "x"], ["--epochs", "positive integer", "'-1'"]),
+        (["train", "--dataset", "cifar", "--out", "x"], ["--dataset", "invalid choice", "cifar"]),
+        (["train", "--algorithm", "gan", "--out", "x"], ["--algorithm", "invalid choice"]),
+        (["train", "--hidden", "0", "--out", "x"], ["--hidden", "positive integers"]),
+        (["train", "--lr", "2", "--out", "x"], ["--lr", "(0, 1)"]),
+        (["train", "--epochs", "1"], ["--out"]),
+        (["evaluate", "somewhere", "--k", "0"], ["--k", "positive integer"]),
+    ],
+)
+def test_bad_options_get_one_line(tmp_path, args, fragments):
+    result = vaelab(*args, cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert result.returncode == 2
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_evaluate_of_a_missing_run_and_of_a_corrupt_checkpoint(tmp_path):
+    assert_one_line_error(vaelab("evaluate", tmp_path / "nothing"), "not a vaelab run directory")
+    run = tmp_path / "run"
+    assert vaelab("train", *FAST, "--out", run).returncode == 0
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert_one_line_error(vaelab("evaluate", run), "checkpoint.pt", "unreadable checkpoint")
+
+
+def test_missing_dataset_offline_names_the_files_and_folder(tmp_path):
+    result = vaelab("train", "--dataset", "mnist", "--epochs", "1", "--out", tmp_path / "run", "--data-dir", tmp_path / "data")
+    assert_one_line_error(result, "mnist", "train-images-idx3-ubyte.gz", str(tmp_path / "data"))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_bad_config_file_gets_one_line(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"train": {"epochs": 0}}')
+    assert_one_line_error(vaelab("train", "--config", config, "--out", tmp_path / "run"), "epochs must be a positive integer")
+    config.write_text("{not json")
+    assert_one_line_error(vaelab("train", "--config", config, "--out", tmp_path / "run"), "config.json", "not valid JSON")
+    config.write_text('{"train": {"epochz": 3}}')
+    assert_one_line_error(vaelab("train", "--config", config, "--out", tmp_path / "run"), "unknown key(s) epochz")
+
+
+def test_unwritable_output_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file")
+    assert_one_line_error(vaelab("train", *FAST, "--out", blocker / "run"), "cannot create the run directory")
+
+
+def test_help_documents_every_option_with_its_default():
+    result = vaelab("train", "--help")
+    assert result.returncode == 0
+    for option in ("--algorithm", "--dataset", "--epochs", "--eval-k", "--eval-every", "--binarization", "--resume", "--data-dir"):
+        assert option in result.stdout
+    assert "(default: 100)" in result.stdout and "(default: 1000)" in result.stdout
+
+
+def test_datasets_lists_local_files(shared_data_dir):
+    result = vaelab("datasets", "--data-dir", shared_data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609" in result.stdout
+    assert "fashion-mnist" in result.stdout and "missing" in result.stdout

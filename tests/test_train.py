@@ -1,0 +1,128 @@
+"""Training runs on the embedded digits: files written, metrics sane, resume exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from vaelab.errors import RunError
+from vaelab.runio import read_metrics
+from vaelab import training as train_module
+from vaelab.training import train
+
+
+def small_config(algorithm="aevb", epochs=3, **train_options) -> ExperimentConfig:
+    return ExperimentConfig(
+        data=DataConfig(dataset="digits"),
+        model=ModelConfig(latent_dim=2, hidden=(32,)),
+        train=TrainConfig(algorithm=algorithm, epochs=epochs, eval_every=2, eval_k=20, **train_options),
+        seed=3,
+    )
+
+
+def comparable(rows):
+    """Metrics rows without the fields that measure wall-clock time."""
+    return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in rows]
+
+
+@pytest.mark.parametrize("algorithm", ["aevb", "wake-sleep"])
+def test_train_writes_config_environment_metrics_and_checkpoint(tmp_path, algorithm):
+    result = train(small_config(algorithm), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert ExperimentConfig.load(run / "config.json") == small_config(algorithm)
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["packages"]["torch"] == torch.__version__.split("+")[0] or environment["packages"]["torch"]
+    assert (run / "checkpoint.pt").exists()
+    rows = read_metrics(run / "metrics.jsonl")
+    assert rows == result.metrics
+    assert [row["epoch"] for row in rows if row["kind"] == "train"] == [1, 2, 3]
+    evaluations = [row for row in rows if row["kind"] == "eval"]
+    assert [(row["epoch"], row["split"]) for row in evaluations] == [(2, "train"), (2, "test"), (3, "train"), (3, "test")]
+    for row in evaluations:
+        assert row["k"] == 20 and row["algorithm"] == algorithm
+        assert row["elbo"] <= row["bound"] + 3 * row["bound_stderr"]  # L_1 <= L_20, up to noise
+        assert row["bound"] < 0 and row["bound_stderr"] > 0
+
+
+def test_training_improves_the_bound(tmp_path):
+    rows = train(small_config("aevb", epochs=6), tmp_path, progress=False).metrics
+    test_rows = [row["bound"] for row in rows if row["kind"] == "eval" and row["split"] == "test"]
+    assert test_rows[-1] > test_rows[0]
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    train(small_config(epochs=1), tmp_path, progress=False)
+    with pytest.raises(RunError, match="--resume"):
+        train(small_config(epochs=1), tmp_path, progress=False)
+
+
+def test_resume_refuses_a_different_config_and_names_the_keys(tmp_path):
+    train(small_config(epochs=1), tmp_path, progress=False)
+    changed = small_config(epochs=1, learning_rate=0.01, batch_size=50)
+    with pytest.raises(RunError, match=r"train\.batch_size, train\.learning_rate"):
+        train(changed, tmp_path, resume=True, progress=False)
+
+
+def test_crash_between_metrics_and_checkpoint_resumes_bitwise_equal(tmp_path, monkeypatch):
+    reference = train(small_config(epochs=4), tmp_path / "reference", progress=False)
+
+    # Crash while writing epoch 2's checkpoint: its metrics rows are already on disk.
+    real_save = train_module.save_checkpoint
+
+    def crashing_save(path, state):
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        real_save(path, state)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(epochs=4), tmp_path / "crashed", progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+    resumed = train(small_config(epochs=4), tmp_path / "crashed", resume=True, progress=False)
+    assert comparable(resumed.metrics) == comparable(reference.metrics)  # no duplicated rows
+    for name, tensor in reference.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+
+def test_extending_a_finished_run_continues_it(tmp_path):
+    reference = train(small_config(epochs=4), tmp_path / "reference", progress=False)
+    train(small_config(epochs=2), tmp_path / "extended", progress=False)
+    extended = train(small_config(epochs=4), tmp_path / "extended", resume=True, progress=False)
+    for name, tensor in reference.model.state_dict().items():
+        assert torch.equal(tensor, extended.model.state_dict()[name]), name
+
+
+def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path, monkeypatch):
+    train(small_config(epochs=1), tmp_path, progress=False)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    real = train_module.objective_from_config
+
+    def poisoned(config):
+        objective = real(config)
+
+        def call(model, x, generator):
+            output = objective(model, x, generator)
+            return type(output)(output.bound, output.theta_surrogate * float("nan"), output.phi_surrogate)
+
+        return call
+
+    monkeypatch.setattr(train_module, "objective_from_config", poisoned)
+    with pytest.raises(train_module.NumericalError, match=r"epoch 2, batch 0: the theta surrogate is NaN"):
+        train(small_config(epochs=2), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_static_and_threshold_binarization_train(tmp_path):
+    for mode in ("static", "threshold", "none"):
+        config = ExperimentConfig(
+            data=DataConfig(dataset="digits", binarization=mode),
+            model=ModelConfig(hidden=(16,)),
+            train=TrainConfig(epochs=1, eval_k=5),
+        )
+        rows = train(config, tmp_path / mode, progress=False).metrics
+        assert all(torch.isfinite(torch.tensor(row["bound"])) for row in rows)
