@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vaelab.bounds import evaluate_bound, importance_weighted_bound, mean_and_standard_error
+from vaelab.bounds import block_bound, bound_curve, evaluate_bound, importance_weighted_bound, mean_and_standard_error
 from vaelab.objectives import log_mean_exp
 from vaelab.tractable import linear_gaussian_log_marginal, linear_gaussian_model
 
@@ -65,3 +65,25 @@ def test_mean_and_standard_error():
     mean, stderr = mean_and_standard_error(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     assert mean == pytest.approx(2.5)
     assert stderr == pytest.approx(math.sqrt(5 / 3) / 2)
+
+
+def test_block_bound_is_the_mean_of_disjoint_block_estimates():
+    log_weights = torch.log(torch.tensor([[1.0], [3.0], [2.0], [6.0]], dtype=torch.float64))
+    torch.testing.assert_close(block_bound(log_weights, 2), torch.tensor([(math.log(2.0) + math.log(4.0)) / 2], dtype=torch.float64))
+    torch.testing.assert_close(block_bound(log_weights, 4), torch.tensor([math.log(3.0)], dtype=torch.float64))
+    torch.testing.assert_close(block_bound(log_weights, 1), log_weights.mean(0))
+    with pytest.raises(ValueError, match="divide"):
+        block_bound(log_weights, 3)
+
+
+def test_bound_curve_agrees_with_single_draws(linear_gaussian):
+    model, x = linear_gaussian
+    curve = bound_curve(model, x, (1, 10, 100), torch.Generator().manual_seed(0), batch_size=16)
+    assert set(curve) == {1, 10, 100} and curve[10].shape == (64,)
+    for k in (1, 10, 100):
+        single = torch.stack([importance_weighted_bound(model, x, k, torch.Generator().manual_seed(s)) for s in range(20)])
+        # Same expectation as single draws. A block estimate's variance is at most a single draw's
+        # (v_i per point), so the mean difference over 64 points has standard error <= sqrt(mean(v) * 1.05 / 64).
+        difference = (curve[k] - single.mean(0)).mean()
+        stderr = math.sqrt(single.var(0).mean() * (1 + 1 / 20) / 64)
+        assert abs(difference) < 4 * stderr, (k, difference, stderr)

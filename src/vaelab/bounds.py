@@ -14,7 +14,7 @@ import math
 import torch
 
 from vaelab.models import HelmholtzMachine
-from vaelab.objectives.core import importance_samples
+from vaelab.objectives.core import importance_samples, log_mean_exp
 
 # Decoder rows (samples x examples) scored at once: 4096 rows of 784 pixels is ~13 MB of logits.
 DEFAULT_MAX_ROWS = 4096
@@ -39,6 +39,59 @@ def importance_weighted_bound(
         log_weights = importance_samples(model, x, chunk, generator, posterior).log_weights  # [chunk, B]
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_weights, 0))
     return log_sum - math.log(k)
+
+
+@torch.no_grad()
+def log_weights_in_chunks(
+    model: HelmholtzMachine,
+    x: torch.Tensor,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> torch.Tensor:
+    """All ``[num_samples, B]`` log-weights of x ``[B, D_x]``, drawn ``max_rows`` decoder rows at a time."""
+    posterior = model.posterior(x)
+    samples_per_chunk = max(1, max_rows // x.shape[0])
+    chunks = [
+        importance_samples(model, x, min(samples_per_chunk, num_samples - start), generator, posterior).log_weights
+        for start in range(0, num_samples, samples_per_chunk)
+    ]
+    return torch.cat(chunks)
+
+
+def block_bound(log_weights: torch.Tensor, k: int) -> torch.Tensor:
+    """Estimate L_k ``[B]`` from K samples' log-weights ``[K, B]``, k dividing K.
+
+    The K samples form K / k disjoint blocks of k; each block's log-mean-exp is an unbiased draw
+    of L_k, and their average is the estimate (lower variance than a single draw).
+    """
+    total = log_weights.shape[0]
+    if total % k:
+        raise ValueError(f"k = {k} must divide the number of samples {total}")
+    blocks = log_weights.reshape(total // k, k, *log_weights.shape[1:])
+    return log_mean_exp(blocks, dim=1).mean(0)
+
+
+@torch.no_grad()
+def bound_curve(
+    model: HelmholtzMachine,
+    images: torch.Tensor,
+    ks: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    batch_size: int = 100,
+) -> dict[int, torch.Tensor]:
+    """Per-image L_k ``[N]`` for every k in ``ks``, from one set of max(ks) samples per image.
+
+    Every k must divide max(ks) (e.g. 1, 2, 5, 10, ..., 1000): the cost is that of L_max(ks) alone.
+    """
+    total = max(ks)
+    parameter = next(model.parameters())
+    curves: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
+    for batch in images.split(batch_size):
+        log_weights = log_weights_in_chunks(model, batch.to(parameter.device), total, generator).cpu()
+        for k in ks:
+            curves[k].append(block_bound(log_weights, k))
+    return {k: torch.cat(values) for k, values in curves.items()}
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ uninterrupted one exactly.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
