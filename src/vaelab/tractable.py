@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from vaelab.models import HelmholtzMachine, StandardNormalPrior
+from vaelab.models import HelmholtzMachine, StandardNormalPrior, StochasticLayer
 
 
-class AffineGaussian(nn.Module):
+class AffineGaussian(StochasticLayer):
     """u -> N(A u + c, diag(s^2)) with A ``[out, in]``, c ``[out]``, s ``[out]`` as parameters."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor):

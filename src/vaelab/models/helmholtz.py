@@ -40,6 +40,10 @@ class HelmholtzMachine(nn.Module):
         """p_theta(x | z) for z ``[..., latent_dim]``; batch shape ``[...]``."""
         return self.generative(z)
 
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p_theta(x | z) ``[...]`` for z ``[..., latent_dim]`` and x broadcastable to ``[..., data_dim]``."""
+        return self.generative.log_prob(z, x)
+
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q_phi(z | x) for x ``[..., data_dim]``; batch shape ``[...]``."""
         return self.recognition(x)

@@ -35,7 +35,7 @@ def aevb(
     posterior = model.posterior(x)
     if kl == "analytic":
         z = sample(posterior, (num_samples,), generator)  # [m, B, D]
-        expected_log_likelihood = model.likelihood(z).log_prob(x).mean(0)
+        expected_log_likelihood = model.log_likelihood(x, z).mean(0)
         elbo = expected_log_likelihood - kl_divergence(posterior, model.prior_distribution())
     elif kl == "monte-carlo":
         elbo = importance_samples(model, x, num_samples, generator, posterior).log_weights.mean(0)

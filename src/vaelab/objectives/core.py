@@ -76,7 +76,7 @@ def importance_samples(
     return ImportanceSamples(
         z=z,
         log_prior=model.prior_distribution().log_prob(z),
-        log_likelihood=model.likelihood(z).log_prob(x),
+        log_likelihood=model.log_likelihood(x, z),
         log_proposal=posterior.log_prob(z),
     )
 

@@ -29,7 +29,7 @@ def wake_sleep(
     posterior = model.posterior(x)
     # detach: the wake phase treats q's samples as observed data, so no gradient reaches phi.
     z = sample(posterior, (num_samples,), generator).detach()  # [m, B, D]
-    log_joint = model.prior_distribution().log_prob(z) + model.likelihood(z).log_prob(x)  # [m, B]
+    log_joint = model.prior_distribution().log_prob(z) + model.log_likelihood(x, z)  # [m, B]
     wake = log_joint.mean(0)
 
     with torch.no_grad():  # dreams are data for the sleep phase: no gradient reaches theta
