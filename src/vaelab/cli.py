@@ -157,6 +157,7 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA device if there is one, else the CPU), cpu, cuda or cuda:<index> (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +185,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from vaelab.training import train
 
     config = experiment_config(args)
-    result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress)
+    result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, device=args.device)
+    if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     evaluations = [row for row in result.metrics if row.get("kind") == "eval"]
     for row in evaluations[-len(config.train.eval_splits):]:
         print(f"epoch {row['epoch']}: {row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
@@ -195,7 +198,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from vaelab.evaluate import evaluate_run
 
-    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir)
+    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device)
     print(
         f"{row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats "
         f"(ELBO {row['elbo']:.3f}; {row['num_images']} images, epoch {row['epoch']}, {row['eval_seconds']:.1f} s)"

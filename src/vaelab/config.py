@@ -59,7 +59,10 @@ class DataConfig:
 
         _one_of("dataset", self.dataset, DATASET_NAMES)
         _one_of("binarization", self.binarization, BINARIZATIONS)
-        _require(isinstance(self.binarization_seed, int), "binarization_seed must be an integer")
+        _require(
+            isinstance(self.binarization_seed, int) and not isinstance(self.binarization_seed, bool) and self.binarization_seed >= 0,
+            f"binarization_seed must be a non-negative integer (got {self.binarization_seed!r})",
+        )
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _positive("latent_dim", self.latent_dim)
+        _require(isinstance(self.hidden, (list, tuple)), f"hidden must be a list of widths (got {self.hidden!r})")
         object.__setattr__(self, "hidden", tuple(self.hidden))
         for width in self.hidden:
             _positive("hidden width", width)
@@ -112,11 +116,15 @@ class TrainConfig:
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _require(
-            isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1,
+            isinstance(self.learning_rate, (int, float)) and not isinstance(self.learning_rate, bool) and 0 < self.learning_rate < 1,
             f"learning_rate must be in (0, 1) (got {self.learning_rate!r})",
         )
         _positive("eval_every", self.eval_every)
         _positive("eval_k", self.eval_k)
+        _require(
+            isinstance(self.eval_splits, (list, tuple)) and len(self.eval_splits) > 0,
+            f"eval_splits must be a non-empty list of split names (got {self.eval_splits!r})",
+        )
         object.__setattr__(self, "eval_splits", tuple(self.eval_splits))
         for split in self.eval_splits:
             _one_of("eval split", split, ("train", "valid", "test"))

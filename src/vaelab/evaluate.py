@@ -7,14 +7,17 @@ from typing import Any
 
 from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset, load_dataset
+from vaelab.distributed import resolve_device
 from vaelab.errors import RunError
 from vaelab.models import HelmholtzMachine
 from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, append_metrics, load_checkpoint
 from vaelab.training import build_run, evaluate_split
 
 
-def load_run(run_dir: str | Path, data_dir: str | Path | None = None) -> tuple[ExperimentConfig, HelmholtzMachine, Dataset, dict[str, Any]]:
-    """The config, the model at its last checkpoint, the dataset and the checkpoint of ``run_dir``."""
+def load_run(
+    run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
+) -> tuple[ExperimentConfig, HelmholtzMachine, Dataset, dict[str, Any]]:
+    """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
@@ -23,13 +26,16 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None) -> tuple[E
     dataset = load_dataset(config.data.dataset, data_dir)
     model, _ = build_run(config, dataset)
     model.load_state_dict(checkpoint["model"])
+    model.to(resolve_device(device))
     model.eval()
     return config, model, dataset, checkpoint
 
 
-def evaluate_run(run_dir: str | Path, k: int, split: str = "test", data_dir: str | Path | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, k: int, split: str = "test", data_dir: str | Path | None = None, device: str = "auto"
+) -> dict[str, Any]:
     """Estimate L_k (and the ELBO) of ``split`` at the run's last checkpoint; appends the row to its metrics."""
-    config, model, dataset, checkpoint = load_run(run_dir, data_dir)
+    config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
     row = {
         "epoch": checkpoint["epoch"],
         "step": checkpoint["step"],

@@ -72,15 +72,31 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    """Append one row as a single write, then fsync: a crash leaves at most a partial last line."""
+    """Append one row as a single write, then fsync: a crash leaves at most a partial last line,
+    which the next append cuts off before writing (so rows never run together)."""
     line = (json.dumps(row, sort_keys=True) + "\n").encode()
     try:
-        with open(path, "ab") as file:
+        with open(path, "ab+") as file:
+            _cut_partial_last_line(file)
             file.write(line)
             file.flush()
             os.fsync(file.fileno())
     except OSError as error:
         raise RunError(f"{path}: cannot append metrics ({error.strerror})") from None
+
+
+def _cut_partial_last_line(file) -> None:
+    """Truncate an append-mode binary file after its last newline, if it does not end in one."""
+    size = file.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    file.seek(size - 1)
+    if file.read(1) == b"\n":
+        return
+    file.seek(0)
+    content = file.read()
+    file.truncate(content.rfind(b"\n") + 1)
+    file.seek(0, os.SEEK_END)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -111,7 +127,7 @@ def keep_metrics_through_epoch(path: Path, epoch: int) -> None:
         write_text_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
-def environment_info(data_files: dict[str, str]) -> dict[str, Any]:
+def environment_info(data_files: dict[str, str], placement=None) -> dict[str, Any]:
     """Versions, platform and data checksums, recorded next to every run's results."""
     packages = {}
     for name in ("vaelab", "torch", "numpy", "scikit-learn", "scipy", "matplotlib"):
@@ -124,6 +140,9 @@ def environment_info(data_files: dict[str, str]) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "device": str(placement.device) if placement else "cpu",
+        "processes": placement.world_size if placement else 1,
+        "cuda": torch.cuda.get_device_name(placement.device) if placement and placement.device.type == "cuda" else None,
         "packages": packages,
         "command": sys.argv,
         "data_files_sha256": data_files,

@@ -9,6 +9,9 @@ uninterrupted one exactly.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from tqdm import tqdm
 from vaelab.bounds import evaluate_bound, mean_and_standard_error
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset, binarize, load_dataset
+from vaelab.distributed import Placement, average_gradients, barrier, gather, gather_objects, setup, teardown
 from vaelab.errors import RunError
 from vaelab.models import BernoulliLayer, HelmholtzMachine, build_model
 from vaelab.objectives import objective_from_config
@@ -54,10 +58,10 @@ class RunResult:
     metrics: list[dict[str, Any]]
 
 
-def seeded_generator(*entropy: int) -> torch.Generator:
-    """A CPU generator seeded from a tuple of integers (e.g. seed, epoch, split tag)."""
+def seeded_generator(*entropy: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded from a tuple of integers (e.g. seed, epoch, split tag)."""
     seed = int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0])
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator(device).manual_seed(seed)
 
 
 def uses_binarization(config: ExperimentConfig, dataset: Dataset) -> bool:
@@ -87,15 +91,29 @@ def evaluation_images(config: ExperimentConfig, dataset: Dataset, split: str) ->
 
 
 def evaluate_split(
-    model: HelmholtzMachine, config: ExperimentConfig, dataset: Dataset, split: str, k: int, epoch: int
+    model: HelmholtzMachine,
+    config: ExperimentConfig,
+    dataset: Dataset,
+    split: str,
+    k: int,
+    epoch: int,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
-    """L_k and the ELBO (L_1) of ``split``: a metrics row with means and standard errors in nats."""
+    """L_k and the ELBO (L_1) of ``split``: a metrics row with means and standard errors in nats.
+
+    Under torchrun each process scores every world_size-th image; the values are gathered so
+    every process returns the same row.
+    """
+    placement = placement or Placement(next(model.parameters()).device)
     images, _ = evaluation_images(config, dataset, split)
+    images = images[placement.rank :: placement.world_size]
     started = time.perf_counter()
-    generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k)
+    generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k, placement.rank, device=placement.device)
     batch_size = config.train.eval_batch_size
-    bound, bound_stderr = mean_and_standard_error(evaluate_bound(model, images, k, generator, batch_size))
-    elbo, elbo_stderr = mean_and_standard_error(evaluate_bound(model, images, 1, generator, batch_size))
+    bounds = gather(evaluate_bound(model, images, k, generator, batch_size).to(placement.device), placement)
+    elbos = gather(evaluate_bound(model, images, 1, generator, batch_size).to(placement.device), placement)
+    bound, bound_stderr = mean_and_standard_error(bounds.cpu())
+    elbo, elbo_stderr = mean_and_standard_error(elbos.cpu())
     return {
         "kind": "eval",
         "split": split,
@@ -104,7 +122,7 @@ def evaluate_split(
         "bound_stderr": bound_stderr,
         "elbo": elbo,
         "elbo_stderr": elbo_stderr,
-        "num_images": images.shape[0],
+        "num_images": bounds.numel(),
         "eval_seconds": time.perf_counter() - started,
     }
 
@@ -132,38 +150,56 @@ def train(
     data_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    device: str = "auto",
 ) -> RunResult:
     """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
 
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files.
+    The first SIGINT lets the current epoch finish and checkpoint, then raises KeyboardInterrupt;
+    a second one interrupts at once (the previous checkpoint stays intact).
+
     Raises:
         RunError: the directory holds another run (without ``resume``), its config differs from
-            ``config``, it cannot be written, or the loss became non-finite.
+            ``config``, it cannot be written, or a loss or gradient became non-finite.
     """
-    run_dir = Path(run_dir)
+    placement = setup(device)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"{run_dir}: cannot create the run directory ({error.strerror})") from None
+        with _stop_requests() as stop:
+            return _train(config, Path(run_dir), data_dir, resume, progress and placement.is_main, placement, stop)
+    finally:
+        teardown(placement)
+
+
+def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunResult:
+    if placement.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(f"{run_dir}: cannot create the run directory ({error.strerror})") from None
     dataset = load_dataset(config.data.dataset, data_dir)
     model, optimizer = build_run(config, dataset)
-    generator = seeded_generator(config.seed)
-    state = _start_or_resume(config, run_dir, model, optimizer, generator, resume)
+    model.to(placement.device)
+    data_generator = seeded_generator(config.seed)  # minibatch order and dynamic binarization: shared by all processes
+    noise_generator = seeded_generator(config.seed, placement.rank, device=placement.device)  # latent samples: one per process
+    state = _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_generator, placement, resume)
     epoch, step, wall_seconds = state["epoch"], state["step"], state["wall_seconds"]
-    if epoch == 0:
+    if epoch == 0 and placement.is_main:
         config.save(run_dir / CONFIG_FILE)
-        write_json_atomic(run_dir / ENVIRONMENT_FILE, environment_info(dataset.files))
+        write_json_atomic(run_dir / ENVIRONMENT_FILE, environment_info(dataset.files, placement))
+    barrier(placement)
 
     objective = objective_from_config(config.train)
     train_images = _training_images(config, dataset)
     metrics_path = run_dir / METRICS_FILE
+    parameters = list(model.parameters())
     for epoch in range(epoch + 1, config.train.epochs + 1):
         started = time.perf_counter()
         epoch_images = (
-            binarize(train_images, "dynamic", generator)
+            binarize(train_images, "dynamic", data_generator)
             if config.data.binarization == "dynamic" and uses_binarization(config, dataset)
             else train_images
         )
-        order = torch.randperm(epoch_images.shape[0], generator=generator)
+        order = torch.randperm(epoch_images.shape[0], generator=data_generator)
         bound_sum, seen = 0.0, 0
         bar = tqdm(
             total=epoch_images.shape[0],
@@ -172,46 +208,56 @@ def train(
             disable=not progress,
             leave=False,
         )
-        for batch_index, indices in enumerate(order.split(config.train.batch_size)):
-            output = objective(model, epoch_images[indices], generator)
+        for batch_index, global_batch in enumerate(order.split(config.train.batch_size)):
+            shard = global_batch[placement.rank :: placement.world_size]  # this process's part of the minibatch
+            output = objective(model, epoch_images[shard].to(placement.device), noise_generator)
             _check_finite(output, epoch, batch_index, state)
             optimizer.zero_grad(set_to_none=True)
             _backward(output, model)
+            average_gradients(parameters, placement)
+            _check_finite_gradients(model, epoch, batch_index, state)
             optimizer.step()
             step += 1
             bound_sum += output.bound.sum().item()
-            seen += indices.numel()
-            bar.update(indices.numel())
+            seen += shard.numel()
+            bar.update(global_batch.numel())
             bar.set_postfix(bound=f"{bound_sum / seen:.2f}", refresh=False)
         bar.close()
         wall_seconds += time.perf_counter() - started
         base = {"epoch": epoch, "step": step, "algorithm": config.train.algorithm}
-        append_metrics(
-            metrics_path,
-            {**base, "kind": "train", "split": "train", "k": None, "bound": bound_sum / seen,
-             "epoch_seconds": time.perf_counter() - started, "wall_seconds": wall_seconds},
-        )
+        rows = [
+            {**base, "kind": "train", "split": "train", "k": None, "bound": _mean_over_processes(bound_sum, seen, placement),
+             "epoch_seconds": time.perf_counter() - started, "wall_seconds": wall_seconds}
+        ]
         if epoch % config.train.eval_every == 0 or epoch == config.train.epochs:
             for split in config.train.eval_splits:
-                row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch)
+                row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch, placement)
                 wall_seconds += row["eval_seconds"]
-                append_metrics(metrics_path, {**base, **row, "wall_seconds": wall_seconds})
+                rows.append({**base, **row, "wall_seconds": wall_seconds})
                 if progress:
                     tqdm.write(f"epoch {epoch}: {split} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
-        save_checkpoint(
-            run_dir / CHECKPOINT_FILE,
-            {
-                "epoch": epoch,
-                "step": step,
-                "wall_seconds": wall_seconds,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
-                "config": config.to_dict(),
-            },
-        )
+        noise_states = gather_objects(noise_generator.get_state().cpu(), placement)
+        if placement.is_main:
+            for row in rows:
+                append_metrics(metrics_path, row)
+            save_checkpoint(
+                run_dir / CHECKPOINT_FILE,
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "wall_seconds": wall_seconds,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "data_generator": data_generator.get_state(),
+                    "noise_generators": noise_states,
+                    "config": config.to_dict(),
+                },
+            )
+        barrier(placement)
         state = {"epoch": epoch}
-    return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path))
+        if _any_process(stop.requested, placement):
+            raise KeyboardInterrupt
+    return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path) if placement.is_main else [])
 
 
 def _training_images(config: ExperimentConfig, dataset: Dataset) -> torch.Tensor:
@@ -222,12 +268,13 @@ def _training_images(config: ExperimentConfig, dataset: Dataset) -> torch.Tensor
     return images
 
 
-def _start_or_resume(config, run_dir, model, optimizer, generator, resume) -> dict[str, Any]:
+def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_generator, placement, resume) -> dict[str, Any]:
     """Restore the checkpoint in ``run_dir`` (if resuming) and return epoch, step, wall seconds."""
     checkpoint_path = run_dir / CHECKPOINT_FILE
     fresh = {"epoch": 0, "step": 0, "wall_seconds": 0.0}
     if not checkpoint_path.exists():
-        keep_metrics_through_epoch(run_dir / METRICS_FILE, 0)
+        if placement.is_main:
+            keep_metrics_through_epoch(run_dir / METRICS_FILE, 0)
         return fresh
     if not resume:
         raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
@@ -236,12 +283,19 @@ def _start_or_resume(config, run_dir, model, optimizer, generator, resume) -> di
     differences = [key for key in config_differences(saved, config) if key != "train.epochs"]
     if differences:
         raise RunError(f"{run_dir}: cannot resume with a different config (differs in {', '.join(differences)})")
+    if len(checkpoint["noise_generators"]) != placement.world_size:
+        raise RunError(
+            f"{run_dir}: the checkpoint was written by {len(checkpoint['noise_generators'])} process(es); "
+            f"resume it with the same number (this run has {placement.world_size})"
+        )
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    generator.set_state(checkpoint["generator"])
-    keep_metrics_through_epoch(run_dir / METRICS_FILE, checkpoint["epoch"])
-    if saved.train.epochs != config.train.epochs:
-        config.save(run_dir / CONFIG_FILE)
+    data_generator.set_state(checkpoint["data_generator"])
+    noise_generator.set_state(checkpoint["noise_generators"][placement.rank].to(noise_generator.device))
+    if placement.is_main:
+        keep_metrics_through_epoch(run_dir / METRICS_FILE, checkpoint["epoch"])
+        if saved.train.epochs != config.train.epochs:
+            config.save(run_dir / CONFIG_FILE)
     return {key: checkpoint[key] for key in fresh}
 
 
@@ -264,7 +318,49 @@ def _check_finite(output, epoch: int, batch_index: int, state: dict[str, Any]) -
         value = getattr(output, name)
         if not torch.isfinite(value).all():
             kind = "NaN" if torch.isnan(value).any() else "infinite"
-            raise NumericalError(
-                f"epoch {epoch}, batch {batch_index}: the {name.replace('_', ' ')} is {kind}; "
-                f"stopped with the checkpoint of epoch {state['epoch']} intact"
-            )
+            _stop_on_numerical_fault(f"the {name.replace('_', ' ')} is {kind}", epoch, batch_index, state)
+
+
+def _check_finite_gradients(model: HelmholtzMachine, epoch: int, batch_index: int, state: dict[str, Any]) -> None:
+    for group, parameters in (("theta", model.generative_parameters()), ("phi", model.recognition_parameters())):
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
+            _stop_on_numerical_fault(f"the {group} gradient is not finite", epoch, batch_index, state)
+
+
+def _stop_on_numerical_fault(what: str, epoch: int, batch_index: int, state: dict[str, Any]) -> None:
+    raise NumericalError(f"epoch {epoch}, batch {batch_index}: {what}; stopped with the checkpoint of epoch {state['epoch']} intact")
+
+
+def _mean_over_processes(total: float, count: int, placement: Placement) -> float:
+    totals = gather_objects((total, count), placement)
+    return sum(t for t, _ in totals) / sum(n for _, n in totals)
+
+
+def _any_process(flag: bool, placement: Placement) -> bool:
+    return any(gather_objects(flag, placement))
+
+
+class _StopRequest:
+    """SIGINT handler: the first signal asks the loop to stop after the epoch's checkpoint."""
+
+    requested = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("interrupt: finishing this epoch and its checkpoint, then stopping (interrupt again to stop now)")
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
