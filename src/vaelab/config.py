@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaelab.data.binarize import BINARIZATIONS
 from vaelab.errors import ConfigError
 
 ACTIVATIONS = ("relu", "tanh", "elu", "softplus", "sigmoid")
 KL_ESTIMATORS = ("analytic", "monte-carlo")
 LIKELIHOODS = ("auto", "bernoulli", "gaussian")
 PRIORS = ("standard-normal",)
-BINARIZATIONS = ("dynamic", "static", "threshold", "none")
 
 
 def _require(condition: bool, message: str) -> None:

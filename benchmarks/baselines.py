@@ -1,0 +1,107 @@
+"""The code a user would write, kept deliberately plain: the baselines vaelab is measured against.
+
+Everything here follows the PyTorch VAE example: ``nn.Linear`` MLPs, eager mode,
+``torch.optim.Adam`` with default settings, ``binary_cross_entropy_with_logits``. Networks are the
+seed's (784-512-2, ReLU), the same sizes vaelab uses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class PlainVAE(nn.Module):
+    def __init__(self, data_dim: int = 784, hidden: int = 512, latent_dim: int = 2):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(data_dim, hidden), nn.ReLU())
+        self.encoder_mu = nn.Linear(hidden, latent_dim)
+        self.encoder_logvar = nn.Linear(hidden, latent_dim)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, data_dim))
+        self.latent_dim = latent_dim
+
+    def encode(self, x):
+        h = self.encoder(x)
+        return self.encoder_mu(h), self.encoder_logvar(h)
+
+
+def plain_aevb_epoch(model: PlainVAE, images: torch.Tensor, batch_size: int = 100) -> None:
+    optimizer = torch.optim.Adam(model.parameters())
+    for x in images[torch.randperm(images.shape[0])].split(batch_size):
+        mu, logvar = model.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        reconstruction = F.binary_cross_entropy_with_logits(model.decoder(z), x, reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        loss = (reconstruction + kl) / x.shape[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def plain_wake_sleep_epoch(model: PlainVAE, images: torch.Tensor, batch_size: int = 100) -> None:
+    optimizer = torch.optim.Adam(model.parameters())
+    for x in images[torch.randperm(images.shape[0])].split(batch_size):
+        mu, logvar = model.encode(x)
+        z = (mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)).detach()
+        wake = F.binary_cross_entropy_with_logits(model.decoder(z), x, reduction="sum")
+        with torch.no_grad():
+            z_dream = torch.randn(x.shape[0], model.latent_dim)
+            x_dream = torch.bernoulli(torch.sigmoid(model.decoder(z_dream)))
+        mu_d, logvar_d = model.encode(x_dream)
+        sleep = 0.5 * torch.sum(logvar_d + (z_dream - mu_d).pow(2) / logvar_d.exp())
+        loss = (wake + sleep) / x.shape[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@torch.no_grad()
+def straightforward_bound(model: PlainVAE, images: torch.Tensor, k: int, batch_size: int = 100) -> torch.Tensor:
+    """L_k as first written: sample [k, B, 2], decode [k, B, 784], BCE with logits, logsumexp."""
+    bounds = []
+    for x in images.split(batch_size):
+        mu, logvar = model.encode(x)
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * torch.randn(k, *mu.shape)
+        log_likelihood = -F.binary_cross_entropy_with_logits(model.decoder(z), x.expand(k, -1, -1), reduction="none").sum(-1)
+        log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_q = (-0.5 * ((z - mu) / std).pow(2) - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        bounds.append(torch.logsumexp(log_likelihood + log_prior - log_q, 0) - math.log(k))
+    return torch.cat(bounds)
+
+
+def pyro_svi_epoch(model: PlainVAE, images: torch.Tensor, loss_name: str, batch_size: int = 100, max_batches: int | None = None) -> int:
+    """One epoch of Pyro SVI on the same networks; returns the number of images processed."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import SVI, ReweightedWakeSleep, Trace_ELBO, TraceMeanField_ELBO
+
+    pyro.clear_param_store()
+
+    def generative(x):
+        pyro.module("decoder", model.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], model.latent_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=model.decoder(z)).to_event(1), obs=x)
+
+    def recognition(x):
+        pyro.module("encoder", model.encoder)
+        pyro.module("encoder_mu", model.encoder_mu)
+        pyro.module("encoder_logvar", model.encoder_logvar)
+        with pyro.plate("data", x.shape[0]):
+            mu, logvar = model.encode(x)
+            pyro.sample("z", dist.Normal(mu, torch.exp(0.5 * logvar)).to_event(1))
+
+    optimizer = pyro.optim.Adam({"lr": 1e-3})
+    batches = list(images[torch.randperm(images.shape[0])].split(batch_size))[:max_batches]
+    if loss_name == "ReweightedWakeSleep":
+        rws = ReweightedWakeSleep(num_particles=50, vectorize_particles=True)
+        svi = SVI(generative, recognition, optimizer, loss=rws)
+    else:
+        svi = SVI(generative, recognition, optimizer, loss={"Trace_ELBO": Trace_ELBO(), "TraceMeanField_ELBO": TraceMeanField_ELBO()}[loss_name])
+    for x in batches:
+        svi.step(x)
+    return sum(x.shape[0] for x in batches)

@@ -1,0 +1,248 @@
+"""vaelab's benchmarks: evaluation and training speed measured side by side with the baselines.
+
+    python benchmarks/run.py [--quick] [--out benchmarks/results] [--data-dir ../shared/data]
+
+Every measurement runs in a fresh subprocess (so peak memory is its own), in round-robin order
+over the implementations, repeated; the tables report medians and ratios against the baseline of
+the same run. Writes ``results.json`` and ``results.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+# ---------------------------------------------------------------- one measurement (in a subprocess)
+
+def _images(split: str, count: int, data_dir: str | None) -> tuple[torch.Tensor, str]:
+    """``count`` binarized 784-pixel images: MNIST when its files are there, else Bernoulli(0.13) noise."""
+    from vaelab.config import DataConfig, ExperimentConfig
+    from vaelab.data import load_dataset
+    from vaelab.errors import DataError
+    from vaelab.training import evaluation_images
+
+    try:
+        dataset = load_dataset("mnist", data_dir, download=False)
+    except DataError:
+        generator = torch.Generator().manual_seed(0)
+        return torch.bernoulli(torch.full((count, 784), 0.13), generator=generator), "random (MNIST not found)"
+    images, _ = evaluation_images(ExperimentConfig(data=DataConfig(dataset="mnist")), dataset, split)
+    return images[:count].contiguous(), "mnist"
+
+
+def measure(task: str, k: int, count: int, threads: int, data_dir: str | None) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    from baselines import PlainVAE, plain_aevb_epoch, plain_wake_sleep_epoch, pyro_svi_epoch, straightforward_bound
+
+    from vaelab.bounds import DEFAULT_MAX_ROWS, evaluate_bound
+    from vaelab.config import ModelConfig
+    from vaelab.models import build_model
+    from vaelab.models.backend import ONEDNN_LINEAR, linear
+
+    images, source = _images("test" if task.startswith("eval") else "train", count, data_dir)
+    baseline_mb = _reset_peak_memory()
+    started = time.perf_counter()
+    if task == "eval-vaelab":
+        model = build_model(ModelConfig(), 784, "bernoulli")
+        evaluate_bound(model, images, k, torch.Generator().manual_seed(0))
+    elif task == "eval-straightforward":
+        straightforward_bound(PlainVAE(), images, k)
+    elif task == "eval-floor":  # the decoder's 512 -> 784 matmuls alone, same rows, same chunks, fastest backend
+        layer = build_model(ModelConfig(), 784, "bernoulli").generative.logits
+        hidden = torch.relu(torch.randn(DEFAULT_MAX_ROWS, 512))
+        rows = count * k
+        with torch.no_grad():
+            for start in range(0, rows, DEFAULT_MAX_ROWS):
+                linear(hidden[: min(DEFAULT_MAX_ROWS, rows - start)], layer)
+    elif task.startswith("train-vaelab-"):
+        started = time.perf_counter() - _vaelab_epoch_seconds(task.removeprefix("train-vaelab-"), images)
+    elif task == "train-plain-aevb":
+        plain_aevb_epoch(PlainVAE(), images)
+    elif task == "train-plain-wake-sleep":
+        plain_wake_sleep_epoch(PlainVAE(), images)
+    elif task.startswith("train-pyro-"):
+        count = pyro_svi_epoch(PlainVAE(), images, task.removeprefix("train-pyro-"), max_batches=20 if "Reweighted" in task else None)
+    else:
+        raise SystemExit(f"unknown task {task}")
+    seconds = time.perf_counter() - started
+    peak_mb = _status_mb("VmHWM")
+    return {"seconds": seconds, "images": count, "peak_mb": peak_mb, "working_mb": peak_mb - baseline_mb, "data": source, "onednn": ONEDNN_LINEAR}
+
+
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (Linux), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_memory() -> float:
+    """Reset the peak-RSS mark (Linux: clear_refs 5) so it measures from here; returns the current RSS in MB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS")
+
+
+def _vaelab_epoch_seconds(algorithm: str, images: torch.Tensor) -> float:
+    """Seconds of one epoch of vaelab's own training loop on ``images``.
+
+    The loop is ``vaelab.training``'s; the dataset is swapped for the benchmark's images and the
+    evaluation shrunk to one image so that only training is timed.
+    """
+    import tempfile
+
+    from vaelab import training
+    from vaelab.config import DataConfig, ExperimentConfig, TrainConfig
+    from vaelab.data import Dataset, Split
+
+    dataset = Dataset("mnist", {"train": Split(images, None), "test": Split(images[:1], None)}, (28, 28), "bernoulli", True, {})
+    training.load_dataset = lambda *args, **kwargs: dataset
+    config = ExperimentConfig(
+        data=DataConfig(dataset="mnist"),
+        train=TrainConfig(algorithm=algorithm, epochs=1, eval_splits=("test",), eval_k=1),
+    )
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = training.train(config, run_dir, progress=False, device="cpu")
+    return result.metrics[0]["epoch_seconds"]
+
+
+# ---------------------------------------------------------------- the orchestration
+
+def run_task(task: str, k: int, count: int, threads: int, data_dir: str | None) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, __file__, "--task", task, "--k", str(k), "--count", str(count), "--threads", str(threads)]
+    if data_dir:
+        command += ["--data-dir", data_dir]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env)
+    if completed.returncode != 0:
+        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "failed"}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def round_robin(tasks: list[tuple[str, int, int, int]], repeats: int, data_dir: str | None) -> dict[tuple, dict]:
+    """Run every task ``repeats`` times, interleaved; keep the median time and the largest memory."""
+    runs: dict[tuple, list[dict]] = {task: [] for task in tasks}
+    for repeat in range(repeats):
+        for task in tasks:
+            result = run_task(*task, data_dir)
+            runs[task].append(result)
+            print(f"  [{repeat + 1}/{repeats}] {task[0]:32} k={task[1]:<5} n={task[2]:<6} threads={task[3]}: "
+                  f"{result.get('seconds', float('nan')):8.2f} s {result.get('error', '')}", flush=True)
+    summary = {}
+    for task, results in runs.items():
+        ok = [r for r in results if "error" not in r]
+        if not ok:
+            summary[task] = {"error": results[0]["error"]}
+            continue
+        summary[task] = {**ok[0], "seconds": statistics.median(r["seconds"] for r in ok), "all_seconds": [r["seconds"] for r in ok],
+                         "peak_mb": max(r["peak_mb"] for r in ok), "working_mb": max(r["working_mb"] for r in ok)}
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a check that finishes in under 2 minutes")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA"), help="folder with mnist/ (default: $VAELAB_DATA; random data otherwise)")
+    parser.add_argument("--pyro", action=argparse.BooleanOptionalAction, default=True, help="include Pyro if it is installed")
+    parser.add_argument("--task", help=argparse.SUPPRESS)
+    parser.add_argument("--k", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=10000, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.task:
+        print(json.dumps(measure(args.task, args.k, args.count, args.threads, args.data_dir)))
+        return
+
+    threads = min(2, os.cpu_count() or 1)
+    test_images, train_images, repeats = (1000, 5000, 1) if args.quick else (10000, 60000, 3)
+    eval_ks = (100,) if args.quick else (1000, 5000)
+    have_pyro = args.pyro and _importable("pyro")
+    results: dict[str, list[dict]] = {"evaluation": [], "training": [], "scaling": []}
+
+    print("evaluation: L_k over the test images")
+    for k in eval_ks:
+        tasks = [(name, k, test_images, threads) for name in ("eval-floor", "eval-vaelab", "eval-straightforward")]
+        if k > 1000 and not args.quick:
+            tasks = tasks[:2]  # the straightforward version at k = 5000 needs ~5x the k = 1000 time; its ratio is the same
+        summary = round_robin(tasks, repeats, args.data_dir)
+        floor = summary[tasks[0]]["seconds"]
+        for task, result in summary.items():
+            results["evaluation"].append({"implementation": task[0].removeprefix("eval-"), "k": k, "images": test_images, **result,
+                                          "vs_floor": result.get("seconds", float("nan")) / floor})
+
+    print("training: one epoch at batch 100")
+    algorithms = {"aevb": ["train-plain-aevb", "train-vaelab-aevb"], "wake-sleep": ["train-plain-wake-sleep", "train-vaelab-wake-sleep"]}
+    if have_pyro:
+        algorithms["aevb"] += ["train-pyro-Trace_ELBO", "train-pyro-TraceMeanField_ELBO"]
+        algorithms["rws"] = ["train-pyro-ReweightedWakeSleep"]
+    for algorithm, names in algorithms.items():
+        summary = round_robin([(name, 1, train_images, threads) for name in names], repeats, args.data_dir)
+        baseline = next(iter(summary.values()))
+        for task, result in summary.items():
+            rate = result["images"] / result["seconds"] if "seconds" in result else float("nan")
+            base_rate = baseline["images"] / baseline["seconds"] if "seconds" in baseline else float("nan")
+            results["training"].append({"algorithm": algorithm, "implementation": task[0].removeprefix("train-"), **result,
+                                        "images_per_second": rate, "vs_baseline": rate / base_rate})
+
+    print("scaling: vaelab's evaluator against k, images and threads")
+    base_k, base_n = (50, 500) if args.quick else (250, 2000)
+    scaling = [("eval-vaelab", base_k * f, base_n, threads) for f in (1, 2, 4)] + [("eval-vaelab", base_k, base_n * f, threads) for f in (2, 4)]
+    scaling += [("eval-vaelab", base_k, base_n, 1)] if threads > 1 else []
+    for task, result in round_robin(scaling, repeats, args.data_dir).items():
+        results["scaling"].append({"k": task[1], "images": task[2], "threads": task[3], **result,
+                                   "microseconds_per_sample": 1e6 * result["seconds"] / (task[1] * task[2])})
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"quick": args.quick, "torch": torch.__version__, "threads": threads, "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "pyro": have_pyro, "repeats": repeats}
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, **results}, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(meta, results))
+    print((args.out / "results.md").read_text())
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def markdown(meta: dict, results: dict) -> str:
+    lines = [f"# vaelab benchmarks ({'quick' if meta['quick'] else 'full'})", "",
+             f"torch {meta['torch']}, {meta['threads']} threads, {meta['cpu_count']} CPUs, median of {meta['repeats']}; "
+             f"data: {results['evaluation'][0].get('data', '?')}.", "",
+             "## Evaluation: L_k over the test images (seed model 784-512-2)", "",
+             "| implementation | k | images | seconds | vs fp32 matmul floor | peak MB | working MB |", "|---|---|---|---|---|---|---|"]
+    for r in results["evaluation"]:
+        lines.append(f"| {r['implementation']} | {r['k']} | {r['images']} | {r.get('seconds', float('nan')):.2f} | {r['vs_floor']:.2f}x | "
+                     f"{r.get('peak_mb', float('nan')):.0f} | {r.get('working_mb', float('nan')):.0f} |")
+    lines += ["", "## Training: one epoch, batch 100", "", "| algorithm | implementation | images/s | vs first row | seconds |", "|---|---|---|---|---|"]
+    for r in results["training"]:
+        lines.append(f"| {r['algorithm']} | {r['implementation']} | {r['images_per_second']:.0f} | {r['vs_baseline']:.2f}x | {r.get('seconds', float('nan')):.2f} |")
+    lines += ["", "## Scaling of vaelab's evaluator", "", "| k | images | threads | seconds | µs per sample |", "|---|---|---|---|---|"]
+    for r in results["scaling"]:
+        lines.append(f"| {r['k']} | {r['images']} | {r['threads']} | {r['seconds']:.2f} | {r['microseconds_per_sample']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
