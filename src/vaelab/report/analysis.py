@@ -1,0 +1,89 @@
+"""What the report computes from a trained model: cheap, deterministic, never training.
+
+Posterior means E_q[z | x], decoder means E_p[x | z], the latent grid of Kingma & Welling's
+manifold figure, and Burda et al.'s count of active latent units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vaelab.models import HelmholtzMachine
+from vaelab.sampling import sample
+
+# Burda, Grosse & Salakhutdinov (2015), on latent space representation: unit u is active when Cov_x(E_q[z_u | x]) > 0.01.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def latent_grid(size: int) -> torch.Tensor:
+    """z ``[size, size, 2]`` on a grid that is uniform in probability under N(0, I).
+
+    The unit square's cell centres u_i = (i + 1/2) / size are pushed through the inverse Gaussian
+    CDF, z = Phi^-1(u) (Kingma & Welling 2013, Figure 4). Entry [row, column] holds
+    (z_1, z_2) = (Phi^-1(u_column), Phi^-1(u_{size-1-row})): z_1 grows to the right and z_2 upwards,
+    as on a plot.
+    """
+    values = torch.special.ndtri((torch.arange(size, dtype=torch.float64) + 0.5) / size)
+    z_2, z_1 = torch.meshgrid(values.flip(0), values, indexing="ij")
+    return torch.stack([z_1, z_2], dim=-1).float()
+
+
+def grid_position(z: float, size: int) -> float:
+    """Where z falls on the axis of :func:`latent_grid`, in tiles: tile i is centred on i, so the
+    position is Phi(z) * size - 1/2 (for tick marks at round values of z)."""
+    return float(torch.special.ndtr(torch.tensor(z, dtype=torch.float64))) * size - 0.5
+
+
+@torch.no_grad()
+def decoder_means(model: HelmholtzMachine, z: torch.Tensor) -> torch.Tensor:
+    """E[x | z] under p_theta(x | z) for z ``[..., latent_dim]``: pixel probabilities (Bernoulli) or
+    means (Gaussian), ``[..., data_dim]``."""
+    return model.likelihood(z).mean
+
+
+@torch.no_grad()
+def posterior_means(model: HelmholtzMachine, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """E_q[z | x] ``[N, latent_dim]`` for images ``[N, data_dim]``."""
+    return torch.cat([model.posterior(batch).mean for batch in images.split(batch_size)])
+
+
+@torch.no_grad()
+def prior_sample_means(model: HelmholtzMachine, count: int, generator: torch.Generator) -> torch.Tensor:
+    """E[x | z] ``[count, data_dim]`` at ``count`` draws z ~ p(z): the seed's Figure 2 'samples'."""
+    return decoder_means(model, sample(model.prior_distribution(), (count,), generator))
+
+
+def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> tuple[int, torch.Tensor]:
+    """Burda et al.'s active units of posterior means ``[N, latent_dim]``.
+
+    Returns the number of units u with Cov_x(E_q[z_u | x]) > ``threshold`` and every unit's
+    variance ``[latent_dim]`` across the N inputs.
+    """
+    variances = means.double().var(dim=0)
+    return int((variances > threshold).sum()), variances
+
+
+def plane_projection(means: torch.Tensor) -> tuple[np.ndarray, tuple[str, str]]:
+    """Points ``[N, 2]`` to plot for posterior means ``[N, latent_dim]``, and their axis labels.
+
+    Two dimensions are shown as they are; more are projected on their first two principal
+    components (scikit-learn's PCA; the labels give each one's share of the variance); one is
+    shown against a zero second coordinate.
+    """
+    points = means.double().numpy()
+    latent_dim = points.shape[1]
+    if latent_dim == 2:
+        return points, ("$E_q[z_1 \\mid x]$", "$E_q[z_2 \\mid x]$")
+    if latent_dim == 1:
+        return np.column_stack([points[:, 0], np.zeros(len(points))]), ("$E_q[z_1 \\mid x]$", "(one latent dimension)")
+    from sklearn.decomposition import (
+        PCA,  # imported here: scikit-learn is slow to import
+    )
+
+    pca = PCA(n_components=2).fit(points)
+    share = pca.explained_variance_ratio_ * 100
+    return pca.transform(points), (
+        f"PC 1 of $E_q[z \\mid x]$ ({share[0]:.0f}% of variance)",
+        f"PC 2 of $E_q[z \\mid x]$ ({share[1]:.0f}% of variance)",
+    )

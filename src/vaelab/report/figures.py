@@ -1,0 +1,187 @@
+"""The study's figures: plain functions from numbers and images to a matplotlib ``Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state; rendered by Agg) and written
+as PNG and PDF by :func:`save_figure`. Algorithms keep one colour across figures: the i-th one
+given is drawn in matplotlib's colour ``C<i>``. Images are flat ``[..., height * width]`` arrays of
+values in [0, 1] (pixel probabilities or means), shown on a grey scale from black (0) to white (1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from vaelab.report.summary import Series
+
+PANEL_INCHES = 4.2  # width and height of one algorithm's panel
+DPI = 150
+_GREY = matplotlib.colormaps["gray"].with_extremes(bad="white")  # NaN: the gaps between tiles
+
+
+def save_figure(figure: Figure, stem: Path) -> Path:
+    """Write ``stem``.png and ``stem``.pdf; returns the PNG's path."""
+    png = stem.with_suffix(".png")
+    figure.savefig(png, dpi=DPI)
+    figure.savefig(stem.with_suffix(".pdf"))
+    return png
+
+
+def training_curves_figure(histories: dict[str, dict[str, Series]], k: int) -> Figure:
+    """L_k on train (solid) and test (dashed) against epoch for every algorithm (the seed's Figure 1).
+
+    Args:
+        histories: algorithm name -> split ('train', 'test') -> its evaluations; bands are ±1
+            standard error.
+    """
+    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    for index, (name, splits) in enumerate(histories.items()):
+        for split, style, marker in (("train", "-", "o"), ("test", "--", "s")):
+            if split not in splits:
+                continue
+            series = splits[split]
+            mean, stderr = np.array(series.mean), np.array(series.stderr)
+            axes.plot(series.epochs, mean, style, marker=marker, color=f"C{index}", label=f"{name}, {split}")
+            axes.fill_between(series.epochs, mean - stderr, mean + stderr, color=f"C{index}", alpha=0.2, linewidth=0)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"$\\mathcal{{L}}_{{{k}}}$ (nats per image)")
+    axes.set_title(f"$\\mathcal{{L}}_{{{k}}}$ during training: train solid, test dashed")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
+def manifold_figure(panels: dict[str, np.ndarray], ticks: dict[float, float], image_shape: tuple[int, int]) -> Figure:
+    """Each algorithm's decoder means on a latent grid (Kingma & Welling 2013, Figure 4).
+
+    Args:
+        panels: algorithm name -> decoder means ``[size, size, H * W]``; entry [row, column] is
+            tile (column, size - 1 - row) on the (z_1, z_2) axes, so that z_2 grows upwards.
+        ticks: value of z -> its position on either axis, in tiles (tile i centred on i).
+    """
+    figure, axes_list = _panel_figure(len(panels))
+    height, width = image_shape
+    size = next(iter(panels.values())).shape[0]
+    positions = np.array(list(ticks.values()))
+    names = [f"{value:g}".replace("-", "\N{MINUS SIGN}") for value in ticks]  # as matplotlib's own ticks
+    for axes, (name, images) in zip(axes_list, panels.items()):
+        axes.imshow(mosaic(images, image_shape, gap=0), cmap=_GREY, vmin=0, vmax=1, interpolation="nearest")
+        axes.set_xticks(positions * width + (width - 1) / 2, names)
+        axes.set_yticks((size - 1 - positions) * height + (height - 1) / 2, names)
+        axes.set_xlabel("$z_1$")
+        axes.set_ylabel("$z_2$")
+        axes.set_title(name)
+    figure.suptitle("Decoder means $E[x \\mid z]$ on a grid of $z = \\Phi^{-1}(u)$, $u$ uniform on the unit square")
+    return figure
+
+
+def samples_figure(panels: dict[str, np.ndarray], image_shape: tuple[int, int]) -> Figure:
+    """Each algorithm's decoder means at the same draws z ~ p(z) (the seed's Figure 2).
+
+    Args:
+        panels: algorithm name -> decoder means ``[rows, columns, H * W]``.
+    """
+    figure, axes_list = _panel_figure(len(panels))
+    for axes, (name, images) in zip(axes_list, panels.items()):
+        axes.imshow(mosaic(images, image_shape, gap=1), cmap=_GREY, vmin=0, vmax=1, interpolation="nearest")
+        axes.set_axis_off()
+        axes.set_title(name)
+    figure.suptitle("Samples: decoder means $E[x \\mid z]$ at $z \\sim p(z) = N(0, I)$")
+    return figure
+
+
+def reconstructions_figure(originals: np.ndarray, reconstructions: dict[str, np.ndarray], image_shape: tuple[int, int]) -> Figure:
+    """Test images (top row) above each algorithm's reconstruction of them (one row each).
+
+    Args:
+        originals: ``[n, H * W]`` test images.
+        reconstructions: algorithm name -> ``[n, H * W]`` decoder means at z = E_q[z | x].
+    """
+    rows = np.stack([originals, *reconstructions.values()])  # [1 + algorithms, n, H * W]
+    tiled = mosaic(rows, image_shape, gap=1)
+    image_width = min(10.0, 0.8 * rows.shape[1])  # inches
+    figure = Figure(figsize=(image_width + 1.4, image_width * tiled.shape[0] / tiled.shape[1] + 0.6), layout="constrained")
+    axes = figure.add_subplot()
+    axes.imshow(tiled, cmap=_GREY, vmin=0, vmax=1, interpolation="nearest")
+    height = image_shape[0]
+    axes.set_yticks(np.arange(rows.shape[0]) * (height + 1) + (height - 1) / 2, ["test image", *reconstructions])
+    axes.set_xticks([])
+    axes.tick_params(left=False)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    axes.set_title("Reconstructions: decoder means $E[x \\mid z]$ at $z = E_q[z \\mid x]$")
+    return figure
+
+
+def latent_figure(panels: dict[str, tuple[np.ndarray, tuple[str, str]]], labels: np.ndarray | None) -> Figure:
+    """Each algorithm's posterior means of the test images, coloured by class (the seed's Figures 3 and 4).
+
+    Args:
+        panels: algorithm name -> (points ``[N, 2]``, (x label, y label)).
+        labels: ``[N]`` class of each image, or None (one colour).
+    """
+    figure, axes_list = _panel_figure(len(panels))
+    count = len(next(iter(panels.values()))[0])
+    size = float(np.clip(3000 / count, 1, 12))
+    classes = [None] if labels is None else np.unique(labels)
+    colours = matplotlib.colormaps["tab10"]
+    for axes, (name, (points, (x_label, y_label))) in zip(axes_list, panels.items()):
+        for number, label in enumerate(classes):
+            chosen = slice(None) if label is None else labels == label
+            axes.scatter(
+                points[chosen, 0], points[chosen, 1], s=size, alpha=0.7, linewidths=0, rasterized=True,
+                color=colours(number % colours.N), label=None if label is None else str(label),
+            )
+        axes.set_aspect("equal", adjustable="datalim")
+        axes.set_xlabel(x_label)
+        axes.set_ylabel(y_label)
+        axes.set_title(name)
+        axes.grid(alpha=0.3)
+    if labels is not None:
+        figure.legend(*axes_list[0].get_legend_handles_labels(), loc="outside right upper", title="class", markerscale=max(1.0, 36 / size) ** 0.5)
+    figure.suptitle(f"Posterior means $E_q[z \\mid x]$ of {count} test images")
+    return figure
+
+
+def bound_against_k_figure(curves: dict[str, tuple[list[int], list[float], list[float]]], num_images: int) -> Figure:
+    """Test L_k against k on a log axis, mean ± standard error over images, per algorithm.
+
+    Args:
+        curves: algorithm name -> (k ``[K]``, mean L_k ``[K]``, standard error ``[K]``).
+    """
+    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    count = len(curves)
+    for index, (name, (ks, mean, stderr)) in enumerate(curves.items()):
+        shift = 1.04 ** (index - (count - 1) / 2)  # side by side, so that error bars do not overlap
+        axes.errorbar(np.array(ks) * shift, mean, yerr=stderr, marker="o", capsize=3, color=f"C{index}", label=name)
+    ks = next(iter(curves.values()))[0]
+    axes.set_xscale("log")
+    axes.set_xticks(ks, [str(k) for k in ks])
+    axes.minorticks_off()
+    axes.set_xlabel("number of importance samples k (log scale)")
+    axes.set_ylabel("test $\\mathcal{L}_k$ (nats per image)")
+    axes.set_title(f"The bound tightens with k: test $\\mathcal{{L}}_k$ on {num_images} images")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
+def mosaic(images: np.ndarray, image_shape: tuple[int, int], gap: int) -> np.ndarray:
+    """Tile flat images ``[rows, columns, H * W]`` into one ``[rows * (H + gap) - gap, columns * (W + gap) - gap]``
+    array, with NaN in the gaps."""
+    rows, columns = images.shape[:2]
+    height, width = image_shape
+    tiles = np.full((rows, columns, height + gap, width + gap), np.nan)
+    tiles[:, :, :height, :width] = images.reshape(rows, columns, height, width)
+    tiled = tiles.transpose(0, 2, 1, 3).reshape(rows * (height + gap), columns * (width + gap))
+    return tiled[: tiled.shape[0] - gap, : tiled.shape[1] - gap]
+
+
+def _panel_figure(count: int) -> tuple[Figure, list]:
+    """A figure with ``count`` square panels side by side."""
+    figure = Figure(figsize=(PANEL_INCHES * count + 1.2, PANEL_INCHES + 0.6), layout="constrained")
+    return figure, list(figure.subplots(1, count, squeeze=False)[0])

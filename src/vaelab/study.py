@@ -1,0 +1,99 @@
+"""Files of a comparison study: several algorithms trained alike, one run directory each.
+
+A study directory holds:
+
+- ``compare.json``: the algorithms and the configuration they share (every field but
+  ``train.algorithm``), so that ``vaelab report`` knows what belongs to the study;
+- ``<algorithm>/``: one run directory per algorithm (see :mod:`vaelab.runio`), plus
+  ``bound_curve.json``, the test L_k for every k dividing 1000 at the run's last checkpoint;
+- ``figures/`` and ``report.html``, rebuilt from the files above by :func:`vaelab.report.build_report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaelab.config import ExperimentConfig
+from vaelab.errors import ConfigError, RunError
+from vaelab.runio import write_json_atomic
+
+STUDY_FILE = "compare.json"
+BOUND_CURVE_FILE = "bound_curve.json"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+
+# The k of the L_k-against-k curve: every divisor of 1000 in a 1-2-5 progression, so one set of
+# 1000 samples per image gives all of them (vaelab.bounds.bound_curve).
+CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+@dataclass(frozen=True)
+class Study:
+    """The algorithms of a study and the configuration they share.
+
+    ``config.train.algorithm`` is ignored: each algorithm's run uses :meth:`run_config`.
+    ``curve_images``: test images for the L_k-against-k curve (a fixed subset; None: all).
+    """
+
+    algorithms: tuple[str, ...]
+    config: ExperimentConfig
+    curve_images: int | None = None
+
+    def __post_init__(self) -> None:
+        from vaelab.objectives import OBJECTIVES
+
+        object.__setattr__(self, "algorithms", tuple(self.algorithms))
+        if not self.algorithms:
+            raise ConfigError("a study needs at least one algorithm")
+        unknown = [name for name in self.algorithms if name not in OBJECTIVES]
+        if unknown:
+            raise ConfigError(f"unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ConfigError(f"each algorithm may appear once (got {', '.join(self.algorithms)})")
+        if "test" not in self.config.train.eval_splits:
+            raise ConfigError("a study compares test L_k: eval splits must include 'test'")
+        if self.curve_images is not None and not (isinstance(self.curve_images, int) and self.curve_images > 0):
+            raise ConfigError(f"curve_images must be a positive integer (got {self.curve_images!r})")
+
+    def run_config(self, algorithm: str) -> ExperimentConfig:
+        """The shared configuration with ``train.algorithm`` set to ``algorithm``."""
+        return dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, algorithm=algorithm))
+
+    def to_dict(self) -> dict[str, Any]:
+        shared = self.config.to_dict()
+        del shared["train"]["algorithm"]
+        return {"algorithms": list(self.algorithms), "config": shared, "curve_images": self.curve_images}
+
+    def save(self, study_dir: Path) -> None:
+        write_json_atomic(Path(study_dir) / STUDY_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, study_dir: str | Path) -> Study:
+        path = Path(study_dir) / STUDY_FILE
+        if not path.is_file():
+            raise RunError(f"{study_dir}: not a vaelab study (no {STUDY_FILE}); 'vaelab compare --out DIR' makes one")
+        try:
+            values = json.loads(path.read_text())
+            return cls(tuple(values["algorithms"]), ExperimentConfig.from_dict(values["config"]), values["curve_images"])
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ConfigError) as error:
+            raise RunError(f"{path}: not a valid study file ({type(error).__name__}: {error})") from None
+
+
+def algorithm_run_dir(study_dir: str | Path, algorithm: str) -> Path:
+    """The run directory of ``algorithm`` inside a study."""
+    return Path(study_dir) / algorithm
+
+
+def read_bound_curve(run_dir: str | Path) -> dict[str, Any] | None:
+    """The saved L_k-against-k curve of a run (see :func:`vaelab.compare.save_bound_curve`), or None."""
+    path = Path(run_dir) / BOUND_CURVE_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"{path}: unreadable ({type(error).__name__}); run the same 'vaelab compare' again to recompute it") from None
