@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasets = commands.add_parser("datasets", help="list datasets and their local files", description="List every dataset, whether its files are present locally, and their sha256.")
     datasets.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
+    _add_compare_parser(commands)
+    _add_report_parser(commands)
     return parser
 
 
@@ -218,7 +220,57 @@ def _run_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "datasets": _run_datasets}
+def _add_compare_parser(commands) -> None:
+    from vaelab.objectives import OBJECTIVES
+
+    compare = commands.add_parser(
+        "compare",
+        help="train several algorithms alike and report on them",
+        description="The seed's study in one command: train every algorithm of --algorithms with the same seed, data, "
+        "networks and budget (one run directory each, DIR/<algorithm>/), then write figures and DIR/report.html. "
+        "Run it again to continue a killed study.",
+    )
+    compare.add_argument(
+        "--algorithms", type=name_list(tuple(OBJECTIVES)), default=("wake-sleep", "aevb"),
+        help="comma-separated algorithms to compare (default: wake-sleep,aevb)",
+    )
+    _add_experiment_options(compare, exclude=("--algorithm",))
+    compare.add_argument("--curve-images", type=positive_int, help="test images for the L_k-against-k figure, a fixed subset (default: all)")
+    compare.add_argument("--out", type=Path, required=True, help="study directory")
+    _add_common(compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from vaelab.compare import compare
+    from vaelab.study import Study
+
+    study = Study(args.algorithms, experiment_config(args), args.curve_images)
+    report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress)
+    print(report.sentence)
+    print(f"report written to {report.html}")
+    return 0
+
+
+def _add_report_parser(commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="rebuild a study's figures and report",
+        description="Rebuild the figures and report.html of a study written by 'vaelab compare', from its saved results; never trains.",
+    )
+    report.add_argument("study_dir", type=Path, help="study directory written by 'vaelab compare'")
+    report.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from vaelab.report import build_report
+
+    report = build_report(args.study_dir, data_dir=args.data_dir)
+    print(report.sentence)
+    print(f"report written to {report.html}")
+    return 0
+
+
+COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "datasets": _run_datasets, "compare": _run_compare, "report": _run_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,116 @@
+"""The seed's experiment in one call: train every algorithm alike, analyse each model, report.
+
+Every algorithm is trained with the same seed, data, networks and budget through
+:func:`vaelab.training.train` (the function behind ``vaelab train``), resuming from its
+checkpoint, so a killed study continues where it stopped and a finished run is not retrained.
+The one costly analysis after training, test L_k for every k dividing 1000, is saved beside each
+run and skipped when already saved for the same checkpoint epoch. The report is then rebuilt from
+saved results by :func:`vaelab.report.build_report`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from vaelab.bounds import bound_curve, mean_and_standard_error
+from vaelab.config import ExperimentConfig, config_differences
+from vaelab.data import Dataset
+from vaelab.errors import RunError
+from vaelab.models import HelmholtzMachine
+from vaelab.report import Report, build_report
+from vaelab.runio import write_json_atomic
+from vaelab.study import (
+    BOUND_CURVE_FILE,
+    CURVE_KS,
+    STUDY_FILE,
+    Study,
+    algorithm_run_dir,
+    read_bound_curve,
+)
+from vaelab.training import SPLIT_TAGS, evaluation_images, seeded_generator, train
+
+# Fourth entry of the curve generator's seed: training's evaluations are seeded by
+# (seed, epoch, split tag, k) with k >= 1, so 0 keeps the curve's samples apart from theirs.
+CURVE_STREAM = 0
+
+
+def compare(study: Study, study_dir: str | Path, *, data_dir: str | Path | None = None, progress: bool = True) -> Report:
+    """Train (or continue) every algorithm of ``study`` in ``study_dir``, analyse, write the report.
+
+    Raises:
+        RunError: ``study_dir`` holds a study or a run with a different configuration (the
+            message names the differing keys), or cannot be written.
+    """
+    study_dir = Path(study_dir)
+    _refuse_a_different_study(study, study_dir)
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"{study_dir}: cannot create the study directory ({error.strerror})") from None
+    study.save(study_dir)
+    for number, algorithm in enumerate(study.algorithms, start=1):
+        if progress:
+            tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
+        config = study.run_config(algorithm)
+        result = train(config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress)
+        epoch = max(row["epoch"] for row in result.metrics if row["kind"] == "train")  # that of the checkpoint
+        save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images)
+    return build_report(study_dir, data_dir=data_dir)
+
+
+def _refuse_a_different_study(study: Study, study_dir: Path) -> None:
+    """Raise if ``study_dir`` holds a study whose shared config differs (only epochs may grow)."""
+    if not (study_dir / STUDY_FILE).exists():
+        return
+    saved = Study.load(study_dir)
+    algorithm = study.algorithms[0]
+    differences = [
+        key for key in config_differences(saved.run_config(algorithm), study.run_config(algorithm)) if key != "train.epochs"
+    ]
+    if differences:
+        raise RunError(f"{study_dir}: holds a study with a different config (differs in {', '.join(differences)}); choose another --out")
+
+
+def save_bound_curve(
+    run_dir: Path, config: ExperimentConfig, model: HelmholtzMachine, dataset: Dataset, epoch: int, curve_images: int | None
+) -> dict[str, Any]:
+    """Test L_k for every k in ``CURVE_KS`` of ``model`` (the run's checkpoint of ``epoch``), saved as
+    ``bound_curve.json``.
+
+    Skipped (the saved values returned) when already saved for the same epoch and image count.
+    One set of 1000 samples per image gives every k (:func:`vaelab.bounds.bound_curve`), drawn
+    from a generator seeded by (seed, epoch, test tag, CURVE_STREAM).
+    """
+    saved = read_bound_curve(run_dir)
+    if saved is not None and saved.get("epoch") == epoch and saved.get("curve_images") == curve_images:
+        return saved
+    images = curve_test_images(config, dataset, curve_images)
+    generator = seeded_generator(config.seed, epoch, SPLIT_TAGS["test"], CURVE_STREAM)
+    per_image = bound_curve(model, images, CURVE_KS, generator, config.train.eval_batch_size)
+    estimates = [mean_and_standard_error(per_image[k]) for k in CURVE_KS]
+    curve = {
+        "epoch": epoch,
+        "curve_images": curve_images,
+        "num_images": images.shape[0],
+        "k": list(CURVE_KS),
+        "bound": [mean for mean, _ in estimates],
+        "bound_stderr": [stderr for _, stderr in estimates],
+    }
+    write_json_atomic(run_dir / BOUND_CURVE_FILE, curve)
+    return curve
+
+
+def curve_test_images(config: ExperimentConfig, dataset: Dataset, count: int | None) -> torch.Tensor:
+    """The evaluation test images ``[N, D]``, or a fixed subset of ``count`` of them.
+
+    The subset depends only on the data config, so every algorithm of a study gets the same one.
+    """
+    images, _ = evaluation_images(config, dataset, "test")
+    if count is None or count >= images.shape[0]:
+        return images
+    keep = torch.randperm(images.shape[0], generator=seeded_generator(config.data.binarization_seed, SPLIT_TAGS["test"], count))
+    return images[keep[:count]]
