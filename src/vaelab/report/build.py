@@ -43,7 +43,6 @@ from vaelab.study import (
 )
 from vaelab.training import evaluation_images, uses_binarization
 
-MANIFOLD_SIZE = 20  # tiles per side of the latent-manifold grid (Kingma & Welling show 20 x 20)
 MANIFOLD_TICKS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # values of z marked on its axes
 SAMPLE_GRID = (10, 10)  # rows, columns of prior samples
 UNLABELLED_EXAMPLES = 10  # test images reconstructed when there are no classes to pick one of each
@@ -89,7 +88,7 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
         figures_dir.mkdir(exist_ok=True)
     except OSError as error:
         raise RunError(f"{figures_dir}: cannot create the figures folder ({error.strerror})") from None
-    built = _figures(config, dataset.image_shape, runs, images, means, shown, labels)
+    built = _figures(config, dataset, runs, images, means, shown)
     pngs = {name: figures.save_figure(figure, figures_dir / name) for name, figure in built.items()}
 
     first = next(iter(runs.values()))
@@ -115,7 +114,7 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
         curve_ks=", ".join(map(str, CURVE_KS)),
         num_shown=len(shown),
         labelled=labels is not None,
-        manifold_size=MANIFOLD_SIZE,
+        manifold_size=_manifold_size(dataset.image_shape),
         num_samples=SAMPLE_GRID[0] * SAMPLE_GRID[1],
         gaussian=gaussian,
         figures={name: _data_uri(path) for name, path in pngs.items()},
@@ -128,23 +127,26 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
 
 def _figures(
     config: ExperimentConfig,
-    image_shape: tuple[int, int],
+    dataset: Dataset,
     runs: dict[str, _Run],
     images: torch.Tensor,
     means: dict[str, torch.Tensor],
     shown: torch.Tensor,
-    labels: torch.Tensor | None,
 ) -> dict[str, Figure]:
     """Every figure of the report, by file name.
 
     Args:
         runs: display name -> run, in the study's order.
-        images: ``[N, D]`` the evaluation test images.
-        means: display name -> posterior means ``[N, latent_dim]`` of the test images.
+        images: ``[N, D]`` the test images as evaluated (binarized where the data are grey and
+            the likelihood Bernoulli).
+        means: display name -> posterior means ``[N, latent_dim]`` of ``images``.
         shown: ``[n]`` indices of the test images to reconstruct.
-        labels: ``[N]`` classes of the test images, or None.
     """
+    image_shape, grey, labels = dataset.image_shape, dataset.splits["test"].images, dataset.splits["test"].labels
     splits = [split for split in config.train.eval_splits if split in ("train", "test")]
+    originals = {"test image": images[shown].numpy()}
+    if not torch.equal(grey[shown], images[shown]):  # binarized for evaluation: show both
+        originals = {"test image": grey[shown].numpy(), "as evaluated": images[shown].numpy()}
     num_samples = SAMPLE_GRID[0] * SAMPLE_GRID[1]
     built = {
         "training": figures.training_curves_figure(
@@ -162,8 +164,10 @@ def _figures(
             image_shape,
         ),
         "reconstructions": figures.reconstructions_figure(
-            images[shown].numpy(),
-            {name: analysis.decoder_means(run.model, means[name][shown]).numpy() for name, run in runs.items()},
+            {
+                **originals,
+                **{name: analysis.decoder_means(run.model, means[name][shown]).numpy() for name, run in runs.items()},
+            },
             image_shape,
         ),
         "latent": figures.latent_figure(
@@ -176,13 +180,20 @@ def _figures(
         ),
     }
     if config.model.latent_dim == 2:
-        grid = analysis.latent_grid(MANIFOLD_SIZE)
+        size = _manifold_size(image_shape)
+        grid = analysis.latent_grid(size)
         built["manifold"] = figures.manifold_figure(
             {name: analysis.decoder_means(run.model, grid).numpy() for name, run in runs.items()},
-            {z: analysis.grid_position(z, MANIFOLD_SIZE) for z in MANIFOLD_TICKS},
+            {z: analysis.grid_position(z, size) for z in MANIFOLD_TICKS},
             image_shape,
         )
     return built
+
+
+def _manifold_size(image_shape: tuple[int, int]) -> int:
+    """Tiles per side of the latent-manifold grid: Kingma & Welling's 20 for MNIST-sized images, 12 for
+    tiny ones (8 x 8 digits) so that every tile stays readable."""
+    return 20 if min(image_shape) >= 16 else 12
 
 
 def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None) -> tuple[_Run, Dataset]:

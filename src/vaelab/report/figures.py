@@ -68,9 +68,9 @@ def manifold_figure(panels: dict[str, np.ndarray], ticks: dict[float, float], im
     positions = np.array(list(ticks.values()))
     names = [f"{value:g}".replace("-", "\N{MINUS SIGN}") for value in ticks]  # as matplotlib's own ticks
     for axes, (name, images) in zip(axes_list, panels.items()):
-        axes.imshow(mosaic(images, image_shape, gap=0), cmap=_GREY, vmin=0, vmax=1, interpolation="nearest")
-        axes.set_xticks(positions * width + (width - 1) / 2, names)
-        axes.set_yticks((size - 1 - positions) * height + (height - 1) / 2, names)
+        _show(axes, mosaic(images, image_shape, gap=1))
+        axes.set_xticks(positions * (width + 1) + (width - 1) / 2, names)
+        axes.set_yticks((size - 1 - positions) * (height + 1) + (height - 1) / 2, names)
         axes.set_xlabel("$z_1$")
         axes.set_ylabel("$z_2$")
         axes.set_title(name)
@@ -86,28 +86,27 @@ def samples_figure(panels: dict[str, np.ndarray], image_shape: tuple[int, int]) 
     """
     figure, axes_list = _panel_figure(len(panels))
     for axes, (name, images) in zip(axes_list, panels.items()):
-        axes.imshow(mosaic(images, image_shape, gap=1), cmap=_GREY, vmin=0, vmax=1, interpolation="nearest")
+        _show(axes, mosaic(images, image_shape, gap=1))
         axes.set_axis_off()
         axes.set_title(name)
     figure.suptitle("Samples: decoder means $E[x \\mid z]$ at $z \\sim p(z) = N(0, I)$")
     return figure
 
 
-def reconstructions_figure(originals: np.ndarray, reconstructions: dict[str, np.ndarray], image_shape: tuple[int, int]) -> Figure:
-    """Test images (top row) above each algorithm's reconstruction of them (one row each).
+def reconstructions_figure(rows: dict[str, np.ndarray], image_shape: tuple[int, int]) -> Figure:
+    """Rows of images with a label each: test images first, then each algorithm's reconstructions.
 
     Args:
-        originals: ``[n, H * W]`` test images.
-        reconstructions: algorithm name -> ``[n, H * W]`` decoder means at z = E_q[z | x].
+        rows: label -> ``[n, H * W]`` images, the same n in every row, shown top to bottom.
     """
-    rows = np.stack([originals, *reconstructions.values()])  # [1 + algorithms, n, H * W]
-    tiled = mosaic(rows, image_shape, gap=1)
-    image_width = min(10.0, 0.8 * rows.shape[1])  # inches
-    figure = Figure(figsize=(image_width + 1.4, image_width * tiled.shape[0] / tiled.shape[1] + 0.6), layout="constrained")
+    tiled = mosaic(np.stack(list(rows.values())), image_shape, gap=1)
+    count = next(iter(rows.values())).shape[0]
+    image_width = min(10.0, 0.8 * count)  # inches
+    figure = Figure(figsize=(image_width + 2.0, image_width * tiled.shape[0] / tiled.shape[1] + 0.6), layout="constrained")
     axes = figure.add_subplot()
-    axes.imshow(tiled, cmap=_GREY, vmin=0, vmax=1, interpolation="nearest")
+    _show(axes, tiled)
     height = image_shape[0]
-    axes.set_yticks(np.arange(rows.shape[0]) * (height + 1) + (height - 1) / 2, ["test image", *reconstructions])
+    axes.set_yticks(np.arange(len(rows)) * (height + 1) + (height - 1) / 2, list(rows))
     axes.set_xticks([])
     axes.tick_params(left=False)
     for spine in axes.spines.values():
@@ -179,6 +178,12 @@ def mosaic(images: np.ndarray, image_shape: tuple[int, int], gap: int) -> np.nda
     tiles[:, :, :height, :width] = images.reshape(rows, columns, height, width)
     tiled = tiles.transpose(0, 2, 1, 3).reshape(rows * (height + gap), columns * (width + gap))
     return tiled[: tiled.shape[0] - gap, : tiled.shape[1] - gap]
+
+
+def _show(axes, tiled: np.ndarray) -> None:
+    """Draw a mosaic on the grey scale. Interpolation 'auto' keeps pixels crisp when magnified 3x or
+    more (8 x 8 digits) and smooths when shrinking (large grids), so no pixel row is dropped."""
+    axes.imshow(tiled, cmap=_GREY, vmin=0, vmax=1, interpolation="auto")
 
 
 def _panel_figure(count: int) -> tuple[Figure, list]:
