@@ -245,7 +245,9 @@ def _run_compare(args: argparse.Namespace) -> int:
     from vaelab.study import Study
 
     study = Study(args.algorithms, experiment_config(args), args.curve_images)
-    report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress)
+    report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device)
+    if report is None:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     print(report.sentence)
     print(f"report written to {report.html}")
     return 0

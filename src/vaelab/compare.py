@@ -38,8 +38,14 @@ from vaelab.training import SPLIT_TAGS, evaluation_images, seeded_generator, tra
 CURVE_STREAM = 0
 
 
-def compare(study: Study, study_dir: str | Path, *, data_dir: str | Path | None = None, progress: bool = True) -> Report:
-    """Train (or continue) every algorithm of ``study`` in ``study_dir``, analyse, write the report.
+def compare(
+    study: Study, study_dir: str | Path, *, data_dir: str | Path | None = None, progress: bool = True, device: str = "auto"
+) -> Report | None:
+    """Train (or continue) every algorithm of ``study`` in ``study_dir`` on ``device``, analyse,
+    write the report and return it.
+
+    Under torchrun every process trains (see :func:`vaelab.training.train`); rank 0 alone
+    analyses and reports, and the other processes return None.
 
     Raises:
         RunError: ``study_dir`` holds a study or a run with a different configuration (the
@@ -52,14 +58,18 @@ def compare(study: Study, study_dir: str | Path, *, data_dir: str | Path | None 
     except OSError as error:
         raise RunError(f"{study_dir}: cannot create the study directory ({error.strerror})") from None
     study.save(study_dir)
+    main_process = True
     for number, algorithm in enumerate(study.algorithms, start=1):
         if progress:
             tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
         config = study.run_config(algorithm)
-        result = train(config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress)
+        result = train(config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress, device=device)
+        if not result.metrics:  # a torchrun process other than rank 0
+            main_process = False
+            continue
         epoch = max(row["epoch"] for row in result.metrics if row["kind"] == "train")  # that of the checkpoint
         save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images)
-    return build_report(study_dir, data_dir=data_dir)
+    return build_report(study_dir, data_dir=data_dir) if main_process else None
 
 
 def _refuse_a_different_study(study: Study, study_dir: Path) -> None:
@@ -89,7 +99,7 @@ def save_bound_curve(
     if saved is not None and saved.get("epoch") == epoch and saved.get("curve_images") == curve_images:
         return saved
     images = curve_test_images(config, dataset, curve_images)
-    generator = seeded_generator(config.seed, epoch, SPLIT_TAGS["test"], CURVE_STREAM)
+    generator = seeded_generator(config.seed, epoch, SPLIT_TAGS["test"], CURVE_STREAM, device=next(model.parameters()).device)
     per_image = bound_curve(model, images, CURVE_KS, generator, config.train.eval_batch_size)
     estimates = [mean_and_standard_error(per_image[k]) for k in CURVE_KS]
     curve = {
