@@ -126,3 +126,9 @@ def test_static_and_threshold_binarization_train(tmp_path):
         )
         rows = train(config, tmp_path / mode, progress=False).metrics
         assert all(torch.isfinite(torch.tensor(row["bound"])) for row in rows)
+
+
+def test_resume_refuses_fewer_epochs_than_already_trained(tmp_path):
+    train(small_config(epochs=3), tmp_path, progress=False)
+    with pytest.raises(RunError, match="already trained for 3 epochs"):
+        train(small_config(epochs=2), tmp_path, resume=True, progress=False)

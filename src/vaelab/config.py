@@ -194,7 +194,7 @@ class ExperimentConfig:
 def _check_keys(where: str, values: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown)) if any(not k.isidentifier() for k in unknown) else ', '.join(unknown)}")
 
 
 def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:

@@ -283,6 +283,8 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
     differences = [key for key in config_differences(saved, config) if key != "train.epochs"]
     if differences:
         raise RunError(f"{run_dir}: cannot resume with a different config (differs in {', '.join(differences)})")
+    if config.train.epochs < checkpoint["epoch"]:
+        raise RunError(f"{run_dir}: already trained for {checkpoint['epoch']} epochs; --epochs {config.train.epochs} cannot go back")
     if len(checkpoint["noise_generators"]) != placement.world_size:
         raise RunError(
             f"{run_dir}: the checkpoint was written by {len(checkpoint['noise_generators'])} process(es); "
