@@ -99,7 +99,7 @@ def tractable_curves(settings: StudySettings, generator: torch.Generator) -> lis
         ("linear-gaussian", "linear-Gaussian, 2-D latent, mean-field q", "closed form",
          linear_gaussian_model(weight, bias, noise_scale=0.5, posterior_scale_factor=1.5), linear_gaussian_log_marginal),
         ("sigmoid-belief", "sigmoid belief net, 8 binary latents", "sum over 256 configurations",
-         sigmoid_belief_model(8, 16, generator, weight_scale=1.5), enumerated_log_marginal),
+         sigmoid_belief_model(8, 16, generator, weight_scale=1.0), enumerated_log_marginal),
     ]
     curves = []
     for name, title, method, model, log_marginal in models:
