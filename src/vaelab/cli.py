@@ -178,7 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path, help="run directory written by 'vaelab train'")
     evaluate.add_argument("--k", type=positive_int, default=1000, help="number of importance samples (default: 1000)")
     evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split to evaluate (default: test)")
+    evaluate.add_argument(
+        "--exact",
+        action="store_true",
+        help="2-D latents only: exact log p(x) by quadrature and its gap to L_k for k = 1, 10, 100, 1000, 5000 (ignores --k); "
+        "writes exact-<split>.json into the run",
+    )
     _add_common(evaluate)
+
+    _add_bounds_parser(commands)
 
     datasets = commands.add_parser("datasets", help="list datasets and their local files", description="List every dataset, whether its files are present locally, and their sha256.")
     datasets.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
@@ -204,11 +212,46 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from vaelab.evaluate import evaluate_run
 
+    if args.exact:
+        from vaelab.exact import evaluate_exact, exact_file, summary_lines
+
+        print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device))))
+        print(f"written to {exact_file(args.run_dir, args.split)}")
+        return 0
     row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device)
     print(
         f"{row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats "
         f"(ELBO {row['elbo']:.3f}; {row['num_images']} images, epoch {row['epoch']}, {row['eval_seconds']:.1f} s)"
     )
+    return 0
+
+
+def _add_bounds_parser(commands) -> None:
+    bounds = commands.add_parser(
+        "bounds",
+        help="L_k against k beside exact log p(x), and the counterexample with unbounded weights",
+        description="The seed's sections 1.4 and 1.5 as experiments: L_k against k beside exact log p(x) on tractable models and a "
+        "trained 2-D model, and proposals for which L_k stalls below log p(x). Writes bounds.json, figures (PNG, PDF) and bounds.html into --out.",
+    )
+    bounds.add_argument("--out", type=Path, required=True, help="output directory")
+    bounds.add_argument("--run", type=Path, help="a trained run with a 2-D latent (default: train a small AEVB model on digits into OUT/digits-run)")
+    bounds.add_argument("--quick", action="store_true", help="k up to 1000, 3 repetitions, few points and epochs: a smoke test in seconds")
+    bounds.add_argument("--seed", type=non_negative_int, default=0, help="seed of the models, data and samples (default: 0)")
+    bounds.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
+    bounds.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_bounds(args: argparse.Namespace) -> int:
+    from vaelab.bounds_figures import write_figures
+    from vaelab.bounds_page import write_page
+    from vaelab.bounds_study import QUICK, StudySettings, run_study, summary_lines
+
+    settings = dataclasses.replace(QUICK if args.quick else StudySettings(), seed=args.seed)
+    results = run_study(args.out, args.run, settings, data_dir=args.data_dir, progress=not args.no_progress)
+    write_figures(results, args.out)
+    page = write_page(args.out)
+    print("\n".join(summary_lines(results)))
+    print(f"page written to {page}")
     return 0
 
 
@@ -276,7 +319,14 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "datasets": _run_datasets, "compare": _run_compare, "report": _run_report}
+COMMANDS = {
+    "train": _run_train,
+    "evaluate": _run_evaluate,
+    "datasets": _run_datasets,
+    "compare": _run_compare,
+    "report": _run_report,
+    "bounds": _run_bounds,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ run's randomness is one seeded object, saved in checkpoints and restored on resu
 from __future__ import annotations
 
 import torch
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, Normal, TransformedDistribution
 
 
 def sample(
@@ -16,10 +16,16 @@ def sample(
     """Draw ``sample_shape + batch_shape + event_shape`` samples.
 
     Gaussians are reparameterised (z = mu + sigma * eps, eps ~ N(0, I)), so gradients flow to
-    their parameters; Bernoulli samples carry no gradient.
+    their parameters; Bernoulli samples carry no gradient. A transformed distribution (e.g.
+    ``HalfNormal``, |N(0, sigma^2)|) transforms a sample of its base distribution.
     """
-    shape = distribution._extended_shape(torch.Size(sample_shape))
     base = distribution.base_dist if isinstance(distribution, Independent) else distribution
+    if isinstance(base, TransformedDistribution):
+        value = sample(base.base_dist, sample_shape, generator)
+        for transform in base.transforms:
+            value = transform(value)
+        return value
+    shape = distribution._extended_shape(torch.Size(sample_shape))
     if isinstance(base, Normal):
         noise = torch.randn(shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)
         return base.loc + base.scale * noise

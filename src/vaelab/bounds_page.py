@@ -1,0 +1,42 @@
+"""The page of ``vaelab bounds``: ``bounds.html``, drawn from ``bounds.json`` and the figures' PNGs.
+
+The page is one self-contained file (figures embedded as base64), rendered from the Jinja2
+template ``templates/bounds.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import jinja2
+
+from vaelab.bounds_figures import FIGURES
+from vaelab.bounds_study import RESULTS_FILE
+from vaelab.errors import RunError
+from vaelab.runio import write_text_atomic
+
+PAGE_FILE = "bounds.html"
+
+
+def _table_columns(ks: list[int]) -> list[int]:
+    """Indices of the k shown in the page's tables: the powers of ten."""
+    return [index for index, k in enumerate(ks) if math.log10(k).is_integer()]
+
+
+def write_page(out_dir: str | Path) -> Path:
+    """Render ``bounds.html`` in ``out_dir`` from the results and figures there; returns its path."""
+    out_dir = Path(out_dir)
+    try:
+        results = json.loads((out_dir / RESULTS_FILE).read_text())
+        images = {key: base64.b64encode((out_dir / f"{name}.png").read_bytes()).decode() for key, name in FIGURES.items()}
+    except OSError as error:
+        raise RunError(f"{out_dir}: cannot read the results and figures to draw the page from ({error.strerror}: {error.filename})") from None
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("vaelab", "templates"), autoescape=jinja2.select_autoescape())
+    page = environment.get_template(PAGE_FILE).render(
+        results=results, images=images, figures=FIGURES, columns=_table_columns(results["settings"]["ks"])
+    )
+    write_text_atomic(out_dir / PAGE_FILE, page)
+    return out_dir / PAGE_FILE
