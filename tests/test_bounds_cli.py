@@ -48,6 +48,7 @@ def test_evaluate_exact_reports_log_marginal_and_gaps(bounds_out):
     assert [line.split()[0] for line in lines[1:6]] == ["L_1", "L_10", "L_100", "L_1000", "L_5000"]
     saved = json.loads((run / "exact-test.json").read_text())
     assert saved["num_images"] == 300 and saved["quadrature_error_max"] < 1e-2
+    assert len(saved["largest_gaps"]) == 10 and saved["largest_gaps"][0]["gap"] >= saved["largest_gaps"][-1]["gap"]
     gaps = {row["k"]: (row["gap"], row["gap_stderr"]) for row in saved["bounds"]}
     assert gaps[1][0] > 5 * gaps[1][1]  # the ELBO is measurably below log p(x) ...
     assert gaps[5000][0] < gaps[1][0] / 10  # ... L_5000 closes most of that gap ...

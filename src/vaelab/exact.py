@@ -21,6 +21,7 @@ from vaelab.runio import write_json_atomic
 from vaelab.training import SPLIT_TAGS, evaluation_images, seeded_generator
 
 EXACT_KS = (1, 10, 100, 1000, 5000)  # each divides the largest, so one set of 5000 samples serves all
+NUM_LARGEST_GAPS = 10  # images listed with their gap at the largest k: a few can dominate the mean
 
 
 def exact_file(run_dir: str | Path, split: str) -> Path:
@@ -70,6 +71,7 @@ def evaluate_exact(
         "quadrature_error_mean": exact.error.mean().item(),
         "quadrature_error_max": exact.error.max().item(),
         "bounds": [_row(k, bounds[k], exact.log_marginal) for k in EXACT_KS],
+        "largest_gaps": _largest_gaps(exact.log_marginal - bounds[max(EXACT_KS)].double()),
         "quadrature": dataclasses.asdict(settings),
         "quadrature_seconds": quadrature_seconds,
         "bound_seconds": time.perf_counter() - started - quadrature_seconds,
@@ -80,8 +82,15 @@ def evaluate_exact(
 
 def _row(k, bound, log_marginal) -> dict[str, float]:
     mean, stderr = mean_and_standard_error(bound)
-    gap, gap_stderr = mean_and_standard_error(log_marginal - bound.double())
-    return {"k": k, "bound": mean, "bound_stderr": stderr, "gap": gap, "gap_stderr": gap_stderr}
+    gaps = log_marginal - bound.double()
+    gap, gap_stderr = mean_and_standard_error(gaps)
+    return {"k": k, "bound": mean, "bound_stderr": stderr, "gap": gap, "gap_stderr": gap_stderr, "gap_median": gaps.median().item()}
+
+
+def _largest_gaps(gaps) -> list[dict[str, float]]:
+    """The images (index in the split) with the largest gaps ``[N]``, largest first."""
+    values, indices = gaps.topk(min(NUM_LARGEST_GAPS, gaps.numel()))
+    return [{"index": index, "gap": value} for index, value in zip(indices.tolist(), values.tolist())]
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -94,6 +103,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     for row in result["bounds"]:
         lines.append(
             f"  L_{row['k']:<5} = {row['bound']:.3f} ± {row['bound_stderr']:.3f}   "
-            f"log p(x) - L_{row['k']:<5} = {row['gap']:.4f} ± {row['gap_stderr']:.4f} nats"
+            f"log p(x) - L_{row['k']:<5} = {row['gap']:.4f} ± {row['gap_stderr']:.4f} nats (median {row['gap_median']:.4f})"
         )
+    largest = result["largest_gaps"][:3]
+    lines.append(f"  largest gaps at k = {max(EXACT_KS)}: " + ", ".join(f"image {row['index']}: {row['gap']:.2f}" for row in largest) + " nats")
     return lines
