@@ -169,3 +169,10 @@ def test_peaked_weights_and_extreme_logits_give_finite_bounds():
         model.recognition.raw_scale.bias.fill_(-30.0)  # q as narrow as MIN_SCALE: very peaked weights
     x = torch.tensor([[1.0, 0.0, 1.0, 0.0, 1.0, 1.0]])
     assert torch.isfinite(importance_weighted_bound(model, x, 1000, torch.Generator().manual_seed(0))).all()
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    runio.write_text_atomic(tmp_path / "a.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -35,6 +35,7 @@ def _replace_atomically(path: Path, write) -> None:
     except OSError as error:
         raise RunError(f"{path}: cannot write ({error.strerror})") from None
     try:
+        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(descriptor, "wb") as file:
             write(file)
             file.flush()
@@ -46,6 +47,12 @@ def _replace_atomically(path: Path, write) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Path, text: str) -> None:
