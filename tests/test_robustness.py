@@ -24,7 +24,8 @@ from vaelab.errors import ConfigError, RunError
 from vaelab.objectives import log_mean_exp
 from vaelab.runio import append_metrics, read_metrics
 
-RUN = ["train", "--dataset", "digits", "--epochs", "8", "--hidden", "64", "--eval-every", "2", "--eval-k", "100", "--no-progress", "--device", "cpu"]
+EPOCHS = 40
+RUN = ["train", "--dataset", "digits", "--epochs", str(EPOCHS), "--hidden", "64", "--eval-every", "4", "--eval-k", "100", "--no-progress", "--device", "cpu"]
 # One thread: the same matmul blocking in every process, so runs are bitwise comparable.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1"}
 
@@ -41,32 +42,39 @@ def final_state(run: Path):
     return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
 
 
+def checkpoint_epoch(run: Path) -> int:
+    try:
+        return torch.load(run / "checkpoint.pt", weights_only=True)["epoch"]
+    except Exception:  # absent, or being replaced at this instant
+        return -1
+
+
 @pytest.mark.slow
 def test_sigkill_at_ten_random_moments_then_resume_equals_uninterrupted_run(tmp_path):
     started = time.perf_counter()
     reference = start(tmp_path / "reference")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
-    duration = time.perf_counter() - started
+    seconds_per_epoch = (time.perf_counter() - started) / EPOCHS
 
     run = tmp_path / "killed"
     moments = random.Random(2024)
     kills = 0
-    for attempt in range(40):  # ten kills that land while the run is alive
+    while kills < 10:
+        # Let each attempt pass one more checkpoint (so the run progresses), then kill it at a
+        # random moment up to half an epoch later: mid-epoch, mid-evaluation or mid-checkpoint.
+        before = checkpoint_epoch(run)
         process = start(run, "--resume")
-        delay = moments.uniform(0.2 * duration, 0.8 * duration)
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            kills += 1
-            if kills == 10:
-                break
-        else:
+        while process.poll() is None and checkpoint_epoch(run) <= before:
+            time.sleep(0.01)
+        time.sleep(moments.uniform(0, 0.5 * seconds_per_epoch))
+        if process.poll() is not None:
             break  # finished before this kill: nothing left to interrupt
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
     finisher = start(run, "--resume")
     assert finisher.wait(timeout=300) == 0, finisher.stderr.read()
-    assert kills >= 5, f"only {kills} kills landed"
+    assert kills == 10, f"only {kills} kills landed"
     assert comparable(read_metrics(run / "metrics.jsonl")) == comparable(read_metrics(tmp_path / "reference" / "metrics.jsonl"))
     reference_state, resumed_state = final_state(tmp_path / "reference"), final_state(run)
     for name, tensor in reference_state.items():
@@ -87,7 +95,7 @@ def test_sigint_stops_after_a_checkpoint_and_resumes(tmp_path):
     epoch = torch.load(checkpoint, weights_only=True)["epoch"]
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert max(row["epoch"] for row in rows) == epoch  # the epoch in progress was finished and saved
-    assert epoch < 8
+    assert epoch < EPOCHS
     assert start(tmp_path / "run", "--resume").wait(timeout=300) == 0
 
 
