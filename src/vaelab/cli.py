@@ -295,6 +295,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device)
     if report is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
+    return _print_report(report)
+
+
+def _print_report(report) -> int:
     print(report.sentence)
     print(f"report written to {report.html}")
     return 0
@@ -314,9 +318,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from vaelab.report import build_report
 
     report = build_report(args.study_dir, data_dir=args.data_dir)
-    print(report.sentence)
-    print(f"report written to {report.html}")
-    return 0
+    return _print_report(report)
 
 
 COMMANDS = {
