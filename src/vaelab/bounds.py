@@ -20,6 +20,14 @@ from vaelab.objectives.core import importance_samples, log_mean_exp
 DEFAULT_MAX_ROWS = 4096
 
 
+def _log_weight_chunks(model, x, num_samples, generator, max_rows):
+    """Yield ``[chunk, B]`` log-weights of x until ``num_samples`` per row, ``max_rows`` decoder rows at a time."""
+    posterior = model.posterior(x)
+    samples_per_chunk = max(1, max_rows // x.shape[0])
+    for start in range(0, num_samples, samples_per_chunk):
+        yield importance_samples(model, x, min(samples_per_chunk, num_samples - start), generator, posterior).log_weights
+
+
 @torch.no_grad()
 def importance_weighted_bound(
     model: HelmholtzMachine,
@@ -31,12 +39,8 @@ def importance_weighted_bound(
     """One-draw estimate of L_k for each row of x ``[B, D_x]``; returns ``[B]`` nats."""
     if k < 1:
         raise ValueError(f"k must be a positive integer (got {k})")
-    posterior = model.posterior(x)
-    samples_per_chunk = max(1, max_rows // x.shape[0])
     log_sum = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
-    for start in range(0, k, samples_per_chunk):
-        chunk = min(samples_per_chunk, k - start)
-        log_weights = importance_samples(model, x, chunk, generator, posterior).log_weights  # [chunk, B]
+    for log_weights in _log_weight_chunks(model, x, k, generator, max_rows):
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_weights, 0))
     return log_sum - math.log(k)
 
@@ -50,13 +54,7 @@ def log_weights_in_chunks(
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> torch.Tensor:
     """All ``[num_samples, B]`` log-weights of x ``[B, D_x]``, drawn ``max_rows`` decoder rows at a time."""
-    posterior = model.posterior(x)
-    samples_per_chunk = max(1, max_rows // x.shape[0])
-    chunks = [
-        importance_samples(model, x, min(samples_per_chunk, num_samples - start), generator, posterior).log_weights
-        for start in range(0, num_samples, samples_per_chunk)
-    ]
-    return torch.cat(chunks)
+    return torch.cat(list(_log_weight_chunks(model, x, num_samples, generator, max_rows)))
 
 
 def block_bound(log_weights: torch.Tensor, k: int) -> torch.Tensor:
