@@ -16,7 +16,10 @@ from vaelab.config import (
     ACTIVATIONS,
     BINARIZATIONS,
     KL_ESTIMATORS,
+    LATENTS,
     LIKELIHOODS,
+    PRIORS,
+    RWS_PHI_UPDATES,
     DataConfig,
     ExperimentConfig,
     ModelConfig,
@@ -100,13 +103,18 @@ def _experiment_options():
         ("--dataset", "data", "dataset", {"choices": DATASET_NAMES, "help": "dataset by name"}),
         ("--binarization", "data", "binarization", {"choices": BINARIZATIONS, "help": "how grey pixels become Bernoulli targets for training; 'none' is not a normalised likelihood"}),
         ("--binarization-seed", "data", "binarization_seed", {"type": non_negative_int, "help": "seed of the fixed binarization of evaluation splits"}),
-        ("--latent-dim", "model", "latent_dim", {"type": positive_int, "help": "dimension of z"}),
-        ("--hidden", "model", "hidden", {"type": int_list, "help": "hidden widths of each network, e.g. 512 or 200,200"}),
+        ("--latent-dim", "model", "latent_dim", {"type": int_list, "help": "dimension of z, or one per stochastic layer from x up, e.g. 100,50"}),
+        ("--latent", "model", "latent", {"choices": LATENTS, "help": "type of the latents; bernoulli needs --prior bernoulli"}),
+        ("--hidden", "model", "hidden", {"type": int_list, "help": "hidden widths of the x <-> z_1 networks, e.g. 512 or 200,200"}),
+        ("--upper-hidden", "model", "upper_hidden", {"type": int_list, "help": "hidden widths of the networks between stochastic layers"}),
         ("--activation", "model", "activation", {"choices": ACTIVATIONS, "help": "hidden activation"}),
         ("--likelihood", "model", "likelihood", {"choices": LIKELIHOODS, "help": "p(x|z); 'auto' takes the dataset's"}),
+        ("--prior", "model", "prior", {"choices": PRIORS, "help": "p(z) of the top stochastic layer"}),
+        ("--prior-components", "model", "prior_components", {"type": positive_int, "help": "components of the mixture or pseudo-inputs of the vamp prior; none: 10 and 500"}),
         ("--algorithm", "train", "algorithm", {"choices": tuple(OBJECTIVES), "help": "learning algorithm"}),
-        ("--num-samples", "train", "num_samples", {"type": positive_int, "help": "m, latent samples per datapoint"}),
+        ("--num-samples", "train", "num_samples", {"type": positive_int, "help": "samples per datapoint: m of aevb and wake-sleep, k of the L_k objectives"}),
         ("--kl", "train", "kl", {"choices": KL_ESTIMATORS, "help": "aevb's KL term: closed form or the Monte Carlo estimator"}),
+        ("--rws-phi", "train", "rws_phi", {"choices": RWS_PHI_UPDATES, "help": "rws's phi update: wake-phi, sleep-phi or their average"}),
         ("--epochs", "train", "epochs", {"type": positive_int, "help": "training epochs"}),
         ("--batch-size", "train", "batch_size", {"type": positive_int, "help": "minibatch size"}),
         ("--lr", "train", "learning_rate", {"type": probability_rate, "help": "Adam learning rate"}),
@@ -137,10 +145,11 @@ def _add_experiment_options(parser: argparse.ArgumentParser, exclude: tuple[str,
     parser.add_argument("--config", type=Path, help="JSON config file to start from; options given here override it")
 
 
-def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The config of ``--config`` (or the defaults) with every option given on the command line applied."""
+def experiment_config(args: argparse.Namespace, algorithm: str | None = None) -> ExperimentConfig:
+    """The config of ``--config`` (or the defaults) with every option given on the command line
+    applied, and ``algorithm`` (when given) as ``train.algorithm``."""
     base = ExperimentConfig.load(args.config) if getattr(args, "config", None) else ExperimentConfig()
-    updates: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
+    updates: dict[str, dict] = {"data": {}, "model": {}, "train": {} if algorithm is None else {"algorithm": algorithm}}
     seed = base.seed
     for _, section, field, _ in _experiment_options():
         value = getattr(args, field, None)
@@ -291,7 +300,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from vaelab.compare import compare
     from vaelab.study import Study
 
-    study = Study(args.algorithms, experiment_config(args), args.curve_images)
+    study = Study(args.algorithms, experiment_config(args, algorithm=args.algorithms[0]), args.curve_images)
     report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device)
     if report is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0

@@ -20,7 +20,11 @@ from vaelab.errors import ConfigError
 ACTIVATIONS = ("relu", "tanh", "elu", "softplus", "sigmoid")
 KL_ESTIMATORS = ("analytic", "monte-carlo")
 LIKELIHOODS = ("auto", "bernoulli", "gaussian")
-PRIORS = ("standard-normal",)
+PRIORS = ("standard-normal", "mixture", "vamp", "bernoulli")
+LATENTS = ("gaussian", "bernoulli")
+RWS_PHI_UPDATES = ("wake", "sleep", "mix")
+# Components of a prior when ``prior_components`` is not given: mixture of Gaussians, VampPrior.
+DEFAULT_PRIOR_COMPONENTS = {"mixture": 10, "vamp": 500}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -67,23 +71,65 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Networks of the Helmholtz machine; the default is the seed's (z in R^2, 512 ReLU units)."""
+    """Networks of the Helmholtz machine; the default is the seed's (z in R^2, 512 ReLU units).
 
-    latent_dim: int = 2
+    ``latent_dim`` is one width, or one per stochastic layer from x upwards (e.g. ``(100, 50)``,
+    the IWAE paper's two-layer model). ``hidden`` are the x <-> z_1 networks' widths,
+    ``upper_hidden`` those between stochastic layers. ``latent`` is the latents' type: Gaussian, or
+    Bernoulli (a sigmoid belief network, with the ``bernoulli`` prior). ``prior_components`` is
+    the mixture's or VampPrior's size (default 10 and 500).
+    """
+
+    latent_dim: int | tuple[int, ...] = 2
     hidden: tuple[int, ...] = (512,)
     activation: str = "relu"
     likelihood: str = "auto"  # 'auto': the dataset's (Bernoulli, Gaussian for frey-face)
     prior: str = "standard-normal"
+    latent: str = "gaussian"
+    upper_hidden: tuple[int, ...] = (100, 100)
+    prior_components: int | None = None
 
     def __post_init__(self) -> None:
-        _positive("latent_dim", self.latent_dim)
-        _require(isinstance(self.hidden, (list, tuple)), f"hidden must be a list of widths (got {self.hidden!r})")
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        for width in self.hidden:
-            _positive("hidden width", width)
+        dims = self.latent_dim
+        if isinstance(dims, (list, tuple)):
+            _require(len(dims) > 0, "latent_dim must list at least one width")
+            for width in dims:
+                _positive("latent_dim", width)
+            object.__setattr__(self, "latent_dim", dims[0] if len(dims) == 1 else tuple(dims))
+        else:
+            _positive("latent_dim", dims)
+        for name in ("hidden", "upper_hidden"):
+            widths = getattr(self, name)
+            _require(isinstance(widths, (list, tuple)), f"{name} must be a list of widths (got {widths!r})")
+            object.__setattr__(self, name, tuple(widths))
+            for width in widths:
+                _positive(f"{name} width", width)
         _one_of("activation", self.activation, ACTIVATIONS)
         _one_of("likelihood", self.likelihood, LIKELIHOODS)
         _one_of("prior", self.prior, PRIORS)
+        _one_of("latent", self.latent, LATENTS)
+        _require(
+            (self.latent == "bernoulli") == (self.prior == "bernoulli"),
+            f"Bernoulli latents take the bernoulli prior and Gaussian latents a continuous one (got latent {self.latent!r}, prior {self.prior!r})",
+        )
+        _require(self.prior != "vamp" or len(self.latent_dims) == 1, "the vamp prior needs one stochastic layer (its components are q(z | u))")
+        if self.prior_components is not None:
+            _positive("prior_components", self.prior_components)
+
+    @property
+    def latent_dims(self) -> tuple[int, ...]:
+        """Widths of the stochastic layers, from x upwards."""
+        return self.latent_dim if isinstance(self.latent_dim, tuple) else (self.latent_dim,)
+
+    @property
+    def total_latent_dim(self) -> int:
+        """Width of the flat latent z = [z_1, ..., z_L]."""
+        return sum(self.latent_dims)
+
+    @property
+    def prior_size(self) -> int:
+        """Size of the mixture or VampPrior (``prior_components`` or the prior's default)."""
+        return self.prior_components or DEFAULT_PRIOR_COMPONENTS.get(self.prior, 1)
 
 
 @dataclass(frozen=True)
@@ -96,8 +142,9 @@ class TrainConfig:
     """
 
     algorithm: str = "aevb"
-    num_samples: int = 1  # m: latent samples per datapoint (and dreams per datapoint in sleep)
+    num_samples: int = 1  # m (aevb, wake-sleep) or k (the L_k objectives): samples per datapoint
     kl: str = "analytic"  # aevb only: analytic KL or the Monte Carlo estimator of the seed's 1.3
+    rws_phi: str = "wake"  # rws only: phi's update, wake-phi, sleep-phi or their average
     epochs: int = 100
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -112,7 +159,10 @@ class TrainConfig:
 
         _one_of("algorithm", self.algorithm, tuple(OBJECTIVES))
         _positive("num_samples", self.num_samples)
+        minimum = OBJECTIVES[self.algorithm].min_samples
+        _require(self.num_samples >= minimum, f"{self.algorithm} needs num_samples >= {minimum} (got {self.num_samples})")
         _one_of("kl", self.kl, KL_ESTIMATORS)
+        _one_of("rws_phi", self.rws_phi, RWS_PHI_UPDATES)
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _require(
@@ -146,6 +196,18 @@ class ExperimentConfig:
         _require(
             isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
             f"seed must be a non-negative integer (got {self.seed!r})",
+        )
+        from vaelab.objectives import OBJECTIVES
+
+        algorithm = self.train.algorithm
+        _require(
+            self.model.latent == "gaussian" or not OBJECTIVES[algorithm].reparameterized,
+            f"{algorithm} differentiates through reparameterised samples and cannot train Bernoulli latents; "
+            "use wake-sleep, rws or vimco",
+        )
+        _require(
+            algorithm != "aevb" or self.train.kl != "analytic" or (self.model.prior == "standard-normal" and len(self.model.latent_dims) == 1),
+            "aevb's analytic KL needs one stochastic layer and the standard-normal prior; use kl 'monte-carlo'",
         )
 
     def to_dict(self) -> dict[str, Any]:

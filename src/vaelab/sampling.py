@@ -7,7 +7,9 @@ run's randomness is one seeded object, saved in checkpoints and restored on resu
 from __future__ import annotations
 
 import torch
-from torch.distributions import Bernoulli, Distribution, Independent, Normal, TransformedDistribution
+from torch.distributions import Bernoulli, Distribution, Independent, MixtureSameFamily, Normal, TransformedDistribution
+
+from vaelab.models.chain import Chain
 
 
 def sample(
@@ -17,8 +19,17 @@ def sample(
 
     Gaussians are reparameterised (z = mu + sigma * eps, eps ~ N(0, I)), so gradients flow to
     their parameters; Bernoulli samples carry no gradient. A transformed distribution (e.g.
-    ``HalfNormal``, |N(0, sigma^2)|) transforms a sample of its base distribution.
+    ``HalfNormal``, |N(0, sigma^2)|) transforms a sample of its base distribution. A mixture draws
+    a component, then a sample of it (no gradient reaches the mixture weights); a :class:`Chain`
+    draws its blocks in order, each given the one before.
     """
+    if isinstance(distribution, Chain):
+        blocks = [sample(distribution.first, sample_shape, generator)]
+        for layer in distribution.conditionals:
+            blocks.append(sample(layer(blocks[-1]), (), generator))
+        return distribution.join(blocks)
+    if isinstance(distribution, MixtureSameFamily):
+        return _sample_mixture(distribution, torch.Size(sample_shape), generator)
     base = distribution.base_dist if isinstance(distribution, Independent) else distribution
     if isinstance(base, TransformedDistribution):
         value = sample(base.base_dist, sample_shape, generator)
@@ -33,3 +44,14 @@ def sample(
         with torch.no_grad():
             return torch.bernoulli(base.probs.expand(shape), generator=generator)
     raise TypeError(f"sampling with a generator is not implemented for {type(base).__name__}")
+
+
+def _sample_mixture(mixture: MixtureSameFamily, sample_shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+    """A mixture of diagonal Gaussians with no batch shape (the priors): a component index per
+    draw, then that component's reparameterised sample; returns ``sample_shape + event``."""
+    base = mixture.component_distribution.base_dist
+    if mixture.batch_shape or not isinstance(base, Normal):
+        raise TypeError("sampling with a generator is implemented for unbatched mixtures of diagonal Gaussians only")
+    probs = mixture.mixture_distribution.probs
+    index = torch.multinomial(probs, max(sample_shape.numel(), 1), replacement=True, generator=generator).reshape(sample_shape)
+    return sample(Independent(Normal(base.loc[index], base.scale[index]), 1), (), generator)

@@ -16,18 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Independent
 
-from vaelab.models import BernoulliLayer, HelmholtzMachine
-
-
-class BernoulliPrior(nn.Module):
-    """p(z) = prod_k Bernoulli(sigmoid(a_k)), with the logits a ``[K]`` as parameters."""
-
-    def __init__(self, logits: torch.Tensor):
-        super().__init__()
-        self.logits = nn.Parameter(logits.clone())
-
-    def forward(self) -> Independent:
-        return Independent(Bernoulli(logits=self.logits, validate_args=False), 1, validate_args=False)
+from vaelab.models import BernoulliLayer, BernoulliPrior, HelmholtzMachine
 
 
 def _affine_bernoulli(weight: torch.Tensor, bias: torch.Tensor) -> BernoulliLayer:

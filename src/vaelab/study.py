@@ -54,6 +54,8 @@ class Study:
             raise ConfigError(f"unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
         if len(set(self.algorithms)) != len(self.algorithms):
             raise ConfigError(f"each algorithm may appear once (got {', '.join(self.algorithms)})")
+        for algorithm in self.algorithms:  # each run's config must be valid (e.g. latents the algorithm can train)
+            self.run_config(algorithm)
         if "test" not in self.config.train.eval_splits:
             raise ConfigError("a study compares test L_k: eval splits must include 'test'")
         if self.curve_images is not None and not (isinstance(self.curve_images, int) and self.curve_images > 0):
@@ -78,7 +80,8 @@ class Study:
             raise RunError(f"{study_dir}: not a vaelab study (no {STUDY_FILE}); 'vaelab compare --out DIR' makes one")
         try:
             values = json.loads(path.read_text())
-            return cls(tuple(values["algorithms"]), ExperimentConfig.from_dict(values["config"]), values["curve_images"])
+            shared = {**values["config"], "train": {**values["config"]["train"], "algorithm": values["algorithms"][0]}}
+            return cls(tuple(values["algorithms"]), ExperimentConfig.from_dict(shared), values["curve_images"])
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ConfigError) as error:
             raise RunError(f"{path}: not a valid study file ({type(error).__name__}: {error})") from None
 

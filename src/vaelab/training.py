@@ -26,7 +26,7 @@ from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset, binarize, load_dataset
 from vaelab.distributed import Placement, average_gradients, barrier, gather, gather_objects, setup, teardown
 from vaelab.errors import RunError
-from vaelab.models import BernoulliLayer, HelmholtzMachine, build_model
+from vaelab.models import BernoulliLayer, HelmholtzMachine, VampPrior, build_model
 from vaelab.objectives import objective_from_config
 from vaelab.runio import (
     CHECKPOINT_FILE,
@@ -131,8 +131,11 @@ def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMach
     """The model (initialised from ``config.seed``) and Adam with theta and phi as separate groups."""
     torch.manual_seed(config.seed)  # nn.Linear initialisers draw from the global RNG
     model = build_model(config.model, dataset.data_dim, dataset.likelihood)
+    train_images = dataset.splits["train"].images
     if isinstance(model.generative, BernoulliLayer):
-        model.generative.init_output_bias(dataset.splits["train"].images.mean(0))
+        model.generative.init_output_bias(train_images.mean(0))
+    if isinstance(model.prior, VampPrior):  # pseudo-inputs start at random training images
+        model.prior.init_pseudo_inputs(train_images[torch.randint(len(train_images), (config.model.prior_size,))])
     optimizer = torch.optim.Adam(
         [
             {"params": model.generative_parameters(), "name": "theta"},

@@ -1,7 +1,19 @@
 """Models: priors, stochastic layers and the Helmholtz machine that composes them."""
 
+from vaelab.models.chain import Chain
 from vaelab.models.helmholtz import HelmholtzMachine, build_model
 from vaelab.models.layers import BernoulliLayer, DiagonalGaussianLayer, StochasticLayer
-from vaelab.models.priors import StandardNormalPrior
+from vaelab.models.priors import BernoulliPrior, MixturePrior, StandardNormalPrior, VampPrior
 
-__all__ = ["BernoulliLayer", "DiagonalGaussianLayer", "HelmholtzMachine", "StandardNormalPrior", "StochasticLayer", "build_model"]
+__all__ = [
+    "BernoulliLayer",
+    "BernoulliPrior",
+    "Chain",
+    "DiagonalGaussianLayer",
+    "HelmholtzMachine",
+    "MixturePrior",
+    "StandardNormalPrior",
+    "StochasticLayer",
+    "VampPrior",
+    "build_model",
+]

@@ -1,7 +1,8 @@
 """The Helmholtz machine: a prior p(z), a generative network p_theta(x|z), a recognition network q_phi(z|x).
 
-theta (prior and generative network) and phi (recognition network) are kept apart so that each
-learning algorithm can say which group each of its terms moves.
+theta (prior and generative networks) and phi (recognition networks) are kept apart so that each
+learning algorithm can say which group each of its terms moves. With L stochastic layers the
+latent is the flat vector z = [z_1, ..., z_L] (see :mod:`vaelab.models.chain`); x depends on z_1 only.
 """
 
 from __future__ import annotations
@@ -11,61 +12,91 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
+from vaelab.models.chain import Chain
 from vaelab.models.layers import BernoulliLayer, DiagonalGaussianLayer
-from vaelab.models.priors import PRIORS
+from vaelab.models.priors import build_prior
 
 LIKELIHOOD_LAYERS = {"bernoulli": BernoulliLayer, "gaussian": DiagonalGaussianLayer}
+LATENT_LAYERS = {"gaussian": DiagonalGaussianLayer, "bernoulli": BernoulliLayer}
 
 
 class HelmholtzMachine(nn.Module):
     """p_theta(x, z) = p(z) p_theta(x | z) with recognition model q_phi(z | x).
 
     Args:
-        prior: module whose ``forward()`` gives p(z), event shape ``[latent_dim]``.
-        generative: module mapping z ``[..., latent_dim]`` to p_theta(x | z), event shape ``[data_dim]``.
-        recognition: module mapping x ``[..., data_dim]`` to q_phi(z | x), event shape ``[latent_dim]``.
+        prior: module whose ``forward()`` gives p(z_L), event shape ``[D_L]``.
+        generative: module mapping z_1 ``[..., D_1]`` to p_theta(x | z_1), event shape ``[data_dim]``.
+        recognition: module mapping x ``[..., data_dim]`` to q_phi(z_1 | x), event shape ``[D_1]``.
+        upper_generative: layers l = 1..L-1 mapping z_{l+1} to p(z_l | z_{l+1}) (none for one layer).
+        upper_recognition: layers l = 1..L-1 mapping z_l to q(z_{l+1} | z_l).
+        latent_dims: (D_1, ..., D_L); an int for one layer.
     """
 
-    def __init__(self, prior: nn.Module, generative: nn.Module, recognition: nn.Module, latent_dim: int):
+    def __init__(
+        self,
+        prior: nn.Module,
+        generative: nn.Module,
+        recognition: nn.Module,
+        latent_dims: int | tuple[int, ...],
+        upper_generative: list[nn.Module] = (),
+        upper_recognition: list[nn.Module] = (),
+    ):
         super().__init__()
         self.prior = prior
         self.generative = generative
         self.recognition = recognition
-        self.latent_dim = latent_dim
+        self.upper_generative = nn.ModuleList(upper_generative)
+        self.upper_recognition = nn.ModuleList(upper_recognition)
+        self.latent_dims = (latent_dims,) if isinstance(latent_dims, int) else tuple(latent_dims)
+        self.latent_dim = sum(self.latent_dims)
+        if not len(self.upper_generative) == len(self.upper_recognition) == len(self.latent_dims) - 1:
+            raise ValueError("a model with L stochastic layers needs L - 1 upper generative and recognition layers")
 
     def prior_distribution(self) -> Distribution:
-        return self.prior()
+        """p(z) over the flat z, event shape ``[latent_dim]``."""
+        top = self.prior()
+        if not self.upper_generative:
+            return top
+        return Chain(top, list(self.upper_generative)[::-1], self.latent_dims[::-1], top_down=True)
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p_theta(x | z) for z ``[..., latent_dim]``; batch shape ``[...]``."""
-        return self.generative(z)
+        return self.generative(z[..., : self.latent_dims[0]])
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p_theta(x | z) ``[...]`` for z ``[..., latent_dim]`` and x broadcastable to ``[..., data_dim]``."""
-        return self.generative.log_prob(z, x)
+        return self.generative.log_prob(z[..., : self.latent_dims[0]], x)
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q_phi(z | x) for x ``[..., data_dim]``; batch shape ``[...]``."""
-        return self.recognition(x)
+        first = self.recognition(x)
+        if not self.upper_recognition:
+            return first
+        return Chain(first, list(self.upper_recognition), self.latent_dims)
 
     def generative_parameters(self) -> list[nn.Parameter]:
-        """theta: the prior's and the generative network's parameters."""
-        return [*self.prior.parameters(), *self.generative.parameters()]
+        """theta: the prior's and the generative networks' parameters."""
+        return [*self.prior.parameters(), *self.generative.parameters(), *self.upper_generative.parameters()]
 
     def recognition_parameters(self) -> list[nn.Parameter]:
-        """phi: the recognition network's parameters."""
-        return list(self.recognition.parameters())
+        """phi: the recognition networks' parameters."""
+        return [*self.recognition.parameters(), *self.upper_recognition.parameters()]
 
 
 def build_model(config: ModelConfig, data_dim: int, likelihood: str) -> HelmholtzMachine:
     """The MLP Helmholtz machine of ``config`` for data of ``data_dim`` pixels.
 
     ``likelihood`` is the dataset's ('bernoulli' or 'gaussian'); ``config.likelihood`` overrides it
-    unless it is 'auto'.
+    unless it is 'auto'. x <-> z_1 networks have ``config.hidden`` units, z_l <-> z_{l+1} networks
+    ``config.upper_hidden``.
     """
     if config.likelihood != "auto":
         likelihood = config.likelihood
-    prior = PRIORS[config.prior](config.latent_dim)
-    generative = LIKELIHOOD_LAYERS[likelihood](config.latent_dim, data_dim, config.hidden, config.activation)
-    recognition = DiagonalGaussianLayer(data_dim, config.latent_dim, config.hidden, config.activation)
-    return HelmholtzMachine(prior, generative, recognition, config.latent_dim)
+    dims, latent_layer = config.latent_dims, LATENT_LAYERS[config.latent]
+    generative = LIKELIHOOD_LAYERS[likelihood](dims[0], data_dim, config.hidden, config.activation)
+    recognition = latent_layer(data_dim, dims[0], config.hidden, config.activation)
+    upper_generative = [latent_layer(upper, lower, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
+    upper_recognition = [latent_layer(lower, upper, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
+    prior = build_prior(config.prior, dims[-1], config.prior_size, data_dim, recognition)
+    return HelmholtzMachine(prior, generative, recognition, dims, upper_generative, upper_recognition)
+

@@ -13,18 +13,37 @@ from dataclasses import dataclass
 
 from vaelab.objectives.aevb import aevb
 from vaelab.objectives.core import ImportanceSamples, ObjectiveOutput, importance_samples, log_mean_exp
+from vaelab.objectives.iwae import iwae, iwae_dreg
+from vaelab.objectives.rws import rws, rws_dreg
+from vaelab.objectives.vimco import vimco
 from vaelab.objectives.wake_sleep import wake_sleep
 
 
 @dataclass(frozen=True)
 class Objective:
+    """A registered algorithm.
+
+    Attributes:
+        function: ``fn(model, x, num_samples, generator, **options) -> ObjectiveOutput``.
+        options: ``TrainConfig`` fields passed on as keyword arguments.
+        reparameterized: differentiates through z = mu + sigma * eps (so Gaussian latents only).
+        min_samples: the fewest samples per datapoint it works with.
+    """
+
     function: Callable[..., ObjectiveOutput]
-    options: tuple[str, ...] = ()  # TrainConfig fields passed on as keyword arguments
+    options: tuple[str, ...] = ()
+    reparameterized: bool = False
+    min_samples: int = 1
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "aevb": Objective(aevb, options=("kl",)),
+    "aevb": Objective(aevb, options=("kl",), reparameterized=True),
     "wake-sleep": Objective(wake_sleep),
+    "iwae": Objective(iwae, reparameterized=True),
+    "iwae-dreg": Objective(iwae_dreg, reparameterized=True),
+    "rws": Objective(rws, options=("rws_phi",)),
+    "rws-dreg": Objective(rws_dreg, reparameterized=True),
+    "vimco": Objective(vimco, min_samples=2),
 }
 
 
@@ -46,7 +65,12 @@ __all__ = [
     "ObjectiveOutput",
     "aevb",
     "importance_samples",
+    "iwae",
+    "iwae_dreg",
     "log_mean_exp",
     "objective_from_config",
+    "rws",
+    "rws_dreg",
+    "vimco",
     "wake_sleep",
 ]

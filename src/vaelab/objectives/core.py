@@ -65,14 +65,19 @@ def importance_samples(
     num_samples: int,
     generator: torch.Generator | None,
     posterior: Distribution | None = None,
+    reparameterize: bool = True,
 ) -> ImportanceSamples:
     """Draw ``num_samples`` z per row of x ``[B, D_x]`` from q_phi(z|x) and score them.
 
     ``posterior`` may be passed when the caller already computed q_phi(z | x).
+    ``reparameterize=False`` detaches z, as score-function estimators (RWS, VIMCO) need: phi
+    then enters the log-weights only through log q_phi(z | x).
     """
     if posterior is None:
         posterior = model.posterior(x)
     z = sample(posterior, (num_samples,), generator)
+    if not reparameterize:
+        z = z.detach()
     return ImportanceSamples(
         z=z,
         log_prior=model.prior_distribution().log_prob(z),
@@ -84,3 +89,30 @@ def importance_samples(
 def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """log (1/n) sum_i exp(values_i) along ``dim``, computed stably (logsumexp)."""
     return torch.logsumexp(values, dim) - math.log(values.shape[dim])
+
+
+def normalized_weights(log_weights: torch.Tensor) -> torch.Tensor:
+    """Self-normalised importance weights w_i / sum_j w_j ``[k, B]``, without gradient."""
+    return torch.softmax(log_weights.detach(), dim=0)
+
+
+def pathwise_log_weights(samples: ImportanceSamples, posterior: Distribution) -> torch.Tensor:
+    """``[k, B]`` log-weights whose phi-gradient is the pathwise term alone (Tucker et al. 2018):
+
+        d/dphi [log w(z(phi), phi) + log q_phi(stop(z))] = d log w / dz * dz / dphi,
+
+    because the second term's gradient cancels the score term -d log q_phi(z) / dphi of the first.
+    A surrogate only: its value is not log w.
+    """
+    return samples.log_weights + posterior.log_prob(samples.z.detach())
+
+
+def sleep_phase(model: HelmholtzMachine, batch_size: int, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``[B]`` mean of log q_phi(z | x) over ``num_samples`` dreams (z, x) ~ p_theta(z) p_theta(x | z) per row.
+
+    The dreams are data: no gradient reaches theta; x is sampled from the likelihood, not its mean.
+    """
+    with torch.no_grad():
+        z_dream = sample(model.prior_distribution(), (num_samples, batch_size), generator)  # [m, B, D]
+        x_dream = sample(model.likelihood(z_dream), (), generator)  # [m, B, D_x]
+    return model.posterior(x_dream).log_prob(z_dream).mean(0)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from vaelab.models import HelmholtzMachine
-from vaelab.objectives.core import ObjectiveOutput
-from vaelab.sampling import sample
+from vaelab.objectives.core import ObjectiveOutput, importance_samples, sleep_phase
 
 
 def wake_sleep(
@@ -26,15 +25,7 @@ def wake_sleep(
     The sleep phase draws m dreams per batch row (m * B in all), so its surrogate is ``[B]`` too.
     The reported bound is the ELBO at the wake samples: wake-sleep optimises no bound itself.
     """
-    posterior = model.posterior(x)
-    # detach: the wake phase treats q's samples as observed data, so no gradient reaches phi.
-    z = sample(posterior, (num_samples,), generator).detach()  # [m, B, D]
-    log_joint = model.prior_distribution().log_prob(z) + model.log_likelihood(x, z)  # [m, B]
-    wake = log_joint.mean(0)
-
-    with torch.no_grad():  # dreams are data for the sleep phase: no gradient reaches theta
-        z_dream = sample(model.prior_distribution(), (num_samples, x.shape[0]), generator)  # [m, B, D]
-        x_dream = sample(model.likelihood(z_dream), (), generator)  # [m, B, D_x]
-        elbo = (log_joint - posterior.log_prob(z)).mean(0)
-    sleep = model.posterior(x_dream).log_prob(z_dream).mean(0)
-    return ObjectiveOutput(bound=elbo, theta_surrogate=wake, phi_surrogate=sleep)
+    # reparameterize=False: the wake phase treats q's samples as observed data, so no gradient reaches phi.
+    samples = importance_samples(model, x, num_samples, generator, reparameterize=False)  # z: [m, B, D]
+    sleep = sleep_phase(model, x.shape[0], num_samples, generator)
+    return ObjectiveOutput(bound=samples.log_weights.mean(0).detach(), theta_surrogate=samples.log_joint.mean(0), phi_surrogate=sleep)

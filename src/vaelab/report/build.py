@@ -100,7 +100,7 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
         notes=caveats(
             "gaussian" if gaussian else "bernoulli",
             config.data.binarization if uses_binarization(config, dataset) else None,
-            config.model.latent_dim,
+            config.model.total_latent_dim,
         ),
         rows=[_table_row(name, run, means[name]) for name, run in runs.items()],
         k=config.train.eval_k,
@@ -179,7 +179,7 @@ def _figures(
             next(iter(runs.values())).curve["num_images"],
         ),
     }
-    if config.model.latent_dim == 2:
+    if config.model.latent_dims == (2,) and config.model.latent == "gaussian":  # the seed's manifold figure
         size = _manifold_size(image_shape)
         grid = analysis.latent_grid(size)
         built["manifold"] = figures.manifold_figure(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-DISPLAY_NAMES = {"aevb": "AEVB"}  # registry names shown as written in the literature
+DISPLAY_NAMES = {"aevb": "AEVB", "iwae": "IWAE", "iwae-dreg": "IWAE-DReG", "rws": "RWS", "rws-dreg": "RWS-DReG", "vimco": "VIMCO"}  # registry names shown as written in the literature
 
 
 def display_name(algorithm: str) -> str:

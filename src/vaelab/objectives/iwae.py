@@ -1,0 +1,31 @@
+"""IWAE: training on the importance-weighted bound L_k itself (Burda, Grosse & Salakhutdinov 2015),
+with the standard or the doubly reparameterised phi-gradient (Tucker, Lawson, Gu & Maddison 2018).
+
+    L_k = log (1/k) sum_i w_i,   w_i = p_theta(x, z_i) / q_phi(z_i | x),   z_i = mu + sigma * eps_i.
+
+The standard phi-gradient sum_i w~_i d log w_i / dphi has a signal-to-noise ratio that falls like
+1 / sqrt(k) (Rainforth et al. 2018); DReG's unbiased alternative sum_i w~_i^2 (d log w_i / dz_i)
+(dz_i / dphi) drops the score term whose variance causes it. w~ are the normalised weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vaelab.models import HelmholtzMachine
+from vaelab.objectives.core import ObjectiveOutput, importance_samples, log_mean_exp, normalized_weights, pathwise_log_weights
+
+
+def iwae(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> ObjectiveOutput:
+    """L_k of x ``[B, D_x]`` with k = ``num_samples``; one surrogate moves theta and phi (k = 1: the ELBO)."""
+    bound = log_mean_exp(importance_samples(model, x, num_samples, generator).log_weights)
+    return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=bound)
+
+
+def iwae_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> ObjectiveOutput:
+    """L_k for theta; phi follows DReG's sum_i w~_i^2 d log w_i / dz_i dz_i / dphi. Returns ``[B]`` tensors."""
+    posterior = model.posterior(x)
+    samples = importance_samples(model, x, num_samples, generator, posterior)
+    bound = log_mean_exp(samples.log_weights)
+    phi_surrogate = (normalized_weights(samples.log_weights) ** 2 * pathwise_log_weights(samples, posterior)).sum(0)
+    return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
