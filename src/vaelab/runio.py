@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from importlib import metadata
@@ -134,6 +135,18 @@ def keep_metrics_through_epoch(path: Path, epoch: int) -> None:
         write_text_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
+def source_revision() -> str | None:
+    """The git commit of vaelab's source (with ``-dirty`` for uncommitted changes), or None outside a checkout."""
+    package_dir = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=package_dir, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
 def environment_info(data_files: dict[str, str], placement=None) -> dict[str, Any]:
     """Versions, platform and data checksums, recorded next to every run's results."""
     packages = {}
@@ -151,6 +164,7 @@ def environment_info(data_files: dict[str, str], placement=None) -> dict[str, An
         "processes": placement.world_size if placement else 1,
         "cuda": torch.cuda.get_device_name(placement.device) if placement and placement.device.type == "cuda" else None,
         "packages": packages,
+        "source": source_revision(),
         "command": sys.argv,
         "data_files_sha256": data_files,
     }

@@ -13,8 +13,6 @@ covers every configuration (so L_k converges to log p(x)) without being the exac
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torch.distributions import Bernoulli, Independent
 
 from vaelab.models import BernoulliLayer, BernoulliPrior, HelmholtzMachine
 

@@ -61,18 +61,10 @@ class BernoulliLayer(StochasticLayer):
     def log_prob(self, inputs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """log p(value | inputs) = sum_d [v_d l_d - softplus(l_d)], l = W h + b, without building a distribution.
 
-        inputs ``[..., in]`` and value ``[..., D]`` (broadcastable) give ``[...]``. When the layer
-        widens (D > hidden width, e.g. 784 > 512) the data term is formed as (v W) . h + v . b: one
-        small matmul per value instead of a pass over the ``[..., D]`` logits, which are then read
-        once, by the softplus sum. Exact for grey values too.
+        inputs ``[..., in]`` and value ``[..., D]`` (broadcastable) give ``[...]``; exact for grey values too.
         """
-        hidden = self.trunk(inputs)
-        logits = linear(hidden, self.logits)
-        if self.logits.out_features > self.logits.in_features:
-            data_term = (hidden * (value @ self.logits.weight)).sum(-1) + value @ self.logits.bias
-        else:
-            data_term = (logits * value).sum(-1)
-        return data_term - F.softplus(logits).sum(-1)
+        logits = linear(self.trunk(inputs), self.logits)
+        return (logits * value).sum(-1) - F.softplus(logits).sum(-1)
 
     def init_output_bias(self, data_mean: torch.Tensor) -> None:
         """Start the logits at the data's mean (Burda et al.'s initialisation): faster early training."""
