@@ -58,26 +58,37 @@ def plain_wake_sleep_epoch(model: PlainVAE, images: torch.Tensor, batch_size: in
         optimizer.step()
 
 
+def plain_log_weights(model: PlainVAE, x: torch.Tensor, k: int) -> torch.Tensor:
+    """log p(x, z) - log q(z | x) ``[k, B]`` as first written: sample [k, B, 2], decode [k, B, 784], BCE with logits."""
+    mu, logvar = model.encode(x)
+    std = torch.exp(0.5 * logvar)
+    z = mu + std * torch.randn(k, *mu.shape)
+    log_likelihood = -F.binary_cross_entropy_with_logits(model.decoder(z), x.expand(k, -1, -1), reduction="none").sum(-1)
+    log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_q = (-0.5 * ((z - mu) / std).pow(2) - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return log_likelihood + log_prior - log_q
+
+
+def plain_iwae_epoch(model: PlainVAE, images: torch.Tensor, k: int = 50, batch_size: int = 100) -> None:
+    optimizer = torch.optim.Adam(model.parameters())
+    for x in images[torch.randperm(images.shape[0])].split(batch_size):
+        loss = -(torch.logsumexp(plain_log_weights(model, x, k), 0) - math.log(k)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 @torch.no_grad()
 def straightforward_bound(model: PlainVAE, images: torch.Tensor, k: int, batch_size: int = 100) -> torch.Tensor:
-    """L_k as first written: sample [k, B, 2], decode [k, B, 784], BCE with logits, logsumexp."""
-    bounds = []
-    for x in images.split(batch_size):
-        mu, logvar = model.encode(x)
-        std = torch.exp(0.5 * logvar)
-        z = mu + std * torch.randn(k, *mu.shape)
-        log_likelihood = -F.binary_cross_entropy_with_logits(model.decoder(z), x.expand(k, -1, -1), reduction="none").sum(-1)
-        log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_q = (-0.5 * ((z - mu) / std).pow(2) - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
-        bounds.append(torch.logsumexp(log_likelihood + log_prior - log_q, 0) - math.log(k))
-    return torch.cat(bounds)
+    """L_k as first written, one batch of images at a time."""
+    return torch.cat([torch.logsumexp(plain_log_weights(model, x, k), 0) - math.log(k) for x in images.split(batch_size)])
 
 
-def pyro_svi_epoch(model: PlainVAE, images: torch.Tensor, loss_name: str, batch_size: int = 100, max_batches: int | None = None) -> int:
+def pyro_svi_epoch(model: PlainVAE, images: torch.Tensor, loss_name: str, batch_size: int = 100) -> int:
     """One epoch of Pyro SVI on the same networks; returns the number of images processed."""
     import pyro
     import pyro.distributions as dist
-    from pyro.infer import SVI, ReweightedWakeSleep, Trace_ELBO, TraceMeanField_ELBO
+    from pyro.infer import SVI, RenyiELBO, ReweightedWakeSleep, Trace_ELBO, TraceMeanField_ELBO
 
     pyro.clear_param_store()
 
@@ -96,12 +107,15 @@ def pyro_svi_epoch(model: PlainVAE, images: torch.Tensor, loss_name: str, batch_
             pyro.sample("z", dist.Normal(mu, torch.exp(0.5 * logvar)).to_event(1))
 
     optimizer = pyro.optim.Adam({"lr": 1e-3})
-    batches = list(images[torch.randperm(images.shape[0])].split(batch_size))[:max_batches]
-    if loss_name == "ReweightedWakeSleep":
-        rws = ReweightedWakeSleep(num_particles=50, vectorize_particles=True)
-        svi = SVI(generative, recognition, optimizer, loss=rws)
-    else:
-        svi = SVI(generative, recognition, optimizer, loss={"Trace_ELBO": Trace_ELBO(), "TraceMeanField_ELBO": TraceMeanField_ELBO()}[loss_name])
+    batches = list(images[torch.randperm(images.shape[0])].split(batch_size))
+    losses = {
+        "Trace_ELBO": Trace_ELBO,
+        "TraceMeanField_ELBO": TraceMeanField_ELBO,
+        # k = 50 particles: reweighted wake-sleep, and alpha = 0 Renyi, which is the IWAE bound L_50
+        "ReweightedWakeSleep": lambda: ReweightedWakeSleep(num_particles=50, vectorize_particles=True, max_plate_nesting=1),
+        "RenyiELBO": lambda: RenyiELBO(alpha=0, num_particles=50, vectorize_particles=True, max_plate_nesting=1),
+    }
+    svi = SVI(generative, recognition, optimizer, loss=losses[loss_name]())
     for x in batches:
         svi.step(x)
     return sum(x.shape[0] for x in batches)

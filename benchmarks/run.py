@@ -24,6 +24,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+LARGE_K = 50  # samples per image of the k-sample objectives (IWAE, RWS) in the training benchmark
+LARGE_K_ALGORITHMS = ("iwae", "rws")
+
 
 # ---------------------------------------------------------------- one measurement (in a subprocess)
 
@@ -46,7 +49,7 @@ def _images(split: str, count: int, data_dir: str | None) -> tuple[torch.Tensor,
 def measure(task: str, k: int, count: int, threads: int, data_dir: str | None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    from baselines import PlainVAE, plain_aevb_epoch, plain_wake_sleep_epoch, pyro_svi_epoch, straightforward_bound
+    from baselines import PlainVAE, plain_aevb_epoch, plain_iwae_epoch, plain_wake_sleep_epoch, pyro_svi_epoch, straightforward_bound
 
     from vaelab.bounds import DEFAULT_MAX_ROWS, evaluate_bound
     from vaelab.config import ModelConfig
@@ -74,8 +77,10 @@ def measure(task: str, k: int, count: int, threads: int, data_dir: str | None) -
         plain_aevb_epoch(PlainVAE(), images)
     elif task == "train-plain-wake-sleep":
         plain_wake_sleep_epoch(PlainVAE(), images)
+    elif task == "train-plain-iwae":
+        plain_iwae_epoch(PlainVAE(), images, k=LARGE_K)
     elif task.startswith("train-pyro-"):
-        count = pyro_svi_epoch(PlainVAE(), images, task.removeprefix("train-pyro-"), max_batches=20 if "Reweighted" in task else None)
+        count = pyro_svi_epoch(PlainVAE(), images, task.removeprefix("train-pyro-"))
     else:
         raise SystemExit(f"unknown task {task}")
     seconds = time.perf_counter() - started
@@ -114,9 +119,10 @@ def _vaelab_epoch_seconds(algorithm: str, images: torch.Tensor) -> float:
 
     dataset = Dataset("mnist", {"train": Split(images, None), "test": Split(images[:1], None)}, (28, 28), "bernoulli", True, {})
     training.load_dataset = lambda *args, **kwargs: dataset
+    num_samples = LARGE_K if algorithm in LARGE_K_ALGORITHMS else 1
     config = ExperimentConfig(
         data=DataConfig(dataset="mnist"),
-        train=TrainConfig(algorithm=algorithm, epochs=1, eval_splits=("test",), eval_k=1),
+        train=TrainConfig(algorithm=algorithm, num_samples=num_samples, epochs=1, eval_splits=("test",), eval_k=1),
     )
     with tempfile.TemporaryDirectory() as run_dir:
         result = training.train(config, run_dir, progress=False, device="cpu")
@@ -162,6 +168,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA"), help="folder with mnist/ (default: $VAELAB_DATA; random data otherwise)")
     parser.add_argument("--pyro", action=argparse.BooleanOptionalAction, default=True, help="include Pyro if it is installed")
+    parser.add_argument("--repeats", type=int, help="runs of each measurement, interleaved; the median is reported (default: 3, quick: 1)")
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=10000, help=argparse.SUPPRESS)
@@ -173,6 +180,7 @@ def main() -> None:
 
     threads = min(2, os.cpu_count() or 1)
     test_images, train_images, repeats = (1000, 5000, 1) if args.quick else (10000, 60000, 3)
+    repeats = args.repeats or repeats
     eval_ks = (100,) if args.quick else (1000, 5000)
     have_pyro = args.pyro and _importable("pyro")
     results: dict[str, list[dict]] = {"evaluation": [], "training": [], "scaling": []}
@@ -189,12 +197,19 @@ def main() -> None:
                                           "vs_floor": result.get("seconds", float("nan")) / floor})
 
     print("training: one epoch at batch 100")
-    algorithms = {"aevb": ["train-plain-aevb", "train-vaelab-aevb"], "wake-sleep": ["train-plain-wake-sleep", "train-vaelab-wake-sleep"]}
+    algorithms = {
+        "aevb": ["train-plain-aevb", "train-vaelab-aevb"],
+        "wake-sleep": ["train-plain-wake-sleep", "train-vaelab-wake-sleep"],
+        f"iwae k={LARGE_K}": ["train-plain-iwae", "train-vaelab-iwae"],
+        f"rws k={LARGE_K}": ["train-vaelab-rws"],
+    }
     if have_pyro:
         algorithms["aevb"] += ["train-pyro-Trace_ELBO", "train-pyro-TraceMeanField_ELBO"]
-        algorithms["rws"] = ["train-pyro-ReweightedWakeSleep"]
+        algorithms[f"iwae k={LARGE_K}"] += ["train-pyro-RenyiELBO"]
+        algorithms[f"rws k={LARGE_K}"] += ["train-pyro-ReweightedWakeSleep"]
     for algorithm, names in algorithms.items():
-        summary = round_robin([(name, 1, train_images, threads) for name in names], repeats, args.data_dir)
+        count = train_images // 10 if "k=" in algorithm else train_images  # k = 50 costs ~10x per image
+        summary = round_robin([(name, 1, count, threads) for name in names], repeats, args.data_dir)
         baseline = next(iter(summary.values()))
         for task, result in summary.items():
             rate = result["images"] / result["seconds"] if "seconds" in result else float("nan")

@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="2-D latents only: exact log p(x) by quadrature and its gap to L_k for k = 1, 10, 100, 1000, 5000 (ignores --k); "
         "writes exact-<split>.json into the run",
     )
+    evaluate.add_argument("--images", type=positive_int, help="evaluate the first N images of the split only (default: all)")
     _add_common(evaluate)
 
     _add_bounds_parser(commands)
@@ -224,10 +225,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.exact:
         from vaelab.exact import evaluate_exact, exact_file, summary_lines
 
-        print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device))))
+        print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images))))
         print(f"written to {exact_file(args.run_dir, args.split)}")
         return 0
-    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device)
+    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images)
     print(
         f"{row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats "
         f"(ELBO {row['elbo']:.3f}; {row['num_images']} images, epoch {row['epoch']}, {row['eval_seconds']:.1f} s)"

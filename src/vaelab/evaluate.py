@@ -11,7 +11,7 @@ from vaelab.distributed import resolve_device
 from vaelab.errors import RunError
 from vaelab.models import HelmholtzMachine
 from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, append_metrics, load_checkpoint
-from vaelab.training import build_run, evaluate_split
+from vaelab.training import evaluate_split, initial_model
 
 
 def load_run(
@@ -24,7 +24,7 @@ def load_run(
     config = ExperimentConfig.load(run_dir / CONFIG_FILE)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     dataset = load_dataset(config.data.dataset, data_dir)
-    model, _ = build_run(config, dataset)
+    model = initial_model(config, dataset)
     model.load_state_dict(checkpoint["model"])
     model.to(resolve_device(device))
     model.eval()
@@ -32,15 +32,21 @@ def load_run(
 
 
 def evaluate_run(
-    run_dir: str | Path, k: int, split: str = "test", data_dir: str | Path | None = None, device: str = "auto"
+    run_dir: str | Path,
+    k: int,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    num_images: int | None = None,
 ) -> dict[str, Any]:
-    """Estimate L_k (and the ELBO) of ``split`` at the run's last checkpoint; appends the row to its metrics."""
+    """Estimate L_k (and the ELBO) of ``split`` (its first ``num_images``; None: all) at the run's
+    last checkpoint; appends the row to its metrics."""
     config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
     row = {
         "epoch": checkpoint["epoch"],
         "step": checkpoint["step"],
         "algorithm": config.train.algorithm,
-        **evaluate_split(model, config, dataset, split, k, checkpoint["epoch"]),
+        **evaluate_split(model, config, dataset, split, k, checkpoint["epoch"], num_images=num_images),
         "kind": "evaluate",
     }
     append_metrics(Path(run_dir) / METRICS_FILE, row)

@@ -35,8 +35,10 @@ def load_2d_run(run_dir: str | Path, data_dir: str | Path | None = None, device:
         RunError: the run's latent is not 2-D (quadrature would need a grid in more dimensions).
     """
     config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
-    if config.model.latent_dim != LATENT_DIM:
-        raise RunError(f"{run_dir}: exact log p(x) needs a 2-D latent (this run's latent_dim is {config.model.latent_dim})")
+    if config.model.latent_dims != (LATENT_DIM,) or config.model.latent != "gaussian":
+        raise RunError(
+            f"{run_dir}: exact log p(x) needs one 2-D Gaussian latent layer (this run's latents: {config.model.latent} {config.model.latent_dim})"
+        )
     return config, model, dataset, checkpoint
 
 
@@ -46,14 +48,16 @@ def evaluate_exact(
     data_dir: str | Path | None = None,
     device: str = "cpu",
     settings: QuadratureSettings = QuadratureSettings(),
+    num_images: int | None = None,
 ) -> dict[str, Any]:
-    """log p(x), L_k and log p(x) - L_k of ``split`` at the run's last checkpoint, in nats; also written as JSON.
+    """log p(x), L_k and log p(x) - L_k of ``split`` (its first ``num_images``; None: all) at the
+    run's last checkpoint, in nats; also written as JSON.
 
     Raises:
         RunError: the run's latent is not 2-D.
     """
     config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir, device)
-    images, _ = evaluation_images(config, dataset, split)
+    images = evaluation_images(config, dataset, split)[0][:num_images]
     batch_size = config.train.eval_batch_size
     started = time.perf_counter()
     exact = quadrature_log_marginal(model, images, settings, batch_size)

@@ -98,15 +98,17 @@ def evaluate_split(
     k: int,
     epoch: int,
     placement: Placement | None = None,
+    num_images: int | None = None,
 ) -> dict[str, Any]:
-    """L_k and the ELBO (L_1) of ``split``: a metrics row with means and standard errors in nats.
+    """L_k and the ELBO (L_1) of ``split`` (its first ``num_images``; None: all): a metrics row with
+    means and standard errors in nats.
 
     Under torchrun each process scores every world_size-th image; the values are gathered so
     every process returns the same row.
     """
     placement = placement or Placement(next(model.parameters()).device)
     images, _ = evaluation_images(config, dataset, split)
-    images = images[placement.rank :: placement.world_size]
+    images = images[:num_images][placement.rank :: placement.world_size]
     started = time.perf_counter()
     generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k, placement.rank, device=placement.device)
     batch_size = config.train.eval_batch_size
@@ -127,8 +129,8 @@ def evaluate_split(
     }
 
 
-def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMachine, torch.optim.Adam]:
-    """The model (initialised from ``config.seed``) and Adam with theta and phi as separate groups."""
+def initial_model(config: ExperimentConfig, dataset: Dataset) -> HelmholtzMachine:
+    """The model of ``config``, initialised from ``config.seed`` (output biases and pseudo-inputs from the data)."""
     torch.manual_seed(config.seed)  # nn.Linear initialisers draw from the global RNG
     model = build_model(config.model, dataset.data_dim, dataset.likelihood)
     train_images = dataset.splits["train"].images
@@ -136,13 +138,24 @@ def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMach
         model.generative.init_output_bias(train_images.mean(0))
     if isinstance(model.prior, VampPrior):  # pseudo-inputs start at random training images
         model.prior.init_pseudo_inputs(train_images[torch.randint(len(train_images), (config.model.prior_size,))])
-    optimizer = torch.optim.Adam(
-        [
-            {"params": model.generative_parameters(), "name": "theta"},
-            {"params": model.recognition_parameters(), "name": "phi"},
-        ],
-        lr=config.train.learning_rate,
-    )
+    return model
+
+
+def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMachine, torch.optim.Adam]:
+    """The initial model and Adam with theta and phi as separate groups.
+
+    Adam's fused kernel (one pass over each parameter instead of about ten) is used where this
+    PyTorch has it for the parameters' device; it is Adam all the same.
+    """
+    model = initial_model(config, dataset)
+    groups = [
+        {"params": model.generative_parameters(), "name": "theta"},
+        {"params": model.recognition_parameters(), "name": "phi"},
+    ]
+    try:
+        optimizer = torch.optim.Adam(groups, lr=config.train.learning_rate, fused=True)
+    except RuntimeError:  # PyTorch < 2.4 fuses Adam on CUDA only
+        optimizer = torch.optim.Adam(groups, lr=config.train.learning_rate)
     return model, optimizer
 
 

@@ -25,7 +25,8 @@ def wake_sleep(
     The sleep phase draws m dreams per batch row (m * B in all), so its surrogate is ``[B]`` too.
     The reported bound is the ELBO at the wake samples: wake-sleep optimises no bound itself.
     """
-    # reparameterize=False: the wake phase treats q's samples as observed data, so no gradient reaches phi.
-    samples = importance_samples(model, x, num_samples, generator, reparameterize=False)  # z: [m, B, D]
+    with torch.no_grad():  # the wake phase treats q's samples as observed data: no gradient reaches phi
+        posterior = model.posterior(x)
+    samples = importance_samples(model, x, num_samples, generator, posterior, reparameterize=False)  # z: [m, B, D]
     sleep = sleep_phase(model, x.shape[0], num_samples, generator)
     return ObjectiveOutput(bound=samples.log_weights.mean(0).detach(), theta_surrogate=samples.log_joint.mean(0), phi_surrogate=sleep)
