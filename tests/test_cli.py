@@ -45,6 +45,25 @@ def test_train_then_evaluate(tmp_path, algorithm):
     assert last["kind"] == "evaluate" and last["k"] == 100 and last["epoch"] == 2
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--algorithm", "iwae-dreg", "--num-samples", "5", "--prior", "vamp", "--prior-components", "20"],
+        ["--algorithm", "rws", "--rws-phi", "mix", "--num-samples", "5", "--latent-dim", "8,4", "--upper-hidden", "16", "--prior", "mixture"],
+        ["--algorithm", "vimco", "--num-samples", "5", "--latent", "bernoulli", "--prior", "bernoulli", "--latent-dim", "10,5", "--upper-hidden", "16"],
+    ],
+    ids=["iwae-dreg-vamp", "rws-mix-two-layers-mixture", "vimco-bernoulli-two-layers"],
+)
+def test_train_and_evaluate_beyond_the_seed(tmp_path, options):
+    trained = vaelab("train", *options, *FAST, "--out", tmp_path / "run")
+    assert trained.returncode == 0, trained.stderr
+    evaluated = vaelab("evaluate", tmp_path / "run", "--k", "50", "--images", "30")
+    assert evaluated.returncode == 0, evaluated.stderr
+    row = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert row["num_images"] == 30 and row["k"] == 50
+    assert row["elbo"] <= row["bound"] < 0  # L_50 >= L_1 (same images, fixed seed; the gap is several SE here)
+
+
 def test_resume_of_a_finished_run_is_a_no_op(tmp_path):
     assert vaelab("train", *FAST, "--out", tmp_path).returncode == 0
     rows = read_metrics(tmp_path / "metrics.jsonl")
@@ -70,6 +89,21 @@ def test_bad_options_get_one_line(tmp_path, args, fragments):
     assert_one_line_error(result, *fragments)
     assert result.returncode == 2
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--algorithm", "aevb", "--latent", "bernoulli", "--prior", "bernoulli"], "cannot train Bernoulli latents"),
+        (["--algorithm", "rws", "--latent", "bernoulli"], "Bernoulli latents take the bernoulli prior"),
+        (["--algorithm", "vimco"], "vimco needs num_samples >= 2"),
+        (["--prior", "vamp", "--latent-dim", "4,2"], "vamp prior needs one stochastic layer"),
+    ],
+)
+def test_configurations_that_cannot_train_get_one_line(tmp_path, args, fragment):
+    result = vaelab("train", *args, "--out", tmp_path / "x")
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "x").exists()
 
 
 def test_evaluate_of_a_missing_run_and_of_a_corrupt_checkpoint(tmp_path):

@@ -14,7 +14,9 @@ import math
 import torch
 
 from vaelab.models import HelmholtzMachine
-from vaelab.objectives.core import importance_samples, log_mean_exp
+from vaelab.objectives.core import block_bound, importance_samples
+
+__all__ = ["block_bound", "bound_curve", "evaluate_bound", "importance_weighted_bound", "log_weights_in_chunks", "mean_and_standard_error"]
 
 # Decoder rows (samples x examples) scored at once: 4096 rows of 784 pixels is ~13 MB of logits.
 DEFAULT_MAX_ROWS = 4096
@@ -55,19 +57,6 @@ def log_weights_in_chunks(
 ) -> torch.Tensor:
     """All ``[num_samples, B]`` log-weights of x ``[B, D_x]``, drawn ``max_rows`` decoder rows at a time."""
     return torch.cat(list(_log_weight_chunks(model, x, num_samples, generator, max_rows)))
-
-
-def block_bound(log_weights: torch.Tensor, k: int) -> torch.Tensor:
-    """Estimate L_k ``[B]`` from K samples' log-weights ``[K, B]``, k dividing K.
-
-    The K samples form K / k disjoint blocks of k; each block's log-mean-exp is an unbiased draw
-    of L_k, and their average is the estimate (lower variance than a single draw).
-    """
-    total = log_weights.shape[0]
-    if total % k:
-        raise ValueError(f"k = {k} must divide the number of samples {total}")
-    blocks = log_weights.reshape(total // k, k, *log_weights.shape[1:])
-    return log_mean_exp(blocks, dim=1).mean(0)
 
 
 @torch.no_grad()

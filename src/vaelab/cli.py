@@ -73,6 +73,16 @@ def probability_rate(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] (got {text!r})")
+    return value
+
+
 def int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
@@ -115,6 +125,8 @@ def _experiment_options():
         ("--num-samples", "train", "num_samples", {"type": positive_int, "help": "samples per datapoint: m of aevb and wake-sleep, k of the L_k objectives"}),
         ("--kl", "train", "kl", {"choices": KL_ESTIMATORS, "help": "aevb's KL term: closed form or the Monte Carlo estimator"}),
         ("--rws-phi", "train", "rws_phi", {"choices": RWS_PHI_UPDATES, "help": "rws's phi update: wake-phi, sleep-phi or their average"}),
+        ("--groups", "train", "groups", {"type": positive_int, "help": "miwae and piwae: M groups of --num-samples samples each"}),
+        ("--ciwae-beta", "train", "ciwae_beta", {"type": unit_interval, "help": "ciwae: weight of the ELBO against L_k"}),
         ("--epochs", "train", "epochs", {"type": positive_int, "help": "training epochs"}),
         ("--batch-size", "train", "batch_size", {"type": positive_int, "help": "minibatch size"}),
         ("--lr", "train", "learning_rate", {"type": probability_rate, "help": "Adam learning rate"}),

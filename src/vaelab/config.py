@@ -145,6 +145,8 @@ class TrainConfig:
     num_samples: int = 1  # m (aevb, wake-sleep) or k (the L_k objectives): samples per datapoint
     kl: str = "analytic"  # aevb only: analytic KL or the Monte Carlo estimator of the seed's 1.3
     rws_phi: str = "wake"  # rws only: phi's update, wake-phi, sleep-phi or their average
+    groups: int = 1  # miwae and piwae: M groups of num_samples = K samples each
+    ciwae_beta: float = 0.5  # ciwae: weight of the ELBO against L_k
     epochs: int = 100
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -163,6 +165,11 @@ class TrainConfig:
         _require(self.num_samples >= minimum, f"{self.algorithm} needs num_samples >= {minimum} (got {self.num_samples})")
         _one_of("kl", self.kl, KL_ESTIMATORS)
         _one_of("rws_phi", self.rws_phi, RWS_PHI_UPDATES)
+        _positive("groups", self.groups)
+        _require(
+            isinstance(self.ciwae_beta, (int, float)) and not isinstance(self.ciwae_beta, bool) and 0 <= self.ciwae_beta <= 1,
+            f"ciwae_beta must be in [0, 1] (got {self.ciwae_beta!r})",
+        )
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _require(

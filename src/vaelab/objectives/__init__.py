@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from vaelab.objectives.aevb import aevb
 from vaelab.objectives.core import ImportanceSamples, ObjectiveOutput, importance_samples, log_mean_exp
-from vaelab.objectives.iwae import iwae, iwae_dreg
+from vaelab.objectives.iwae import ciwae, iwae, iwae_dreg, miwae, piwae
 from vaelab.objectives.rws import rws, rws_dreg
 from vaelab.objectives.vimco import vimco
 from vaelab.objectives.wake_sleep import wake_sleep
@@ -44,6 +44,9 @@ OBJECTIVES: dict[str, Objective] = {
     "rws": Objective(rws, options=("rws_phi",)),
     "rws-dreg": Objective(rws_dreg, reparameterized=True),
     "vimco": Objective(vimco, min_samples=2),
+    "miwae": Objective(miwae, options=("groups",), reparameterized=True),
+    "piwae": Objective(piwae, options=("groups",), reparameterized=True),
+    "ciwae": Objective(ciwae, options=("ciwae_beta",), reparameterized=True),
 }
 
 
@@ -64,11 +67,14 @@ __all__ = [
     "Objective",
     "ObjectiveOutput",
     "aevb",
+    "ciwae",
     "importance_samples",
     "iwae",
     "iwae_dreg",
     "log_mean_exp",
+    "miwae",
     "objective_from_config",
+    "piwae",
     "rws",
     "rws_dreg",
     "vimco",

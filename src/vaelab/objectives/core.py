@@ -116,3 +116,16 @@ def sleep_phase(model: HelmholtzMachine, batch_size: int, num_samples: int, gene
         z_dream = sample(model.prior_distribution(), (num_samples, batch_size), generator)  # [m, B, D]
         x_dream = sample(model.likelihood(z_dream), (), generator)  # [m, B, D_x]
     return model.posterior(x_dream).log_prob(z_dream).mean(0)
+
+
+def block_bound(log_weights: torch.Tensor, k: int) -> torch.Tensor:
+    """Estimate L_k ``[B]`` from K samples' log-weights ``[K, B]``, k dividing K.
+
+    The K samples form K / k disjoint blocks of k; each block's log-mean-exp is an unbiased draw
+    of L_k, and their average is the estimate (lower variance than a single draw).
+    """
+    total = log_weights.shape[0]
+    if total % k:
+        raise ValueError(f"k = {k} must divide the number of samples {total}")
+    blocks = log_weights.reshape(total // k, k, *log_weights.shape[1:])
+    return log_mean_exp(blocks, dim=1).mean(0)
