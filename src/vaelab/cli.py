@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
         "writes exact-<split>.json into the run",
     )
     evaluate.add_argument("--images", type=positive_int, help="evaluate the first N images of the split only (default: all)")
+    evaluate.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="matmul precision of L_k (not --exact): bf16 is about 2x faster on CPUs with AVX512-BF16 and moves L_k by a "
+        "fraction of a nat; the row records it (default: fp32)",
+    )
     _add_common(evaluate)
 
     _add_bounds_parser(commands)
@@ -240,7 +247,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images))))
         print(f"written to {exact_file(args.run_dir, args.split)}")
         return 0
-    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images)
+    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images, precision=args.precision)
     print(
         f"{row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats "
         f"(ELBO {row['elbo']:.3f}; {row['num_images']} images, epoch {row['epoch']}, {row['eval_seconds']:.1f} s)"

@@ -38,15 +38,16 @@ def evaluate_run(
     data_dir: str | Path | None = None,
     device: str = "auto",
     num_images: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Estimate L_k (and the ELBO) of ``split`` (its first ``num_images``; None: all) at the run's
-    last checkpoint; appends the row to its metrics."""
+    last checkpoint, multiplying in ``precision`` ('fp32' or 'bf16'); appends the row to its metrics."""
     config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
     row = {
         "epoch": checkpoint["epoch"],
         "step": checkpoint["step"],
         "algorithm": config.train.algorithm,
-        **evaluate_split(model, config, dataset, split, k, checkpoint["epoch"], num_images=num_images),
+        **evaluate_split(model, config, dataset, split, k, checkpoint["epoch"], num_images=num_images, precision=precision),
         "kind": "evaluate",
     }
     append_metrics(Path(run_dir) / METRICS_FILE, row)

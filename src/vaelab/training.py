@@ -27,6 +27,7 @@ from vaelab.data import Dataset, binarize, load_dataset
 from vaelab.distributed import Placement, average_gradients, barrier, gather, gather_objects, setup, teardown
 from vaelab.errors import RunError
 from vaelab.models import BernoulliLayer, HelmholtzMachine, VampPrior, build_model
+from vaelab.models.backend import matmul_precision
 from vaelab.objectives import objective_from_config
 from vaelab.runio import (
     CHECKPOINT_FILE,
@@ -99,9 +100,11 @@ def evaluate_split(
     epoch: int,
     placement: Placement | None = None,
     num_images: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """L_k and the ELBO (L_1) of ``split`` (its first ``num_images``; None: all): a metrics row with
-    means and standard errors in nats.
+    means and standard errors in nats. ``precision='bf16'`` multiplies in bfloat16 (see
+    :func:`vaelab.models.backend.matmul_precision`); the row records it.
 
     Under torchrun each process scores every world_size-th image; the values are gathered so
     every process returns the same row.
@@ -112,8 +115,9 @@ def evaluate_split(
     started = time.perf_counter()
     generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k, placement.rank, device=placement.device)
     batch_size = config.train.eval_batch_size
-    bounds = gather(evaluate_bound(model, images, k, generator, batch_size).to(placement.device), placement)
-    elbos = gather(evaluate_bound(model, images, 1, generator, batch_size).to(placement.device), placement)
+    with matmul_precision(precision):
+        bounds = gather(evaluate_bound(model, images, k, generator, batch_size).to(placement.device), placement)
+        elbos = gather(evaluate_bound(model, images, 1, generator, batch_size).to(placement.device), placement)
     bound, bound_stderr = mean_and_standard_error(bounds.cpu())
     elbo, elbo_stderr = mean_and_standard_error(elbos.cpu())
     return {
@@ -126,6 +130,7 @@ def evaluate_split(
         "elbo_stderr": elbo_stderr,
         "num_images": bounds.numel(),
         "eval_seconds": time.perf_counter() - started,
+        **({} if precision == "fp32" else {"precision": precision}),
     }
 
 
