@@ -1,4 +1,5 @@
-"""The learning algorithms beyond the seed (IWAE, DReG, RWS, VIMCO), the latent layers and priors they run on.
+"""The learning algorithms beyond the seed (IWAE, DReG, RWS, VIMCO, MIWAE, PIWAE, CIWAE), and the latent
+layers and priors they run on.
 
 Statistical tests use fixed seeds; each states its tolerance in standard errors (SE) of the
 Monte Carlo average it checks, and checks its own power where a loose SE could hide a bias.
@@ -44,7 +45,7 @@ REPORTED_BOUND = {
 OPTIONS = {"aevb": {"kl": "monte-carlo"}, "miwae": {"groups": 2}, "piwae": {"groups": 2}, "ciwae": {"ciwae_beta": 0.25}}
 SAMPLES = {"miwae": 3, "piwae": 3}  # per group
 
-MODELS = {  # model variants of the contract test: (ModelConfig, latents are Bernoulli)
+MODELS = {  # model variants of the contract test
     "gaussian": ModelConfig(latent_dim=3, hidden=(8,)),
     "two-layer-mixture": ModelConfig(latent_dim=(4, 2), hidden=(8,), upper_hidden=(6,), prior="mixture", prior_components=3),
     "vamp": ModelConfig(latent_dim=3, hidden=(8,), prior="vamp", prior_components=4),
@@ -95,7 +96,7 @@ def test_objective_contract(name, variant):
 def test_reparameterised_objectives_refuse_bernoulli_latents(algorithm):
     model = ModelConfig(latent="bernoulli", prior="bernoulli")
     with pytest.raises(ConfigError, match="cannot train Bernoulli latents"):
-        ExperimentConfig(model=model, train=TrainConfig(algorithm=algorithm, kl="monte-carlo"))
+        ExperimentConfig(model=model, train=TrainConfig(algorithm=algorithm, kl="monte-carlo", num_samples=2))
 
 
 def test_vimco_needs_two_samples_and_analytic_kl_needs_the_standard_normal():
@@ -135,6 +136,22 @@ def test_dreg_phi_gradient_agrees_in_expectation_and_has_lower_variance(linear_g
     assert plain_mean.abs().max() > 20 * difference_se.max()
     # DReG's point: lower variance in total over the components
     assert dreg.var(0).sum() < plain.var(0).sum()
+
+
+def test_phi_gradients_with_a_vamp_prior_agree_in_expectation():
+    # The VampPrior's components are q_phi(z | u_k): log p(z) depends on phi directly, a term the
+    # DReG and VIMCO surrogates must add back (sum_i w~_i d log p(z_i) / dphi) to stay unbiased
+    # for the gradient of L_k that IWAE differentiates.
+    torch.manual_seed(0)
+    model = build_model(MODELS["vamp"], data_dim=10, likelihood="bernoulli").double()
+    x = torch.bernoulli(torch.full((4, 10), 0.3, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+    reference = _gradient_draws(OBJECTIVES["iwae"].function, model, x, k=5, draws=3000, seed=0)
+    reference_mean, reference_se = _mean_and_se(reference)
+    for name, draws in (("iwae-dreg", 1000), ("vimco", 3000)):
+        mean, se = _mean_and_se(_gradient_draws(OBJECTIVES[name].function, model, x, k=5, draws=draws, seed=1))
+        difference_se = (se**2 + reference_se**2).sqrt()
+        assert ((mean - reference_mean).abs() <= 4 * difference_se).all(), name
+        assert reference_mean.abs().max() > 10 * difference_se.max()  # power: the gradient is many SE from zero
 
 
 def test_rws_wake_phi_matches_self_normalised_importance_sampling_of_the_posterior(linear_gaussian):
@@ -236,3 +253,19 @@ def test_two_stochastic_layers_recover_log_marginal_with_the_exact_posterior():
     log_marginal = MultivariateNormal(W @ d + b, W @ prior_covariance @ W.T + sigma**2 * torch.eye(3, dtype=dtype)).log_prob(x)
     log_weights = importance_samples(model, x, 50, torch.Generator().manual_seed(1)).log_weights
     torch.testing.assert_close(log_weights, log_marginal.expand_as(log_weights))
+
+
+def test_three_stochastic_layers_order_their_blocks():
+    # z = [z_1, z_2, z_3]: q draws z_1 | x, z_2 | z_1, z_3 | z_2; p draws z_3, z_2 | z_3, z_1 | z_2.
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=(4, 3, 2), hidden=(8,), upper_hidden=(5,)), data_dim=10, likelihood="bernoulli")
+    x = torch.bernoulli(torch.full((6, 10), 0.3), generator=torch.Generator().manual_seed(0))
+    z = sample(model.posterior(x), (7,), torch.Generator().manual_seed(1))  # [7, 6, 9]
+    z1, z2, z3 = z.split((4, 3, 2), dim=-1)
+    up_q, up_p = model.upper_recognition, model.upper_generative
+    expected_q = model.recognition(x).log_prob(z1) + up_q[0].log_prob(z1, z2) + up_q[1].log_prob(z2, z3)
+    expected_p = model.prior().log_prob(z3) + up_p[1].log_prob(z3, z2) + up_p[0].log_prob(z2, z1)
+    torch.testing.assert_close(model.posterior(x).log_prob(z), expected_q)
+    torch.testing.assert_close(model.prior_distribution().log_prob(z), expected_p)
+    dream = sample(model.prior_distribution(), (5,), torch.Generator().manual_seed(2))
+    assert dream.shape == (5, 9)

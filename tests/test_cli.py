@@ -98,6 +98,8 @@ def test_bad_options_get_one_line(tmp_path, args, fragments):
         (["--algorithm", "rws", "--latent", "bernoulli"], "Bernoulli latents take the bernoulli prior"),
         (["--algorithm", "vimco"], "vimco needs num_samples >= 2"),
         (["--prior", "vamp", "--latent-dim", "4,2"], "vamp prior needs one stochastic layer"),
+        (["--algorithm", "rws", "--num-samples", "5", "--prior", "vamp"], "vamp prior shares the recognition network"),
+        (["--algorithm", "rws"], "wake-phi update needs num_samples >= 2"),
     ],
 )
 def test_configurations_that_cannot_train_get_one_line(tmp_path, args, fragment):

@@ -163,6 +163,10 @@ class TrainConfig:
         _positive("num_samples", self.num_samples)
         minimum = OBJECTIVES[self.algorithm].min_samples
         _require(self.num_samples >= minimum, f"{self.algorithm} needs num_samples >= {minimum} (got {self.num_samples})")
+        _require(
+            self.algorithm != "rws" or self.rws_phi == "sleep" or self.num_samples >= 2,
+            f"rws's {self.rws_phi}-phi update needs num_samples >= 2: with one sample its weight is 1 and the update is noise",
+        )
         _one_of("kl", self.kl, KL_ESTIMATORS)
         _one_of("rws_phi", self.rws_phi, RWS_PHI_UPDATES)
         _positive("groups", self.groups)
@@ -211,6 +215,11 @@ class ExperimentConfig:
             self.model.latent == "gaussian" or not OBJECTIVES[algorithm].reparameterized,
             f"{algorithm} differentiates through reparameterised samples and cannot train Bernoulli latents; "
             "use wake-sleep, rws or vimco",
+        )
+        _require(
+            self.model.prior != "vamp" or OBJECTIVES[algorithm].phi_ascends_bound,
+            f"the vamp prior shares the recognition network, which {algorithm}'s phi update does not train as part of the prior; "
+            "use aevb, iwae, iwae-dreg, vimco, miwae, piwae or ciwae",
         )
         _require(
             algorithm != "aevb" or self.train.kl != "analytic" or (self.model.prior == "standard-normal" and len(self.model.latent_dims) == 1),

@@ -347,7 +347,8 @@ def _check_finite(output, epoch: int, batch_index: int, state: dict[str, Any]) -
 def _check_finite_gradients(model: HelmholtzMachine, epoch: int, batch_index: int, state: dict[str, Any]) -> None:
     for group, parameters in (("theta", model.generative_parameters()), ("phi", model.recognition_parameters())):
         grads = [p.grad for p in parameters if p.grad is not None]
-        if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
+        # a NaN or inf anywhere makes its tensor's sum non-finite: one reduction per tensor, no boolean copies
+        if grads and not torch.isfinite(torch.stack([g.sum() for g in grads])).all():
             _stop_on_numerical_fault(f"the {group} gradient is not finite", epoch, batch_index, state)
 
 

@@ -27,7 +27,7 @@ class Chain(Distribution):
     """
 
     arg_constraints: dict = {}
-    support = constraints.real_vector
+    support = constraints.real_vector  # not checked (validate_args=False); Bernoulli chains hold 0/1 values
 
     def __init__(self, first: Distribution, conditionals: list[StochasticLayer], sizes: tuple[int, ...], top_down: bool = False):
         self.first = first
@@ -46,7 +46,7 @@ class Chain(Distribution):
         return torch.cat(blocks[::-1] if self.top_down else blocks, dim=-1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z) ``[...]``: the first block's log-density plus each conditional's."""
+        """log density ``[...]`` of the flat z: the first block's plus each conditional's."""
         blocks = self.split(z)
         total = self.first.log_prob(blocks[0])
         for layer, given, value in zip(self.conditionals, blocks, blocks[1:]):

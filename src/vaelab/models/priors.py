@@ -76,7 +76,7 @@ class VampPrior(nn.Module):
 
     def forward(self) -> MixtureSameFamily:
         components = self.recognition(self.pseudo_inputs)  # batch [K], event [latent_dim]
-        uniform = torch.zeros(self.pseudo_inputs.shape[0], device=self.pseudo_inputs.device)
+        uniform = torch.zeros_like(self.pseudo_inputs[:, 0])
         return MixtureSameFamily(Categorical(logits=uniform), components, validate_args=False)
 
 

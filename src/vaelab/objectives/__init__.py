@@ -28,21 +28,24 @@ class Objective:
         options: ``TrainConfig`` fields passed on as keyword arguments.
         reparameterized: differentiates through z = mu + sigma * eps (so Gaussian latents only).
         min_samples: the fewest samples per datapoint it works with.
+        phi_ascends_bound: phi's update is the gradient of a bound, so it also trains a prior that
+            shares phi (the VampPrior); wake-sleep-style updates are not.
     """
 
     function: Callable[..., ObjectiveOutput]
     options: tuple[str, ...] = ()
     reparameterized: bool = False
     min_samples: int = 1
+    phi_ascends_bound: bool = True
 
 
 OBJECTIVES: dict[str, Objective] = {
     "aevb": Objective(aevb, options=("kl",), reparameterized=True),
-    "wake-sleep": Objective(wake_sleep),
+    "wake-sleep": Objective(wake_sleep, phi_ascends_bound=False),
     "iwae": Objective(iwae, reparameterized=True),
     "iwae-dreg": Objective(iwae_dreg, reparameterized=True),
-    "rws": Objective(rws, options=("rws_phi",)),
-    "rws-dreg": Objective(rws_dreg, reparameterized=True),
+    "rws": Objective(rws, options=("rws_phi",), phi_ascends_bound=False),
+    "rws-dreg": Objective(rws_dreg, reparameterized=True, min_samples=2, phi_ascends_bound=False),
     "vimco": Objective(vimco, min_samples=2),
     "miwae": Objective(miwae, options=("groups",), reparameterized=True),
     "piwae": Objective(piwae, options=("groups",), reparameterized=True),

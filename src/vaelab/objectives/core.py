@@ -24,7 +24,7 @@ class ImportanceSamples:
     """k samples per example from q(z|x) and the log-densities that weigh them.
 
     Attributes:
-        z: ``[k, B, D]`` reparameterised samples (gradients reach phi).
+        z: ``[k, B, D]`` samples; reparameterised ones carry gradients to phi.
         log_prior: ``[k, B]`` log p(z).
         log_likelihood: ``[k, B]`` log p_theta(x | z).
         log_proposal: ``[k, B]`` log q_phi(z | x).
@@ -96,15 +96,17 @@ def normalized_weights(log_weights: torch.Tensor) -> torch.Tensor:
     return torch.softmax(log_weights.detach(), dim=0)
 
 
-def pathwise_log_weights(samples: ImportanceSamples, posterior: Distribution) -> torch.Tensor:
+def pathwise_log_weights(samples: ImportanceSamples, posterior: Distribution, prior: Distribution) -> torch.Tensor:
     """``[k, B]`` log-weights whose phi-gradient is the pathwise term alone (Tucker et al. 2018):
 
-        d/dphi [log w(z(phi), phi) + log q_phi(stop(z))] = d log w / dz * dz / dphi,
+        d/dphi [log w(z(phi), phi) + log q_phi(stop(z)) - log p(stop(z))] = d log w / dz * dz / dphi,
 
-    because the second term's gradient cancels the score term -d log q_phi(z) / dphi of the first.
-    A surrogate only: its value is not log w.
+    the second term cancelling the score term -d log q_phi(z) / dphi of the first, and the third
+    the prior's own dependence on phi where it has one (the VampPrior). A surrogate only: its
+    value is not log w.
     """
-    return samples.log_weights + posterior.log_prob(samples.z.detach())
+    z = samples.z.detach()
+    return samples.log_weights + posterior.log_prob(z) - prior.log_prob(z)
 
 
 def sleep_phase(model: HelmholtzMachine, batch_size: int, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -34,11 +34,13 @@ def iwae(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, generat
 
 
 def iwae_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> ObjectiveOutput:
-    """L_k for theta; phi follows DReG's sum_i w~_i^2 d log w_i / dz_i dz_i / dphi. Returns ``[B]`` tensors."""
-    posterior = model.posterior(x)
+    """L_k for theta; phi follows DReG's sum_i w~_i^2 d log w_i / dz_i dz_i / dphi, plus
+    sum_i w~_i d log p(z_i) / dphi for a prior that shares phi (the VampPrior). Returns ``[B]`` tensors."""
+    posterior, prior = model.posterior(x), model.prior_distribution()
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
-    phi_surrogate = (normalized_weights(samples.log_weights) ** 2 * pathwise_log_weights(samples, posterior)).sum(0)
+    weights = normalized_weights(samples.log_weights)
+    phi_surrogate = (weights**2 * pathwise_log_weights(samples, posterior, prior) + weights * prior.log_prob(samples.z.detach())).sum(0)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
 
 

@@ -55,5 +55,5 @@ def rws_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, gen
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
     weights = normalized_weights(samples.log_weights)
-    phi_surrogate = ((weights - weights**2) * pathwise_log_weights(samples, posterior)).sum(0)
+    phi_surrogate = ((weights - weights**2) * pathwise_log_weights(samples, posterior, model.prior_distribution())).sum(0)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)

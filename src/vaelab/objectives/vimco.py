@@ -5,7 +5,8 @@
     L^ = log (1/k) sum_j w_j,   L^_{-i} = log (1/k) (sum_{j != i} w_j + exp(mean_{j != i} log w_j)),
 
 where L^_{-i} replaces w_i by the geometric mean of the others; it does not depend on z_i, so
-subtracting it leaves the gradient unbiased. theta ascends L_k.
+subtracting it leaves the gradient unbiased. A prior that shares phi (the VampPrior) adds its
+direct term sum_i w~_i d log p(z_i) / dphi. theta ascends L_k.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def leave_one_out_bounds(log_weights: torch.Tensor) -> torch.Tensor:
     k = log_weights.shape[0]
     others_mean = (log_weights.sum(0, keepdim=True) - log_weights) / (k - 1)  # [k, B]
     replaced = log_weights.unsqueeze(0).repeat(k, 1, 1)  # [i, j, B]: row i holds the k log-weights ...
-    replaced[torch.arange(k), torch.arange(k)] = others_mean  # ... with its own entry replaced
+    diagonal = torch.arange(k, device=log_weights.device)
+    replaced[diagonal, diagonal] = others_mean  # ... with its own entry replaced
     return torch.logsumexp(replaced, dim=1) - math.log(k)
 
 
@@ -35,5 +37,5 @@ def vimco(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 2, genera
     bound = log_mean_exp(samples.log_weights)
     log_weights = samples.log_weights.detach()
     learning_signal = log_mean_exp(log_weights) - leave_one_out_bounds(log_weights) - normalized_weights(log_weights)
-    phi_surrogate = (learning_signal * samples.log_proposal).sum(0)
+    phi_surrogate = (learning_signal * samples.log_proposal + normalized_weights(log_weights) * samples.log_prior).sum(0)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
