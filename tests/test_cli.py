@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,8 +56,9 @@ def test_train_then_evaluate(tmp_path, algorithm):
     ids=["iwae-dreg-vamp", "rws-mix-two-layers-mixture", "vimco-bernoulli-two-layers"],
 )
 def test_train_and_evaluate_beyond_the_seed(tmp_path, options):
-    trained = vaelab("train", *options, *FAST, "--out", tmp_path / "run")
+    trained = vaelab("train", *options, *FAST, "--threads", "1", "--out", tmp_path / "run")
     assert trained.returncode == 0, trained.stderr
+    assert json.loads((tmp_path / "run" / "environment.json").read_text())["torch_threads"] == 1
     evaluated = vaelab("evaluate", tmp_path / "run", "--k", "50", "--images", "30")
     assert evaluated.returncode == 0, evaluated.stderr
     row = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]

@@ -183,6 +183,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--device", default="auto", help="auto (a CUDA device if there is one, else the CPU), cpu, cuda or cuda:<index> (default: auto)")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads of this process (default: PyTorch's, one per core); on a shared machine 1 per process is often fastest",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,6 +368,10 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
     except VaelabError as error:
