@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from vaelab.runio import read_metrics
 
@@ -114,6 +115,10 @@ def test_evaluate_of_a_missing_run_and_of_a_corrupt_checkpoint(tmp_path):
     assert_one_line_error(vaelab("evaluate", tmp_path / "nothing"), "not a vaelab run directory")
     run = tmp_path / "run"
     assert vaelab("train", *FAST, "--out", run).returncode == 0
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    del checkpoint["noise_generators"]  # the format of an older version
+    torch.save(checkpoint, run / "checkpoint.pt")
+    assert_one_line_error(vaelab("train", *FAST, "--epochs", "3", "--out", run, "--resume"), "checkpoint.pt", "missing noise_generators")
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert_one_line_error(vaelab("evaluate", run), "checkpoint.pt", "unreadable checkpoint")
 

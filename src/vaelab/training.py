@@ -289,6 +289,10 @@ def _training_images(config: ExperimentConfig, dataset: Dataset) -> torch.Tensor
     return images
 
 
+# What a checkpoint holds (written at the end of every epoch by ``_train``).
+CHECKPOINT_KEYS = frozenset({"epoch", "step", "wall_seconds", "model", "optimizer", "data_generator", "noise_generators", "config"})
+
+
 def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_generator, placement, resume) -> dict[str, Any]:
     """Restore the checkpoint in ``run_dir`` (if resuming) and return epoch, step, wall seconds."""
     checkpoint_path = run_dir / CHECKPOINT_FILE
@@ -300,6 +304,9 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
     if not resume:
         raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
     checkpoint = load_checkpoint(checkpoint_path)
+    missing = sorted(CHECKPOINT_KEYS - set(checkpoint))
+    if missing:
+        raise RunError(f"{checkpoint_path}: not a checkpoint this version of vaelab can resume (missing {', '.join(missing)})")
     saved = ExperimentConfig.from_dict(checkpoint["config"])
     differences = [key for key in config_differences(saved, config) if key != "train.epochs"]
     if differences:
