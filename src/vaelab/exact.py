@@ -37,7 +37,8 @@ def load_2d_run(run_dir: str | Path, data_dir: str | Path | None = None, device:
     config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
     if config.model.latent_dims != (LATENT_DIM,) or config.model.latent != "gaussian":
         raise RunError(
-            f"{run_dir}: exact log p(x) needs one 2-D Gaussian latent layer (this run's latents: {config.model.latent} {config.model.latent_dim})"
+            f"{run_dir}: exact log p(x) needs a 2-D latent in one Gaussian layer "
+            f"(this run's latent_dim is {config.model.latent_dim}, its latents {config.model.latent})"
         )
     return config, model, dataset, checkpoint
 
