@@ -63,24 +63,20 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def probability_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1) (got {text!r})")
-    return value
+def number_in(low: float, high: float, closed: bool):
+    """An argparse type: a float in [low, high] (``closed``) or (low, high)."""
+    interval = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (low <= value <= high if closed else low < value < high):
+            raise argparse.ArgumentTypeError(f"must be a number in {interval} (got {text!r})")
+        return value
 
-def unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] (got {text!r})")
-    return value
+    return parse
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -126,10 +122,10 @@ def _experiment_options():
         ("--kl", "train", "kl", {"choices": KL_ESTIMATORS, "help": "aevb's KL term: closed form or the Monte Carlo estimator"}),
         ("--rws-phi", "train", "rws_phi", {"choices": RWS_PHI_UPDATES, "help": "rws's phi update: wake-phi, sleep-phi or their average"}),
         ("--groups", "train", "groups", {"type": positive_int, "help": "miwae and piwae: M groups of --num-samples samples each"}),
-        ("--ciwae-beta", "train", "ciwae_beta", {"type": unit_interval, "help": "ciwae: weight of the ELBO against L_k"}),
+        ("--ciwae-beta", "train", "ciwae_beta", {"type": number_in(0, 1, closed=True), "help": "ciwae: weight of the ELBO against L_k"}),
         ("--epochs", "train", "epochs", {"type": positive_int, "help": "training epochs"}),
         ("--batch-size", "train", "batch_size", {"type": positive_int, "help": "minibatch size"}),
-        ("--lr", "train", "learning_rate", {"type": probability_rate, "help": "Adam learning rate"}),
+        ("--lr", "train", "learning_rate", {"type": number_in(0, 1, closed=False), "help": "Adam learning rate"}),
         ("--eval-every", "train", "eval_every", {"type": positive_int, "help": "evaluate L_k every this many epochs (and at the last)"}),
         ("--eval-k", "train", "eval_k", {"type": positive_int, "help": "k of the L_k evaluations"}),
         ("--eval-splits", "train", "eval_splits", {"type": name_list(("train", "valid", "test")), "help": "comma-separated splits to evaluate"}),

@@ -96,17 +96,16 @@ def normalized_weights(log_weights: torch.Tensor) -> torch.Tensor:
     return torch.softmax(log_weights.detach(), dim=0)
 
 
-def pathwise_log_weights(samples: ImportanceSamples, posterior: Distribution, prior: Distribution) -> torch.Tensor:
+def pathwise_log_weights(samples: ImportanceSamples, posterior: Distribution, stopped_log_prior: torch.Tensor) -> torch.Tensor:
     """``[k, B]`` log-weights whose phi-gradient is the pathwise term alone (Tucker et al. 2018):
 
         d/dphi [log w(z(phi), phi) + log q_phi(stop(z)) - log p(stop(z))] = d log w / dz * dz / dphi,
 
     the second term cancelling the score term -d log q_phi(z) / dphi of the first, and the third
-    the prior's own dependence on phi where it has one (the VampPrior). A surrogate only: its
-    value is not log w.
+    (``stopped_log_prior``, ``[k, B]``, passed in because DReG reuses it) the prior's own
+    dependence on phi where it has one (the VampPrior). A surrogate only: its value is not log w.
     """
-    z = samples.z.detach()
-    return samples.log_weights + posterior.log_prob(z) - prior.log_prob(z)
+    return samples.log_weights + posterior.log_prob(samples.z.detach()) - stopped_log_prior
 
 
 def sleep_phase(model: HelmholtzMachine, batch_size: int, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -40,7 +40,8 @@ def iwae_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, ge
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
     weights = normalized_weights(samples.log_weights)
-    phi_surrogate = (weights**2 * pathwise_log_weights(samples, posterior, prior) + weights * prior.log_prob(samples.z.detach())).sum(0)
+    stopped_log_prior = prior.log_prob(samples.z.detach())
+    phi_surrogate = (weights**2 * pathwise_log_weights(samples, posterior, stopped_log_prior) + weights * stopped_log_prior).sum(0)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
 
 

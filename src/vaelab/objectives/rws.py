@@ -55,5 +55,6 @@ def rws_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, gen
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
     weights = normalized_weights(samples.log_weights)
-    phi_surrogate = ((weights - weights**2) * pathwise_log_weights(samples, posterior, model.prior_distribution())).sum(0)
+    stopped_log_prior = model.prior_distribution().log_prob(samples.z.detach())
+    phi_surrogate = ((weights - weights**2) * pathwise_log_weights(samples, posterior, stopped_log_prior)).sum(0)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
