@@ -78,7 +78,8 @@ def measure(task: str, k: int, count: int, threads: int, data_dir: str | None) -
             for start in range(0, rows, DEFAULT_MAX_ROWS):
                 linear(hidden[: min(DEFAULT_MAX_ROWS, rows - start)], layer)
     elif task.startswith("train-vaelab-"):
-        epoch_seconds = _vaelab_epoch_seconds(task.removeprefix("train-vaelab-"), images)  # the loop's own timing of its epoch
+        algorithm, _, precision = task.removeprefix("train-vaelab-").partition(":")
+        epoch_seconds = _vaelab_epoch_seconds(algorithm, images, precision or "fp32")  # the loop's own timing of its epoch
         started = time.perf_counter() - epoch_seconds
     elif task == "train-plain-aevb":
         plain_aevb_epoch(PlainVAE(), images)
@@ -113,8 +114,8 @@ def _reset_peak_memory() -> float:
     return _status_mb("VmRSS")
 
 
-def _vaelab_epoch_seconds(algorithm: str, images: torch.Tensor) -> float:
-    """Seconds of one epoch of vaelab's own training loop on ``images``.
+def _vaelab_epoch_seconds(algorithm: str, images: torch.Tensor, precision: str) -> float:
+    """Seconds of one epoch of vaelab's own training loop on ``images``, matmuls in ``precision``.
 
     The loop is ``vaelab.training``'s; the dataset is swapped for the benchmark's images and the
     evaluation shrunk to one image so that only training is timed.
@@ -130,7 +131,7 @@ def _vaelab_epoch_seconds(algorithm: str, images: torch.Tensor) -> float:
     num_samples = LARGE_K if algorithm in LARGE_K_ALGORITHMS else 1
     config = ExperimentConfig(
         data=DataConfig(dataset="mnist"),
-        train=TrainConfig(algorithm=algorithm, num_samples=num_samples, epochs=1, eval_splits=("test",), eval_k=1),
+        train=TrainConfig(algorithm=algorithm, num_samples=num_samples, epochs=1, eval_splits=("test",), eval_k=1, precision=precision),
     )
     with tempfile.TemporaryDirectory() as run_dir:
         result = training.train(config, run_dir, progress=False, device="cpu")
@@ -205,10 +206,11 @@ def main() -> None:
                                           "vs_floor": result.get("seconds", float("nan")) / floor})
 
     print("training: one epoch at batch 100")
+    # "train-vaelab-ALGORITHM:bf16" is vaelab's loop with `--precision bf16`
     algorithms = {
-        "aevb": ["train-plain-aevb", "train-vaelab-aevb"],
-        "wake-sleep": ["train-plain-wake-sleep", "train-vaelab-wake-sleep"],
-        f"iwae k={LARGE_K}": ["train-plain-iwae", "train-vaelab-iwae"],
+        "aevb": ["train-plain-aevb", "train-vaelab-aevb", "train-vaelab-aevb:bf16"],
+        "wake-sleep": ["train-plain-wake-sleep", "train-vaelab-wake-sleep", "train-vaelab-wake-sleep:bf16"],
+        f"iwae k={LARGE_K}": ["train-plain-iwae", "train-vaelab-iwae", "train-vaelab-iwae:bf16"],
         f"rws k={LARGE_K}": ["train-vaelab-rws"],
     }
     if have_pyro:

@@ -49,6 +49,17 @@ def test_train_writes_config_environment_metrics_and_checkpoint(tmp_path, algori
         assert row["bound"] < 0 and row["bound_stderr"] > 0
 
 
+def test_bf16_training_is_recorded_and_evaluates_in_fp32(tmp_path):
+    rows = train(small_config("aevb", epochs=2, precision="bf16"), tmp_path, progress=False).metrics
+    assert ExperimentConfig.load(tmp_path / "config.json").train.precision == "bf16"
+    fp32_rows = train(small_config("aevb", epochs=2), tmp_path / "fp32", progress=False).metrics
+    evaluations = [row for row in rows if row["kind"] == "eval"]
+    assert evaluations and all("precision" not in row for row in evaluations)  # evaluation rows are fp32 ones
+    # same seed, same samples: bf16 matmuls change the trained model a little, not much
+    for reduced, full in zip(evaluations, [row for row in fp32_rows if row["kind"] == "eval"]):
+        assert reduced["bound"] != full["bound"] and abs(reduced["bound"] - full["bound"]) < 0.1
+
+
 def test_training_improves_the_bound(tmp_path):
     rows = train(small_config("aevb", epochs=6), tmp_path, progress=False).metrics
     test_rows = [row["bound"] for row in rows if row["kind"] == "eval" and row["split"] == "test"]

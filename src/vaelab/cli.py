@@ -18,6 +18,7 @@ from vaelab.config import (
     KL_ESTIMATORS,
     LATENTS,
     LIKELIHOODS,
+    MATMUL_PRECISIONS,
     PRIORS,
     RWS_PHI_UPDATES,
     DataConfig,
@@ -126,6 +127,8 @@ def _experiment_options():
         ("--epochs", "train", "epochs", {"type": positive_int, "help": "training epochs"}),
         ("--batch-size", "train", "batch_size", {"type": positive_int, "help": "minibatch size"}),
         ("--lr", "train", "learning_rate", {"type": number_in(0, 1, closed=False), "help": "Adam learning rate"}),
+        ("--precision", "train", "precision", {"choices": MATMUL_PRECISIONS, "help": "matmul precision of the training steps (evaluations stay fp32): "
+         "bf16 is 1.2-1.8x faster on CPUs with AVX512-BF16"}),
         ("--eval-every", "train", "eval_every", {"type": positive_int, "help": "evaluate L_k every this many epochs (and at the last)"}),
         ("--eval-k", "train", "eval_k", {"type": positive_int, "help": "k of the L_k evaluations"}),
         ("--eval-splits", "train", "eval_splits", {"type": name_list(("train", "valid", "test")), "help": "comma-separated splits to evaluate"}),
@@ -209,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--images", type=positive_int, help="evaluate the first N images of the split only (default: all)")
     evaluate.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=MATMUL_PRECISIONS,
         default="fp32",
         help="matmul precision of L_k (not --exact): bf16 is about 2x faster on CPUs with AVX512-BF16 and moves L_k by a "
         "fraction of a nat; the row records it (default: fp32)",

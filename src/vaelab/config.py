@@ -23,6 +23,7 @@ LIKELIHOODS = ("auto", "bernoulli", "gaussian")
 PRIORS = ("standard-normal", "mixture", "vamp", "bernoulli")
 LATENTS = ("gaussian", "bernoulli")
 RWS_PHI_UPDATES = ("wake", "sleep", "mix")
+MATMUL_PRECISIONS = ("fp32", "bf16")  # see vaelab.models.backend.matmul_precision
 # Components of a prior when ``prior_components`` is not given: mixture of Gaussians, VampPrior.
 DEFAULT_PRIOR_COMPONENTS = {"mixture": 10, "vamp": 500}
 
@@ -155,6 +156,7 @@ class TrainConfig:
     eval_splits: tuple[str, ...] = ("train", "test")
     eval_train_size: int | None = None
     eval_batch_size: int = 100
+    precision: str = "fp32"  # matmuls of the training steps: fp32 or bf16; evaluations are always fp32
 
     def __post_init__(self) -> None:
         from vaelab.objectives import OBJECTIVES
@@ -192,6 +194,7 @@ class TrainConfig:
         if self.eval_train_size is not None:
             _positive("eval_train_size", self.eval_train_size)
         _positive("eval_batch_size", self.eval_batch_size)
+        _one_of("precision", self.precision, MATMUL_PRECISIONS)
 
 
 @dataclass(frozen=True)

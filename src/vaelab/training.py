@@ -231,7 +231,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         )
         for batch_index, global_batch in enumerate(order.split(config.train.batch_size)):
             shard = global_batch[placement.rank :: placement.world_size]  # this process's part of the minibatch
-            output = objective(model, epoch_images[shard].to(placement.device), noise_generator)
+            with matmul_precision(config.train.precision):  # the forward pass; backward follows the graph's dtypes
+                output = objective(model, epoch_images[shard].to(placement.device), noise_generator)
             _check_finite(output, epoch, batch_index, state)
             optimizer.zero_grad(set_to_none=True)
             _backward(output, model)

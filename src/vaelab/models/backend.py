@@ -6,9 +6,10 @@ there, with the activation fused (benchmarks/ measures both). That op has no aut
 so it serves only gradient-free CPU calls, i.e. evaluation; everything else, and every machine
 where the op is missing, takes ``F.linear``.
 
-:func:`matmul_precision` lets gradient-free calls multiply in bfloat16 (about 2x the fp32 rate on
-CPUs with AVX512-BF16), with fp32 inputs and outputs: an evaluation option whose effect on L_k
-``vaelab evaluate --precision bf16`` records beside the result.
+:func:`matmul_precision` lets dense layers multiply in bfloat16 (about 2x the fp32 rate on CPUs
+with AVX512-BF16, and on GPUs), with fp32 inputs, outputs and parameters: an option of evaluation
+(``vaelab evaluate --precision bf16``) and of training (``vaelab train --precision bf16``, where
+gradients flow back through the casts to the fp32 parameters that Adam updates).
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ def _onednn_linear_available() -> bool:
 
 ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and _onednn_linear_available()
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-_matmul_dtype = torch.float32  # of gradient-free calls; set by matmul_precision
+_matmul_dtype = torch.float32  # set by matmul_precision
 
 
 @contextlib.contextmanager
 def matmul_precision(name: str) -> Iterator[None]:
-    """Within the block, gradient-free dense layers multiply in ``PRECISIONS[name]`` (fp32 in, fp32 out).
+    """Within the block, dense layers multiply in ``PRECISIONS[name]`` (fp32 in, fp32 out).
 
-    Process-wide, like ``torch.set_num_threads``; calls that need gradients always stay in fp32.
+    Process-wide, like ``torch.set_num_threads``. Activations, likelihoods and parameters stay
+    fp32: only the matmul operands are rounded (bf16 keeps 8 bits of mantissa).
     """
     global _matmul_dtype
     previous, _matmul_dtype = _matmul_dtype, PRECISIONS[name]
@@ -58,7 +60,7 @@ def linear(inputs: torch.Tensor, layer: nn.Linear, activation: str = "none", *, 
     ``use_onednn=None`` picks oneDNN when it applies (CPU, fp32 or bf16, no gradient needed).
     """
     weight, bias = layer.weight, layer.bias
-    reduced = _matmul_dtype != torch.float32 and not torch.is_grad_enabled() and inputs.dtype == torch.float32
+    reduced = _matmul_dtype != torch.float32 and inputs.dtype == torch.float32
     if reduced:
         inputs, weight, bias = inputs.to(_matmul_dtype), weight.to(_matmul_dtype), bias.to(_matmul_dtype)
     if use_onednn is None:

@@ -24,9 +24,13 @@ def wake_sleep(
 
     The sleep phase draws m dreams per batch row (m * B in all), so its surrogate is ``[B]`` too.
     The reported bound is the ELBO at the wake samples: wake-sleep optimises no bound itself.
+
+    The wake term depends on theta alone (q's samples enter as data) and the sleep term on phi
+    alone (the dreams enter as data), so their sum serves as both surrogates: one backward pass
+    gives each group exactly its own phase's gradient.
     """
     with torch.no_grad():  # the wake phase treats q's samples as observed data: no gradient reaches phi
         posterior = model.posterior(x)
     samples = importance_samples(model, x, num_samples, generator, posterior, reparameterize=False)  # z: [m, B, D]
-    sleep = sleep_phase(model, x.shape[0], num_samples, generator)
-    return ObjectiveOutput(bound=samples.log_weights.mean(0).detach(), theta_surrogate=samples.log_joint.mean(0), phi_surrogate=sleep)
+    both_phases = samples.log_joint.mean(0) + sleep_phase(model, x.shape[0], num_samples, generator)
+    return ObjectiveOutput(bound=samples.log_weights.mean(0).detach(), theta_surrogate=both_phases, phi_surrogate=both_phases)
