@@ -103,11 +103,25 @@ def test_bad_options_get_one_line(tmp_path, args, fragments):
         (["--prior", "vamp", "--latent-dim", "4,2"], "vamp prior needs one stochastic layer"),
         (["--algorithm", "rws", "--num-samples", "5", "--prior", "vamp"], "vamp prior shares the recognition network"),
         (["--algorithm", "rws"], "wake-phi update needs num_samples >= 2"),
+        # an option the run would not read is refused, not silently ignored
+        (["--algorithm", "iwae", "--groups", "3"], "--groups applies to miwae and piwae only, not to iwae"),
+        (["--algorithm", "wake-sleep", "--kl", "monte-carlo"], "--kl applies to aevb only"),
+        (["--prior-components", "5"], "--prior-components applies to the mixture and vamp priors only"),
     ],
 )
 def test_configurations_that_cannot_train_get_one_line(tmp_path, args, fragment):
     result = vaelab("train", *args, "--out", tmp_path / "x")
     assert_one_line_error(result, fragment)
+    assert not (tmp_path / "x").exists()
+
+
+def test_compare_takes_an_option_that_one_of_its_algorithms_reads(tmp_path):
+    assert_one_line_error(vaelab("compare", "--groups", "2", "--out", tmp_path / "x"), "--groups applies to miwae and piwae only, not to wake-sleep, aevb")
+    assert not (tmp_path / "x").exists()
+    result = vaelab("compare", "--algorithms", "aevb,miwae", "--groups", "2", "--num-samples", "2", "--epochs", "1", "--eval-k", "4",
+                    "--curve-images", "20", "--no-progress", "--out", tmp_path / "y")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "y" / "miwae" / "config.json").read_text())["train"]["groups"] == 2
     assert not (tmp_path / "x").exists()
 
 

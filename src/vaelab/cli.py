@@ -15,6 +15,7 @@ from pathlib import Path
 from vaelab.config import (
     ACTIVATIONS,
     BINARIZATIONS,
+    DEFAULT_PRIOR_COMPONENTS,
     KL_ESTIMATORS,
     LATENTS,
     LIKELIHOODS,
@@ -26,7 +27,7 @@ from vaelab.config import (
     ModelConfig,
     TrainConfig,
 )
-from vaelab.errors import VaelabError
+from vaelab.errors import ConfigError, VaelabError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -178,6 +179,20 @@ def experiment_config(args: argparse.Namespace, algorithm: str | None = None) ->
     )
 
 
+def refuse_unused_options(args: argparse.Namespace, config: ExperimentConfig, algorithms: Sequence[str]) -> None:
+    """Raise ConfigError for an option given on the command line that none of ``algorithms``
+    (nor ``config``'s prior) would read, e.g. ``--groups`` with ``--algorithm iwae``."""
+    from vaelab.objectives import OBJECTIVES
+
+    flags = {field: flag for flag, _, field, _ in _experiment_options()}
+    for field in sorted({option for objective in OBJECTIVES.values() for option in objective.options}):
+        readers = [name for name, objective in OBJECTIVES.items() if field in objective.options]
+        if getattr(args, field, None) is not None and not set(readers) & set(algorithms):
+            raise ConfigError(f"{flags[field]} applies to {' and '.join(readers)} only, not to {', '.join(algorithms)}")
+    if getattr(args, "prior_components", None) is not None and config.model.prior not in DEFAULT_PRIOR_COMPONENTS:
+        raise ConfigError(f"--prior-components applies to the {' and '.join(DEFAULT_PRIOR_COMPONENTS)} priors only, not to {config.model.prior}")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -232,6 +247,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from vaelab.training import train
 
     config = experiment_config(args)
+    refuse_unused_options(args, config, (config.train.algorithm,))
     result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, device=args.device)
     if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
         return 0
@@ -324,7 +340,9 @@ def _run_compare(args: argparse.Namespace) -> int:
     from vaelab.compare import compare
     from vaelab.study import Study
 
-    study = Study(args.algorithms, experiment_config(args, algorithm=args.algorithms[0]), args.curve_images)
+    config = experiment_config(args, algorithm=args.algorithms[0])
+    refuse_unused_options(args, config, args.algorithms)
+    study = Study(args.algorithms, config, args.curve_images)
     report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device)
     if report is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
