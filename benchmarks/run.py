@@ -2,9 +2,11 @@
 
     python benchmarks/run.py [--quick] [--out benchmarks/results] [--data-dir ../shared/data]
 
-Every measurement runs in a fresh subprocess (so peak memory is its own), in round-robin order
-over the implementations, repeated; the tables report medians and ratios against the baseline of
-the same run. Writes ``results.json`` and ``results.md`` into ``--out``.
+Every evaluation runs in a fresh subprocess (so peak memory is its own), in round-robin order over
+the implementations, repeated; the tables report medians and ratios against the baseline of the
+same run. Training implementations take turns within one process, segment by segment of the
+epoch, so that a slow spell of a shared machine falls on all of them alike. Writes
+``results.json`` and ``results.md`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -47,20 +49,17 @@ def _images(split: str, count: int, data_dir: str | None) -> tuple[torch.Tensor,
 
 
 def measure(task: str, k: int, count: int, threads: int, data_dir: str | None) -> dict:
+    """Seconds and peak memory of one evaluation task: L_k of ``count`` test images, or the matmul floor."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    from baselines import PlainVAE, plain_aevb_epoch, plain_iwae_epoch, plain_wake_sleep_epoch, pyro_svi_epoch, straightforward_bound
+    from baselines import PlainVAE, straightforward_bound
 
     from vaelab.bounds import DEFAULT_MAX_ROWS, evaluate_bound
     from vaelab.config import ModelConfig
     from vaelab.models import build_model
     from vaelab.models.backend import ONEDNN_LINEAR, linear, matmul_precision
 
-    images, source = _images("test" if task.startswith("eval") else "train", count, data_dir)
-    # one-time import costs are nobody's speed: Adam's first construction imports torch._dynamo, and Pyro is large
-    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
-    if task.startswith("train-pyro-"):
-        import pyro  # noqa: F401
+    images, source = _images("test", count, data_dir)
     baseline_mb = _reset_peak_memory()
     started = time.perf_counter()
     bound = float("nan")
@@ -77,24 +76,56 @@ def measure(task: str, k: int, count: int, threads: int, data_dir: str | None) -
         with torch.no_grad():
             for start in range(0, rows, DEFAULT_MAX_ROWS):
                 linear(hidden[: min(DEFAULT_MAX_ROWS, rows - start)], layer)
-    elif task.startswith("train-vaelab-"):
-        algorithm, _, precision = task.removeprefix("train-vaelab-").partition(":")
-        epoch_seconds = _vaelab_epoch_seconds(algorithm, images, precision or "fp32")  # the loop's own timing of its epoch
-        started = time.perf_counter() - epoch_seconds
-    elif task == "train-plain-aevb":
-        plain_aevb_epoch(PlainVAE(), images)
-    elif task == "train-plain-wake-sleep":
-        plain_wake_sleep_epoch(PlainVAE(), images)
-    elif task == "train-plain-iwae":
-        plain_iwae_epoch(PlainVAE(), images, k=LARGE_K)
-    elif task.startswith("train-pyro-"):
-        count = pyro_svi_epoch(PlainVAE(), images, task.removeprefix("train-pyro-"))
     else:
         raise SystemExit(f"unknown task {task}")
     seconds = time.perf_counter() - started
     peak_mb = _status_mb("VmHWM")
     return {"seconds": seconds, "images": count, "peak_mb": peak_mb, "working_mb": peak_mb - baseline_mb, "data": source, "onednn": ONEDNN_LINEAR,
             "bound": bound}
+
+
+# The training implementations of each algorithm, first the baseline of its ratios; "vaelab-X:bf16"
+# is vaelab's loop with `--precision bf16`.
+TRAINING = {
+    "aevb": ["plain-aevb", "vaelab-aevb", "vaelab-aevb:bf16", "pyro-Trace_ELBO", "pyro-TraceMeanField_ELBO"],
+    "wake-sleep": ["plain-wake-sleep", "vaelab-wake-sleep", "vaelab-wake-sleep:bf16"],
+    "iwae": ["plain-iwae", "vaelab-iwae", "vaelab-iwae:bf16", "pyro-RenyiELBO"],
+    "rws": ["vaelab-rws", "pyro-ReweightedWakeSleep"],
+}
+
+
+def measure_training(algorithm: str, count: int, threads: int, data_dir: str | None, segments: int = 10) -> dict:
+    """Seconds each implementation of ``algorithm`` takes for one epoch over ``count`` images.
+
+    The epoch is cut into ``segments`` equal parts and the implementations take turns, part by
+    part (in a rotating order), in this one process: a slow spell of a shared machine then falls
+    on all of them alike instead of on whichever ran during it.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    from baselines import PlainVAE, plain_aevb_epoch, plain_iwae_epoch, plain_wake_sleep_epoch, pyro_svi_epoch
+
+    images, source = _images("train", count, data_dir)
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # one-time imports (Adam's of torch._dynamo) are nobody's speed
+    names = TRAINING[algorithm]
+    if any(name.startswith("pyro-") for name in names):
+        import pyro  # noqa: F401
+    plain = {"plain-aevb": plain_aevb_epoch, "plain-wake-sleep": plain_wake_sleep_epoch, "plain-iwae": lambda model, x: plain_iwae_epoch(model, x, k=LARGE_K)}
+    seconds = dict.fromkeys(names, 0.0)
+    for index, part in enumerate(images.chunk(segments)):
+        for name in names[index % len(names):] + names[: index % len(names)]:
+            if name.startswith("vaelab-"):
+                vaelab_algorithm, _, precision = name.removeprefix("vaelab-").partition(":")
+                seconds[name] += _vaelab_epoch_seconds(vaelab_algorithm, part, precision or "fp32")  # the loop's own timing
+                continue
+            model = PlainVAE()  # built outside the timing, as vaelab's loop times its epoch alone
+            started = time.perf_counter()
+            if name.startswith("pyro-"):
+                pyro_svi_epoch(model, part, name.removeprefix("pyro-"))
+            else:
+                plain[name](model, part)
+            seconds[name] += time.perf_counter() - started
+    return {"seconds": seconds, "images": count, "data": source}
 
 
 def _status_mb(field: str) -> float:
@@ -178,13 +209,17 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA"), help="folder with mnist/ (default: $VAELAB_DATA; random data otherwise)")
     parser.add_argument("--pyro", action=argparse.BooleanOptionalAction, default=True, help="include Pyro if it is installed")
     parser.add_argument("--repeats", type=int, help="runs of each measurement, interleaved; the median is reported (default: 3, quick: 1)")
+    parser.add_argument("--sections", default="evaluation,training,scaling", help="comma-separated parts to run (default: all three)")
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=10000, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.task:
-        print(json.dumps(measure(args.task, args.k, args.count, args.threads, args.data_dir)))
+        if args.task.startswith("train:"):
+            print(json.dumps(measure_training(args.task.removeprefix("train:"), args.count, args.threads, args.data_dir)))
+        else:
+            print(json.dumps(measure(args.task, args.k, args.count, args.threads, args.data_dir)))
         return
 
     threads = min(2, os.cpu_count() or 1)
@@ -194,8 +229,11 @@ def main() -> None:
     have_pyro = args.pyro and _importable("pyro")
     results: dict[str, list[dict]] = {"evaluation": [], "training": [], "scaling": []}
 
+    sections = set(args.sections.split(","))
+    if sections - {"evaluation", "training", "scaling"}:
+        raise SystemExit(f"--sections takes evaluation, training and scaling (got {args.sections})")
     print("evaluation: L_k over the test images")
-    for k in eval_ks:
+    for k in eval_ks if "evaluation" in sections else ():
         tasks = [(name, k, test_images, threads) for name in ("eval-floor", "eval-vaelab", "eval-vaelab-bf16", "eval-straightforward")]
         if k > 1000 and not args.quick:
             tasks = tasks[:3]  # the straightforward version at k = 5000 needs ~5x the k = 1000 time; its ratio is the same
@@ -205,33 +243,33 @@ def main() -> None:
             results["evaluation"].append({"implementation": task[0].removeprefix("eval-"), "k": k, "images": test_images, **result,
                                           "vs_floor": result.get("seconds", float("nan")) / floor})
 
-    print("training: one epoch at batch 100")
-    # "train-vaelab-ALGORITHM:bf16" is vaelab's loop with `--precision bf16`
-    algorithms = {
-        "aevb": ["train-plain-aevb", "train-vaelab-aevb", "train-vaelab-aevb:bf16"],
-        "wake-sleep": ["train-plain-wake-sleep", "train-vaelab-wake-sleep", "train-vaelab-wake-sleep:bf16"],
-        f"iwae k={LARGE_K}": ["train-plain-iwae", "train-vaelab-iwae", "train-vaelab-iwae:bf16"],
-        f"rws k={LARGE_K}": ["train-vaelab-rws"],
-    }
-    if have_pyro:
-        algorithms["aevb"] += ["train-pyro-Trace_ELBO", "train-pyro-TraceMeanField_ELBO"]
-        algorithms[f"iwae k={LARGE_K}"] += ["train-pyro-RenyiELBO"]
-        algorithms[f"rws k={LARGE_K}"] += ["train-pyro-ReweightedWakeSleep"]
-    for algorithm, names in algorithms.items():
-        count = train_images // 10 if "k=" in algorithm else train_images  # k = 50 costs ~10x per image
-        summary = round_robin([(name, 1, count, threads) for name in names], repeats, args.data_dir)
-        baseline = next(iter(summary.values()))
-        for task, result in summary.items():
-            rate = result["images"] / result["seconds"] if "seconds" in result else float("nan")
-            base_rate = baseline["images"] / baseline["seconds"] if "seconds" in baseline else float("nan")
-            results["training"].append({"algorithm": algorithm, "implementation": task[0].removeprefix("train-"), **result,
-                                        "images_per_second": rate, "vs_baseline": rate / base_rate})
+    print("training: one epoch at batch 100, the implementations taking turns in one process")
+    for algorithm, names in TRAINING.items() if "training" in sections else ():
+        names = [name for name in names if have_pyro or not name.startswith("pyro-")]
+        count = train_images // 10 if algorithm in LARGE_K_ALGORITHMS else train_images  # k = 50 costs ~10x per image
+        runs = []
+        for repeat in range(repeats):
+            result = run_task(f"train:{algorithm}", 1, count, threads, args.data_dir)
+            runs.append(result)
+            shown = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.get("seconds", {}).items())
+            print(f"  [{repeat + 1}/{repeats}] {algorithm}: {shown or result.get('error')}", flush=True)
+        ok = [run for run in runs if "error" not in run]
+        if not ok:
+            results["training"].append({"algorithm": algorithm, "implementation": "all", "error": runs[0]["error"]})
+            continue
+        label = f"{algorithm} k={LARGE_K}" if algorithm in LARGE_K_ALGORITHMS else algorithm
+        for name in ok[0]["seconds"]:
+            all_seconds = [run["seconds"][name] for run in ok]
+            ratios = [run["seconds"][names[0]] / run["seconds"][name] for run in ok]  # within each run
+            results["training"].append({"algorithm": label, "implementation": name, "images": count, "data": ok[0]["data"],
+                                        "seconds": statistics.median(all_seconds), "all_seconds": all_seconds,
+                                        "images_per_second": count / statistics.median(all_seconds), "vs_baseline": statistics.median(ratios)})
 
     print("scaling: vaelab's evaluator against k, images and threads")
     base_k, base_n = (50, 500) if args.quick else (250, 2000)
     scaling = [("eval-vaelab", base_k * f, base_n, threads) for f in (1, 2, 4)] + [("eval-vaelab", base_k, base_n * f, threads) for f in (2, 4)]
     scaling += [("eval-vaelab", base_k, base_n, 1)] if threads > 1 else []
-    for task, result in round_robin(scaling, repeats, args.data_dir).items():
+    for task, result in round_robin(scaling if "scaling" in sections else [], repeats, args.data_dir).items():
         results["scaling"].append({"k": task[1], "images": task[2], "threads": task[3], **result,
                                    "microseconds_per_sample": 1e6 * result["seconds"] / (task[1] * task[2])})
 
@@ -252,18 +290,20 @@ def _importable(name: str) -> bool:
 
 
 def markdown(meta: dict, results: dict) -> str:
+    data = next((row["data"] for rows in results.values() for row in rows if row.get("data")), "?")
     lines = [f"# vaelab benchmarks ({'quick' if meta['quick'] else 'full'})", "",
-             f"torch {meta['torch']}, {meta['threads']} threads, {meta['cpu_count']} CPUs, median of {meta['repeats']}; "
-             f"data: {results['evaluation'][0].get('data', '?')}.", "",
+             f"torch {meta['torch']}, {meta['threads']} threads, {meta['cpu_count']} CPUs, median of {meta['repeats']}; data: {data}.", "",
              "## Evaluation: L_k over the test images (seed model 784-512-2)", "",
              "| implementation | k | images | seconds | vs fp32 matmul floor | peak MB | working MB | mean L_k (untrained model) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results["evaluation"]:
         lines.append(f"| {r['implementation']} | {r['k']} | {r['images']} | {r.get('seconds', float('nan')):.2f} | {r['vs_floor']:.2f}x | "
                      f"{r.get('peak_mb', float('nan')):.0f} | {r.get('working_mb', float('nan')):.0f} | {r.get('bound', float('nan')):.3f} |")
-    lines += ["", "## Training: one epoch, batch 100", "", "| algorithm | implementation | images/s | vs first row | seconds |", "|---|---|---|---|---|"]
+    lines += ["", "## Training: one epoch, batch 100 (implementations taking turns in one process)", "",
+              "| algorithm | implementation | images/s | speed vs first row (median of per-run ratios) | seconds |", "|---|---|---|---|---|"]
     for r in results["training"]:
-        lines.append(f"| {r['algorithm']} | {r['implementation']} | {r['images_per_second']:.0f} | {r['vs_baseline']:.2f}x | {r.get('seconds', float('nan')):.2f} |")
+        lines.append(f"| {r['algorithm']} | {r['implementation']} | {r.get('images_per_second', float('nan')):.0f} | {r.get('vs_baseline', float('nan')):.2f}x | "
+                     f"{r.get('seconds', float('nan')):.2f} {r.get('error', '')} |")
     lines += ["", "## Scaling of vaelab's evaluator", "", "| k | images | threads | seconds | µs per sample |", "|---|---|---|---|---|"]
     for r in results["scaling"]:
         lines.append(f"| {r['k']} | {r['images']} | {r['threads']} | {r['seconds']:.2f} | {r['microseconds_per_sample']:.2f} |")

@@ -7,9 +7,11 @@ so it serves only gradient-free CPU calls, i.e. evaluation; everything else, and
 where the op is missing, takes ``F.linear``.
 
 :func:`matmul_precision` lets dense layers multiply in bfloat16 (about 2x the fp32 rate on CPUs
-with AVX512-BF16, and on GPUs), with fp32 inputs, outputs and parameters: an option of evaluation
-(``vaelab evaluate --precision bf16``) and of training (``vaelab train --precision bf16``, where
-gradients flow back through the casts to the fp32 parameters that Adam updates).
+with AVX512-BF16; GPUs have bf16 units too), with fp32 inputs, outputs and parameters: an option
+of evaluation (``vaelab evaluate --precision bf16``) and of training (``vaelab train --precision
+bf16``, where gradients flow back through the casts to the fp32 parameters that Adam updates).
+Training in fp32 gains nothing from oneDNN on the benchmark's CPU (its batch-100 products run
+within 5% of MKL's), which is why the autograd path keeps ``F.linear``.
 """
 
 from __future__ import annotations
