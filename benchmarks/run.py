@@ -94,7 +94,7 @@ TRAINING = {
 }
 
 
-def measure_training(algorithm: str, count: int, threads: int, data_dir: str | None, segments: int = 10) -> dict:
+def measure_training(algorithm: str, count: int, threads: int, data_dir: str | None, with_pyro: bool, segments: int = 10) -> dict:
     """Seconds each implementation of ``algorithm`` takes for one epoch over ``count`` images.
 
     The epoch is cut into ``segments`` equal parts and the implementations take turns, part by
@@ -107,8 +107,8 @@ def measure_training(algorithm: str, count: int, threads: int, data_dir: str | N
 
     images, source = _images("train", count, data_dir)
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # one-time imports (Adam's of torch._dynamo) are nobody's speed
-    names = TRAINING[algorithm]
-    if any(name.startswith("pyro-") for name in names):
+    names = [name for name in TRAINING[algorithm] if with_pyro or not name.startswith("pyro-")]
+    if with_pyro:
         import pyro  # noqa: F401
     plain = {"plain-aevb": plain_aevb_epoch, "plain-wake-sleep": plain_wake_sleep_epoch, "plain-iwae": lambda model, x: plain_iwae_epoch(model, x, k=LARGE_K)}
     seconds = dict.fromkeys(names, 0.0)
@@ -171,9 +171,10 @@ def _vaelab_epoch_seconds(algorithm: str, images: torch.Tensor, precision: str) 
 
 # ---------------------------------------------------------------- the orchestration
 
-def run_task(task: str, k: int, count: int, threads: int, data_dir: str | None) -> dict:
+def run_task(task: str, k: int, count: int, threads: int, data_dir: str | None, with_pyro: bool = False) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--task", task, "--k", str(k), "--count", str(count), "--threads", str(threads)]
+    command += [] if with_pyro else ["--no-pyro"]
     if data_dir:
         command += ["--data-dir", data_dir]
     completed = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -217,7 +218,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.task:
         if args.task.startswith("train:"):
-            print(json.dumps(measure_training(args.task.removeprefix("train:"), args.count, args.threads, args.data_dir)))
+            with_pyro = args.pyro and _importable("pyro")
+            print(json.dumps(measure_training(args.task.removeprefix("train:"), args.count, args.threads, args.data_dir, with_pyro)))
         else:
             print(json.dumps(measure(args.task, args.k, args.count, args.threads, args.data_dir)))
         return
@@ -245,11 +247,10 @@ def main() -> None:
 
     print("training: one epoch at batch 100, the implementations taking turns in one process")
     for algorithm, names in TRAINING.items() if "training" in sections else ():
-        names = [name for name in names if have_pyro or not name.startswith("pyro-")]
         count = train_images // 10 if algorithm in LARGE_K_ALGORITHMS else train_images  # k = 50 costs ~10x per image
         runs = []
         for repeat in range(repeats):
-            result = run_task(f"train:{algorithm}", 1, count, threads, args.data_dir)
+            result = run_task(f"train:{algorithm}", 1, count, threads, args.data_dir, have_pyro)
             runs.append(result)
             shown = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.get("seconds", {}).items())
             print(f"  [{repeat + 1}/{repeats}] {algorithm}: {shown or result.get('error')}", flush=True)
@@ -260,7 +261,7 @@ def main() -> None:
         label = f"{algorithm} k={LARGE_K}" if algorithm in LARGE_K_ALGORITHMS else algorithm
         for name in ok[0]["seconds"]:
             all_seconds = [run["seconds"][name] for run in ok]
-            ratios = [run["seconds"][names[0]] / run["seconds"][name] for run in ok]  # within each run
+            ratios = [run["seconds"][names[0]] / run["seconds"][name] for run in ok]  # within each run; names[0] is never Pyro
             results["training"].append({"algorithm": label, "implementation": name, "images": count, "data": ok[0]["data"],
                                         "seconds": statistics.median(all_seconds), "all_seconds": all_seconds,
                                         "images_per_second": count / statistics.median(all_seconds), "vs_baseline": statistics.median(ratios)})
