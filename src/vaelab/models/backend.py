@@ -45,8 +45,9 @@ _matmul_dtype = torch.float32  # set by matmul_precision
 def matmul_precision(name: str) -> Iterator[None]:
     """Within the block, dense layers multiply in ``PRECISIONS[name]`` (fp32 in, fp32 out).
 
-    Process-wide, like ``torch.set_num_threads``. Activations, likelihoods and parameters stay
-    fp32: only the matmul operands are rounded (bf16 keeps 8 bits of mantissa).
+    Process-wide, like ``torch.set_num_threads``. Each layer's output (its activation included)
+    carries bf16 rounding (8 bits of mantissa), the same rounding the next layer's matmul applies
+    to it anyway; parameters, log-likelihoods and everything outside the dense layers stay fp32.
     """
     global _matmul_dtype
     previous, _matmul_dtype = _matmul_dtype, PRECISIONS[name]
