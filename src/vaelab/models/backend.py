@@ -10,8 +10,8 @@ where the op is missing, takes ``F.linear``.
 with AVX512-BF16; GPUs have bf16 units too), with fp32 inputs, outputs and parameters: an option
 of evaluation (``vaelab evaluate --precision bf16``) and of training (``vaelab train --precision
 bf16``, where gradients flow back through the casts to the fp32 parameters that Adam updates).
-Training in fp32 gains nothing from oneDNN on the benchmark's CPU (its batch-100 products run
-within 5% of MKL's), which is why the autograd path keeps ``F.linear``.
+Training in fp32 gains little from oneDNN on the benchmark's CPU (a batch-100 AEVB step with
+every product through oneDNN ran within 5% of one through MKL), so the autograd path keeps ``F.linear``.
 """
 
 from __future__ import annotations
