@@ -54,7 +54,7 @@ def measure(task: str, k: int, count: int, threads: int, data_dir: str | None) -
     torch.manual_seed(0)
     from baselines import PlainVAE, straightforward_bound
 
-    from vaelab.bounds import DEFAULT_MAX_ROWS, evaluate_bound
+    from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, evaluate_bound
     from vaelab.config import ModelConfig
     from vaelab.models import build_model
     from vaelab.models.backend import ONEDNN_LINEAR, linear, matmul_precision

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelab.tractable import linear_gaussian_model
+from vaelab.exact.linear_gaussian import linear_gaussian_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

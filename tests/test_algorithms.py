@@ -19,9 +19,9 @@ from vaelab.models import HelmholtzMachine, StandardNormalPrior, build_model
 from vaelab.models.priors import MixturePrior
 from vaelab.objectives import OBJECTIVES, importance_samples, log_mean_exp
 from vaelab.objectives.vimco import leave_one_out_bounds
-from vaelab.sampling import sample
-from vaelab.sigmoid_belief import all_configurations, sigmoid_belief_model
-from vaelab.tractable import AffineGaussian, linear_gaussian_posterior
+from vaelab.models.sampling import sample
+from vaelab.exact.sigmoid_belief import all_configurations, sigmoid_belief_model
+from vaelab.exact.linear_gaussian import AffineGaussian, linear_gaussian_posterior
 
 # How each objective's reported bound is formed from its log-weights ``[k, B]`` (with the OPTIONS
 # below: k = 6 samples, or 2 groups of 3 for miwae and piwae). A new objective must say, or the

@@ -13,13 +13,14 @@ import matplotlib.image
 import pytest
 import torch
 
-from vaelab import bounds, training
-from vaelab import compare as compare_module
+from vaelab import training
+from vaelab.estimators import bounds
+from vaelab.studies.compare import run as compare_module
 from vaelab.cli import main
-from vaelab.compare import compare
+from vaelab.studies.compare.run import compare
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.runio import read_metrics
-from vaelab.study import Study
+from vaelab.studies.compare.study import Study
 
 TINY = ["--epochs", "2", "--hidden", "16", "--eval-every", "1", "--eval-k", "10", "--eval-train-size", "300", "--no-progress"]
 TINY_CONFIG = ExperimentConfig(

@@ -12,7 +12,7 @@ from vaelab.config import ModelConfig
 from vaelab.models import build_model
 from vaelab.objectives import aevb, importance_samples, wake_sleep
 from vaelab.objectives.core import sleep_phase
-from vaelab.tractable import linear_gaussian_log_marginal, linear_gaussian_model
+from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 
 
 def closed_form_elbo(model, x):

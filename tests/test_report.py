@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.report.analysis import (
+from vaelab.studies.compare.analysis import (
     active_units,
     grid_position,
     latent_grid,
     plane_projection,
 )
-from vaelab.report.figures import mosaic
-from vaelab.report.summary import (
+from vaelab.studies.compare.figures import mosaic
+from vaelab.studies.compare.summary import (
     Estimate,
     caveats,
     comparison_sentence,

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vaelab import runio
-from vaelab.bounds import importance_weighted_bound
+from vaelab.estimators.bounds import importance_weighted_bound
 from vaelab.config import ExperimentConfig
 from vaelab.errors import ConfigError, RunError
 from vaelab.objectives import log_mean_exp

@@ -6,10 +6,10 @@ Train with wake-sleep or AEVB, measure with the importance-weighted bound L_k::
     result = train(ExperimentConfig(train=TrainConfig(algorithm="wake-sleep", epochs=5)), "runs/ws")
 """
 
-from vaelab.bounds import evaluate_bound, importance_weighted_bound
+from vaelab.estimators.bounds import evaluate_bound, importance_weighted_bound
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError, DataError, RunError, VaelabError
-from vaelab.evaluate import evaluate_run, load_run
+from vaelab.evaluation.evaluate import evaluate_run, load_run
 from vaelab.training import train
 
 __version__ = "0.1.0"

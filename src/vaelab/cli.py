@@ -259,10 +259,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from vaelab.evaluate import evaluate_run
+    from vaelab.evaluation.evaluate import evaluate_run
 
     if args.exact:
-        from vaelab.exact import evaluate_exact, exact_file, summary_lines
+        from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
 
         print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images))))
         print(f"written to {exact_file(args.run_dir, args.split)}")
@@ -291,9 +291,9 @@ def _add_bounds_parser(commands) -> None:
 
 
 def _run_bounds(args: argparse.Namespace) -> int:
-    from vaelab.bounds_figures import write_figures
-    from vaelab.bounds_page import write_page
-    from vaelab.bounds_study import QUICK, StudySettings, run_study, summary_lines
+    from vaelab.studies.bounds.figures import write_figures
+    from vaelab.studies.bounds.page import write_page
+    from vaelab.studies.bounds.run import QUICK, StudySettings, run_study, summary_lines
 
     settings = dataclasses.replace(QUICK if args.quick else StudySettings(), seed=args.seed)
     results = run_study(args.out, args.run, settings, data_dir=args.data_dir, progress=not args.no_progress)
@@ -337,8 +337,8 @@ def _add_compare_parser(commands) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from vaelab.compare import compare
-    from vaelab.study import Study
+    from vaelab.studies.compare.run import compare
+    from vaelab.studies.compare.study import Study
 
     config = experiment_config(args, algorithm=args.algorithms[0])
     refuse_unused_options(args, config, args.algorithms)
@@ -366,7 +366,7 @@ def _add_report_parser(commands) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from vaelab.report import build_report
+    from vaelab.studies.compare.report import build_report
 
     report = build_report(args.study_dir, data_dir=args.data_dir)
     return _print_report(report)

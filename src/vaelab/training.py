@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vaelab.bounds import evaluate_bound, mean_and_standard_error
+from vaelab.estimators.bounds import evaluate_bound, mean_and_standard_error
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset, binarize, load_dataset
 from vaelab.distributed import Placement, average_gradients, barrier, gather, gather_objects, setup, teardown

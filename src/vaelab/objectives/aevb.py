@@ -13,7 +13,7 @@ from torch.distributions import kl_divergence
 
 from vaelab.models import HelmholtzMachine
 from vaelab.objectives.core import ObjectiveOutput, importance_samples
-from vaelab.sampling import sample
+from vaelab.models.sampling import sample
 
 
 def aevb(

@@ -16,7 +16,7 @@ import torch
 from torch.distributions import Distribution
 
 from vaelab.models import HelmholtzMachine
-from vaelab.sampling import sample
+from vaelab.models.sampling import sample
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from vaelab.report.summary import Series
+from vaelab.studies.compare.summary import Series
 
 PANEL_INCHES = 4.2  # width and height of one algorithm's panel
 DPI = 150

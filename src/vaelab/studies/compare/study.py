@@ -6,7 +6,7 @@ A study directory holds:
   ``train.algorithm``), so that ``vaelab report`` knows what belongs to the study;
 - ``<algorithm>/``: one run directory per algorithm (see :mod:`vaelab.runio`), plus
   ``bound_curve.json``, the test L_k for every k dividing 1000 at the run's last checkpoint;
-- ``figures/`` and ``report.html``, rebuilt from the files above by :func:`vaelab.report.build_report`.
+- ``figures/`` and ``report.html``, rebuilt from the files above by :func:`vaelab.studies.compare.build_report`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 
 # The k of the L_k-against-k curve: every divisor of 1000 in a 1-2-5 progression, so one set of
-# 1000 samples per image gives all of them (vaelab.bounds.bound_curve).
+# 1000 samples per image gives all of them (vaelab.estimators.bounds.bound_curve).
 CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
@@ -92,7 +92,7 @@ def algorithm_run_dir(study_dir: str | Path, algorithm: str) -> Path:
 
 
 def read_bound_curve(run_dir: str | Path) -> dict[str, Any] | None:
-    """The saved L_k-against-k curve of a run (see :func:`vaelab.compare.save_bound_curve`), or None."""
+    """The saved L_k-against-k curve of a run (see :func:`vaelab.studies.compare.run.save_bound_curve`), or None."""
     path = Path(run_dir) / BOUND_CURVE_FILE
     if not path.exists():
         return None

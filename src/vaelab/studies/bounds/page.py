@@ -13,8 +13,8 @@ from pathlib import Path
 
 import jinja2
 
-from vaelab.bounds_figures import FIGURES
-from vaelab.bounds_study import RESULTS_FILE
+from vaelab.studies.bounds.figures import FIGURES
+from vaelab.studies.bounds.run import RESULTS_FILE
 from vaelab.errors import RunError
 from vaelab.runio import write_text_atomic
 

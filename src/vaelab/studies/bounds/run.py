@@ -2,8 +2,8 @@
 
 1. L_k against k beside the exact log p(x) on three models: a linear-Gaussian model with a
    mean-field q (closed form), a sigmoid belief network (enumeration of its 2^K latents) and a
-   2-D model trained on digits (quadrature, :mod:`vaelab.quadrature`).
-2. The counterexample (:mod:`vaelab.counterexample`): L_k - log p(x) and the effective sample
+   2-D model trained on digits (quadrature, :mod:`vaelab.exact.quadrature`).
+2. The counterexample (:mod:`vaelab.exact.counterexample`): L_k - log p(x) and the effective sample
    size of the weights for a matched, a light-tailed and a truncated proposal.
 
 Every curve is the mean over data points of L_k, estimated ``repetitions`` times from fresh
@@ -23,17 +23,17 @@ from typing import Any
 
 import torch
 
-from vaelab.bounds import block_bound, bound_curve, log_weights_in_chunks
+from vaelab.estimators.bounds import block_bound, bound_curve, log_weights_in_chunks
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-from vaelab.counterexample import SCALE_FACTORS, fit_light_tailed_constant, limit_gap, proposal_models, samples_for_gap
+from vaelab.exact.counterexample import SCALE_FACTORS, fit_light_tailed_constant, limit_gap, proposal_models, samples_for_gap
 from vaelab.errors import RunError
-from vaelab.exact import load_2d_run
+from vaelab.evaluation.exact import load_2d_run
 from vaelab.models import HelmholtzMachine
-from vaelab.quadrature import LATENT_DIM, quadrature_log_marginal
+from vaelab.exact.quadrature import LATENT_DIM, quadrature_log_marginal
 from vaelab.runio import write_json_atomic
-from vaelab.sampling import sample
-from vaelab.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
-from vaelab.tractable import linear_gaussian_log_marginal, linear_gaussian_model
+from vaelab.models.sampling import sample
+from vaelab.exact.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
+from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 from vaelab.training import evaluation_images, seeded_generator, train
 
 RESULTS_FILE = "bounds.json"
@@ -125,7 +125,7 @@ def trained_curve(run_dir: Path, settings: StudySettings, generator: torch.Gener
 
 
 def counterexample(settings: StudySettings, generator: torch.Generator) -> dict[str, Any]:
-    """L_k - log p(x) and the effective sample size against k for each proposal of :mod:`vaelab.counterexample`."""
+    """L_k - log p(x) and the effective sample size against k for each proposal of :mod:`vaelab.exact.counterexample`."""
     q_matrix, _ = torch.linalg.qr(torch.randn(5, 2, generator=generator, dtype=torch.float64))
     weight = q_matrix * torch.tensor([2.0, 1.0], dtype=torch.float64)  # orthogonal columns: a diagonal posterior
     bias = torch.randn(5, generator=generator, dtype=torch.float64)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 
-from vaelab.counterexample import FIT_SMALLEST_K, light_tailed_gap  # noqa: E402
+from vaelab.exact.counterexample import FIT_SMALLEST_K, light_tailed_gap  # noqa: E402
 
 FIGURES = {"curves": "bound_vs_k", "counterexample": "counterexample"}
 PROPOSAL_LABELS = {

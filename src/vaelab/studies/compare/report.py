@@ -19,10 +19,10 @@ from vaelab import __version__
 from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.errors import RunError
-from vaelab.evaluate import load_run
+from vaelab.evaluation.evaluate import load_run
 from vaelab.models import DiagonalGaussianLayer, HelmholtzMachine
-from vaelab.report import analysis, figures
-from vaelab.report.summary import (
+from vaelab.studies.compare import analysis, figures
+from vaelab.studies.compare.summary import (
     RunSummary,
     caveats,
     comparison_sentence,
@@ -32,7 +32,7 @@ from vaelab.report.summary import (
     summarise_run,
 )
 from vaelab.runio import CHECKPOINT_FILE, METRICS_FILE, read_metrics, write_text_atomic
-from vaelab.study import (
+from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,
     CURVE_KS,
     FIGURES_DIR,

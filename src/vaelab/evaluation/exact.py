@@ -1,8 +1,8 @@
 """How far L_k is from the truth: log p(x) by quadrature for a trained run with a 2-D latent.
 
-For each image of a split, log p(x) comes from :func:`vaelab.quadrature.quadrature_log_marginal`
+For each image of a split, log p(x) comes from :func:`vaelab.exact.quadrature.quadrature_log_marginal`
 and L_k for k in ``EXACT_KS`` from one set of max(k) importance samples (block estimates,
-:func:`vaelab.bounds.bound_curve`). The gap log p(x) - L_k >= 0 in expectation (the seed's 1.4);
+:func:`vaelab.estimators.bounds.bound_curve`). The gap log p(x) - L_k >= 0 in expectation (the seed's 1.4);
 its mean and standard error over the images are written to ``exact-<split>.json`` in the run.
 """
 
@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vaelab.bounds import bound_curve, mean_and_standard_error
+from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.errors import RunError
-from vaelab.evaluate import load_run
-from vaelab.quadrature import LATENT_DIM, QuadratureSettings, quadrature_log_marginal
+from vaelab.evaluation.evaluate import load_run
+from vaelab.exact.quadrature import LATENT_DIM, QuadratureSettings, quadrature_log_marginal
 from vaelab.runio import write_json_atomic
 from vaelab.training import SPLIT_TAGS, evaluation_images, seeded_generator
 
@@ -29,7 +29,7 @@ def exact_file(run_dir: str | Path, split: str) -> Path:
 
 
 def load_2d_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu"):
-    """:func:`vaelab.evaluate.load_run` for a run whose latent is 2-D.
+    """:func:`vaelab.evaluation.evaluate.load_run` for a run whose latent is 2-D.
 
     Raises:
         RunError: the run's latent is not 2-D (quadrature would need a grid in more dimensions).

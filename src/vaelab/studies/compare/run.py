@@ -5,7 +5,7 @@ Every algorithm is trained with the same seed, data, networks and budget through
 checkpoint, so a killed study continues where it stopped and a finished run is not retrained.
 The one costly analysis after training, test L_k for every k dividing 1000, is saved beside each
 run and skipped when already saved for the same checkpoint epoch. The report is then rebuilt from
-saved results by :func:`vaelab.report.build_report`.
+saved results by :func:`vaelab.studies.compare.build_report`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vaelab.bounds import bound_curve, mean_and_standard_error
+from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset
 from vaelab.errors import RunError
 from vaelab.models import HelmholtzMachine
-from vaelab.report import Report, build_report
+from vaelab.studies.compare.report import Report, build_report
 from vaelab.runio import write_json_atomic
-from vaelab.study import (
+from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,
     CURVE_KS,
     STUDY_FILE,
@@ -92,7 +92,7 @@ def save_bound_curve(
     ``bound_curve.json``.
 
     Skipped (the saved values returned) when already saved for the same epoch and image count.
-    One set of 1000 samples per image gives every k (:func:`vaelab.bounds.bound_curve`), drawn
+    One set of 1000 samples per image gives every k (:func:`vaelab.estimators.bounds.bound_curve`), drawn
     from a generator seeded by (seed, epoch, test tag, CURVE_STREAM).
     """
     saved = read_bound_curve(run_dir)

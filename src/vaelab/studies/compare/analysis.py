@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vaelab.models import HelmholtzMachine
-from vaelab.sampling import sample
+from vaelab.models.sampling import sample
 
 # Burda, Grosse & Salakhutdinov (2015), on latent space representation: unit u is active when Cov_x(E_q[z_u | x]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vaelab.bounds import DEFAULT_MAX_ROWS
+from vaelab.estimators.bounds import DEFAULT_MAX_ROWS
 from vaelab.models import HelmholtzMachine
 
 LATENT_DIM = 2

@@ -1,7 +1,7 @@
 """The seed's section 1.5 in code: proposals q for which p(x, z) / q(z|x) is unbounded.
 
 The model is linear-Gaussian with orthogonal columns in W, so its posterior is an exact diagonal
-Gaussian N(m(x), diag(s^2)) (see :mod:`vaelab.tractable`) and each q below is defined from it:
+Gaussian N(m(x), diag(s^2)) (see :mod:`vaelab.exact.linear_gaussian`) and each q below is defined from it:
 
 - ``matched``: N(m, diag((c s)^2)) with c > 1. The weight p(x) N(z; m, s^2) / q(z) is at most
   c^D p(x): bounded, and L_k -> log p(x) fast (Burda et al.'s theorem).
@@ -26,7 +26,7 @@ import torch
 from torch.distributions import AffineTransform, HalfNormal, Independent, TransformedDistribution
 
 from vaelab.models import HelmholtzMachine
-from vaelab.tractable import AffineGaussian, linear_gaussian_model, linear_gaussian_posterior
+from vaelab.exact.linear_gaussian import AffineGaussian, linear_gaussian_model, linear_gaussian_posterior
 
 # Posterior standard deviations per proposal standard deviation (c above).
 SCALE_FACTORS = {"matched": 1.5, "light-tailed": 0.2, "truncated": 1.5}
