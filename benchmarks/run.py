@@ -37,7 +37,7 @@ def _images(split: str, count: int, data_dir: str | None) -> tuple[torch.Tensor,
     from vaelab.config import DataConfig, ExperimentConfig
     from vaelab.data import load_dataset
     from vaelab.errors import DataError
-    from vaelab.training import evaluation_images
+    from vaelab.evaluation.protocol import evaluation_images
 
     try:
         dataset = load_dataset("mnist", data_dir, download=False)
@@ -54,9 +54,9 @@ def measure(task: str, k: int, count: int, threads: int, data_dir: str | None) -
     torch.manual_seed(0)
     from baselines import PlainVAE, straightforward_bound
 
-    from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, evaluate_bound
+    from vaelab.builders import build_model
     from vaelab.config import ModelConfig
-    from vaelab.models import build_model
+    from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, evaluate_bound
     from vaelab.models.backend import ONEDNN_LINEAR, linear, matmul_precision
 
     images, source = _images("test", count, data_dir)

@@ -7,7 +7,8 @@ import torch
 from torch.distributions import Bernoulli, Independent
 
 from vaelab.config import ModelConfig
-from vaelab.models import BernoulliLayer, DiagonalGaussianLayer, build_model
+from vaelab.builders import build_model
+from vaelab.models import BernoulliLayer, DiagonalGaussianLayer
 from vaelab.models.backend import ONEDNN_LINEAR, MLP, linear, matmul_precision
 from vaelab.objectives import aevb
 

@@ -169,7 +169,7 @@ def test_extreme_log_weights_give_finite_bounds():
 
 def test_peaked_weights_and_extreme_logits_give_finite_bounds():
     from vaelab.config import ModelConfig
-    from vaelab.models import build_model
+    from vaelab.builders import build_model
 
     model = build_model(ModelConfig(latent_dim=2, hidden=(8,)), 6, "bernoulli")
     with torch.no_grad():

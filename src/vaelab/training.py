@@ -17,18 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from vaelab.estimators.bounds import evaluate_bound, mean_and_standard_error
+from vaelab.builders import build_run
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset, binarize, load_dataset
-from vaelab.distributed import Placement, average_gradients, barrier, gather, gather_objects, setup, teardown
+from vaelab.distributed import Placement, average_gradients, barrier, gather_objects, setup, teardown
 from vaelab.errors import RunError
-from vaelab.models import BernoulliLayer, HelmholtzMachine, VampPrior, build_model
+from vaelab.evaluation.evaluate import evaluate_split
+from vaelab.evaluation.protocol import seeded_generator, training_images, uses_binarization
+from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
-from vaelab.objectives import objective_from_config
+from vaelab.objectives import check_config, objective_from_config
 from vaelab.runio import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -43,8 +44,6 @@ from vaelab.runio import (
     write_json_atomic,
 )
 
-SPLIT_TAGS = {"train": 0, "valid": 1, "test": 2}
-
 
 class NumericalError(RunError):
     """A loss became NaN or infinite; the last checkpoint is left as it was."""
@@ -57,111 +56,6 @@ class RunResult:
     model: HelmholtzMachine
     dataset: Dataset
     metrics: list[dict[str, Any]]
-
-
-def seeded_generator(*entropy: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator on ``device`` seeded from a tuple of integers (e.g. seed, epoch, split tag)."""
-    seed = int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0])
-    return torch.Generator(device).manual_seed(seed)
-
-
-def uses_binarization(config: ExperimentConfig, dataset: Dataset) -> bool:
-    """True when grey pixels are turned into Bernoulli targets (Bernoulli likelihood, grey data)."""
-    likelihood = dataset.likelihood if config.model.likelihood == "auto" else config.model.likelihood
-    return likelihood == "bernoulli" and not dataset.is_binary
-
-
-def evaluation_images(config: ExperimentConfig, dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The images ``[N, D]`` (and labels ``[N]`` or None) on which L_k of ``split`` is measured.
-
-    Grey data under a Bernoulli likelihood is binarized once with ``binarization_seed``
-    (``threshold`` and ``none`` keep their own fixed transform), so every run and every algorithm
-    is measured on the same bits. The train split is subsampled to ``eval_train_size`` images.
-    """
-    if split not in dataset.splits:
-        raise RunError(f"dataset {dataset.name} has no '{split}' split (it has {', '.join(dataset.splits)})")
-    images, labels = dataset.splits[split].images, dataset.splits[split].labels
-    if uses_binarization(config, dataset):
-        mode = "static" if config.data.binarization == "dynamic" else config.data.binarization
-        images = binarize(images, mode, seeded_generator(config.data.binarization_seed, SPLIT_TAGS[split]))
-    subset = config.train.eval_train_size
-    if split == "train" and subset is not None and subset < images.shape[0]:
-        keep = torch.randperm(images.shape[0], generator=seeded_generator(config.data.binarization_seed, 99))[:subset]
-        images, labels = images[keep], None if labels is None else labels[keep]
-    return images, labels
-
-
-def evaluate_split(
-    model: HelmholtzMachine,
-    config: ExperimentConfig,
-    dataset: Dataset,
-    split: str,
-    k: int,
-    epoch: int,
-    placement: Placement | None = None,
-    num_images: int | None = None,
-    precision: str = "fp32",
-) -> dict[str, Any]:
-    """L_k and the ELBO (L_1) of ``split`` (its first ``num_images``; None: all): a metrics row with
-    means and standard errors in nats. ``precision='bf16'`` multiplies in bfloat16 (see
-    :func:`vaelab.models.backend.matmul_precision`); the row records it.
-
-    Under torchrun each process scores every world_size-th image; the values are gathered so
-    every process returns the same row.
-    """
-    placement = placement or Placement(next(model.parameters()).device)
-    images, _ = evaluation_images(config, dataset, split)
-    images = images[:num_images][placement.rank :: placement.world_size]
-    started = time.perf_counter()
-    generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k, placement.rank, device=placement.device)
-    batch_size = config.train.eval_batch_size
-    with matmul_precision(precision):
-        bounds = gather(evaluate_bound(model, images, k, generator, batch_size).to(placement.device), placement)
-        elbos = gather(evaluate_bound(model, images, 1, generator, batch_size).to(placement.device), placement)
-    bound, bound_stderr = mean_and_standard_error(bounds.cpu())
-    elbo, elbo_stderr = mean_and_standard_error(elbos.cpu())
-    return {
-        "kind": "eval",
-        "split": split,
-        "k": k,
-        "bound": bound,
-        "bound_stderr": bound_stderr,
-        "elbo": elbo,
-        "elbo_stderr": elbo_stderr,
-        "num_images": bounds.numel(),
-        "eval_seconds": time.perf_counter() - started,
-        **({} if precision == "fp32" else {"precision": precision}),
-    }
-
-
-def initial_model(config: ExperimentConfig, dataset: Dataset) -> HelmholtzMachine:
-    """The model of ``config``, initialised from ``config.seed`` (output biases and pseudo-inputs from the data)."""
-    torch.manual_seed(config.seed)  # nn.Linear initialisers draw from the global RNG
-    model = build_model(config.model, dataset.data_dim, dataset.likelihood)
-    train_images = dataset.splits["train"].images
-    if isinstance(model.generative, BernoulliLayer):
-        model.generative.init_output_bias(train_images.mean(0))
-    if isinstance(model.prior, VampPrior):  # pseudo-inputs start at random training images
-        model.prior.init_pseudo_inputs(train_images[torch.randint(len(train_images), (config.model.prior_size,))])
-    return model
-
-
-def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMachine, torch.optim.Adam]:
-    """The initial model and Adam with theta and phi as separate groups.
-
-    Adam's fused kernel (one pass over each parameter instead of about ten) is used where this
-    PyTorch has it for the parameters' device; it is Adam all the same.
-    """
-    model = initial_model(config, dataset)
-    groups = [
-        {"params": model.generative_parameters(), "name": "theta"},
-        {"params": model.recognition_parameters(), "name": "phi"},
-    ]
-    try:
-        optimizer = torch.optim.Adam(groups, lr=config.train.learning_rate, fused=True)
-    except RuntimeError:  # PyTorch < 2.4 fuses Adam on CUDA only
-        optimizer = torch.optim.Adam(groups, lr=config.train.learning_rate)
-    return model, optimizer
 
 
 def train(
@@ -180,9 +74,11 @@ def train(
     a second one interrupts at once (the previous checkpoint stays intact).
 
     Raises:
+        ConfigError: the algorithm cannot train the model as configured (the registry's rules).
         RunError: the directory holds another run (without ``resume``), its config differs from
             ``config``, it cannot be written, or a loss or gradient became non-finite.
     """
+    check_config(config)
     placement = setup(device)
     try:
         with _stop_requests() as stop:
@@ -210,7 +106,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
     barrier(placement)
 
     objective = objective_from_config(config.train)
-    train_images = _training_images(config, dataset)
+    train_images = training_images(config, dataset)
     metrics_path = run_dir / METRICS_FILE
     parameters = list(model.parameters())
     for epoch in range(epoch + 1, config.train.epochs + 1):
@@ -280,14 +176,6 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         if _any_process(stop.requested, placement):
             raise KeyboardInterrupt
     return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path) if placement.is_main else [])
-
-
-def _training_images(config: ExperimentConfig, dataset: Dataset) -> torch.Tensor:
-    """The training split as the objective sees it before any per-epoch (dynamic) binarization."""
-    images = dataset.splits["train"].images
-    if uses_binarization(config, dataset) and config.data.binarization != "dynamic":
-        images = binarize(images, config.data.binarization, seeded_generator(config.data.binarization_seed, SPLIT_TAGS["train"]))
-    return images
 
 
 # What a checkpoint holds (written at the end of every epoch by ``_train``).

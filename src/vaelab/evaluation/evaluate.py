@@ -1,34 +1,63 @@
-"""Loading a finished (or interrupted) run and estimating its bound after training."""
+"""L_k of a model on a split under the evaluation protocol, and of a saved run."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+from vaelab.builders import load_run
 from vaelab.config import ExperimentConfig
-from vaelab.data import Dataset, load_dataset
-from vaelab.distributed import resolve_device
-from vaelab.errors import RunError
+from vaelab.data import Dataset
+from vaelab.distributed import Placement, gather
+from vaelab.estimators.bounds import evaluate_bound, mean_and_standard_error
+from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
-from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, append_metrics, load_checkpoint
-from vaelab.training import evaluate_split, initial_model
+from vaelab.models.backend import matmul_precision
+from vaelab.runio import METRICS_FILE, append_metrics
 
 
-def load_run(
-    run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
-) -> tuple[ExperimentConfig, HelmholtzMachine, Dataset, dict[str, Any]]:
-    """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).exists():
-        raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
-    config = ExperimentConfig.load(run_dir / CONFIG_FILE)
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    dataset = load_dataset(config.data.dataset, data_dir)
-    model = initial_model(config, dataset)
-    model.load_state_dict(checkpoint["model"])
-    model.to(resolve_device(device))
-    model.eval()
-    return config, model, dataset, checkpoint
+def evaluate_split(
+    model: HelmholtzMachine,
+    config: ExperimentConfig,
+    dataset: Dataset,
+    split: str,
+    k: int,
+    epoch: int,
+    placement: Placement | None = None,
+    num_images: int | None = None,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """L_k and the ELBO (L_1) of ``split`` (its first ``num_images``; None: all): a metrics row with
+    means and standard errors in nats. ``precision='bf16'`` multiplies in bfloat16 (see
+    :func:`vaelab.models.backend.matmul_precision`); the row records it.
+
+    Under torchrun each process scores every world_size-th image; the values are gathered so
+    every process returns the same row.
+    """
+    placement = placement or Placement(next(model.parameters()).device)
+    images, _ = evaluation_images(config, dataset, split)
+    images = images[:num_images][placement.rank :: placement.world_size]
+    started = time.perf_counter()
+    generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k, placement.rank, device=placement.device)
+    batch_size = config.train.eval_batch_size
+    with matmul_precision(precision):
+        bounds = gather(evaluate_bound(model, images, k, generator, batch_size).to(placement.device), placement)
+        elbos = gather(evaluate_bound(model, images, 1, generator, batch_size).to(placement.device), placement)
+    bound, bound_stderr = mean_and_standard_error(bounds.cpu())
+    elbo, elbo_stderr = mean_and_standard_error(elbos.cpu())
+    return {
+        "kind": "eval",
+        "split": split,
+        "k": k,
+        "bound": bound,
+        "bound_stderr": bound_stderr,
+        "elbo": elbo,
+        "elbo_stderr": elbo_stderr,
+        "num_images": bounds.numel(),
+        "eval_seconds": time.perf_counter() - started,
+        **({} if precision == "fp32" else {"precision": precision}),
+    }
 
 
 def evaluate_run(

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
+from vaelab.builders import load_run
 from vaelab.errors import RunError
-from vaelab.evaluation.evaluate import load_run
+from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
+from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.exact.quadrature import LATENT_DIM, QuadratureSettings, quadrature_log_marginal
 from vaelab.runio import write_json_atomic
-from vaelab.training import SPLIT_TAGS, evaluation_images, seeded_generator
 
 EXACT_KS = (1, 10, 100, 1000, 5000)  # each divides the largest, so one set of 5000 samples serves all
 NUM_LARGEST_GAPS = 10  # images listed with their gap at the largest k: a few can dominate the mean

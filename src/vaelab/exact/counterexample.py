@@ -25,8 +25,8 @@ import math
 import torch
 from torch.distributions import AffineTransform, HalfNormal, Independent, TransformedDistribution
 
-from vaelab.models import HelmholtzMachine
 from vaelab.exact.linear_gaussian import AffineGaussian, linear_gaussian_model, linear_gaussian_posterior
+from vaelab.models import HelmholtzMachine
 
 # Posterior standard deviations per proposal standard deviation (c above).
 SCALE_FACTORS = {"matched": 1.5, "light-tailed": 0.2, "truncated": 1.5}

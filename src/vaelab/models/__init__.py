@@ -1,7 +1,7 @@
 """Models: priors, stochastic layers and the Helmholtz machine that composes them."""
 
 from vaelab.models.chain import Chain
-from vaelab.models.helmholtz import HelmholtzMachine, build_model
+from vaelab.models.helmholtz import HelmholtzMachine
 from vaelab.models.layers import BernoulliLayer, DiagonalGaussianLayer, StochasticLayer
 from vaelab.models.priors import BernoulliPrior, MixturePrior, StandardNormalPrior, VampPrior
 
@@ -15,5 +15,4 @@ __all__ = [
     "StandardNormalPrior",
     "StochasticLayer",
     "VampPrior",
-    "build_model",
 ]

@@ -11,13 +11,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaelab.config import ModelConfig
 from vaelab.models.chain import Chain
-from vaelab.models.layers import BernoulliLayer, DiagonalGaussianLayer
-from vaelab.models.priors import build_prior
-
-LIKELIHOOD_LAYERS = {"bernoulli": BernoulliLayer, "gaussian": DiagonalGaussianLayer}
-LATENT_LAYERS = {"gaussian": DiagonalGaussianLayer, "bernoulli": BernoulliLayer}
 
 
 class HelmholtzMachine(nn.Module):
@@ -81,22 +75,3 @@ class HelmholtzMachine(nn.Module):
     def recognition_parameters(self) -> list[nn.Parameter]:
         """phi: the recognition networks' parameters."""
         return [*self.recognition.parameters(), *self.upper_recognition.parameters()]
-
-
-def build_model(config: ModelConfig, data_dim: int, likelihood: str) -> HelmholtzMachine:
-    """The MLP Helmholtz machine of ``config`` for data of ``data_dim`` pixels.
-
-    ``likelihood`` is the dataset's ('bernoulli' or 'gaussian'); ``config.likelihood`` overrides it
-    unless it is 'auto'. x <-> z_1 networks have ``config.hidden`` units, z_l <-> z_{l+1} networks
-    ``config.upper_hidden``.
-    """
-    if config.likelihood != "auto":
-        likelihood = config.likelihood
-    dims, latent_layer = config.latent_dims, LATENT_LAYERS[config.latent]
-    generative = LIKELIHOOD_LAYERS[likelihood](dims[0], data_dim, config.hidden, config.activation)
-    recognition = latent_layer(data_dim, dims[0], config.hidden, config.activation)
-    upper_generative = [latent_layer(upper, lower, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
-    upper_recognition = [latent_layer(lower, upper, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
-    prior = build_prior(config.prior, dims[-1], config.prior_size, data_dim, recognition)
-    return HelmholtzMachine(prior, generative, recognition, dims, upper_generative, upper_recognition)
-

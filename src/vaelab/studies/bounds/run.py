@@ -23,18 +23,19 @@ from typing import Any
 
 import torch
 
-from vaelab.estimators.bounds import block_bound, bound_curve, log_weights_in_chunks
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-from vaelab.exact.counterexample import SCALE_FACTORS, fit_light_tailed_constant, limit_gap, proposal_models, samples_for_gap
 from vaelab.errors import RunError
+from vaelab.estimators.bounds import block_bound, bound_curve, log_weights_in_chunks
 from vaelab.evaluation.exact import load_2d_run
-from vaelab.models import HelmholtzMachine
-from vaelab.exact.quadrature import LATENT_DIM, quadrature_log_marginal
-from vaelab.runio import write_json_atomic
-from vaelab.models.sampling import sample
-from vaelab.exact.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
+from vaelab.evaluation.protocol import evaluation_images, seeded_generator
+from vaelab.exact.counterexample import SCALE_FACTORS, fit_light_tailed_constant, limit_gap, proposal_models, samples_for_gap
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
-from vaelab.training import evaluation_images, seeded_generator, train
+from vaelab.exact.quadrature import LATENT_DIM, quadrature_log_marginal
+from vaelab.exact.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
+from vaelab.models import HelmholtzMachine
+from vaelab.models.sampling import sample
+from vaelab.runio import write_json_atomic
+from vaelab.training import train
 
 RESULTS_FILE = "bounds.json"
 TRAINED_RUN = "digits-run"  # where the digits model is trained when no run is given

@@ -16,13 +16,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset
 from vaelab.errors import RunError
+from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
+from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
-from vaelab.studies.compare.report import Report, build_report
 from vaelab.runio import write_json_atomic
+from vaelab.studies.compare.report import Report, build_report
 from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,
     CURVE_KS,
@@ -31,7 +32,7 @@ from vaelab.studies.compare.study import (
     algorithm_run_dir,
     read_bound_curve,
 )
-from vaelab.training import SPLIT_TAGS, evaluation_images, seeded_generator, train
+from vaelab.training import train
 
 # Fourth entry of the curve generator's seed: training's evaluations are seeded by
 # (seed, epoch, split tag, k) with k >= 1, so 0 keeps the curve's samples apart from theirs.
