@@ -13,15 +13,17 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
+from vaelab.builders import build_model
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError
-from vaelab.models import HelmholtzMachine, StandardNormalPrior, build_model
-from vaelab.models.priors import MixturePrior
-from vaelab.objectives import OBJECTIVES, importance_samples, log_mean_exp
-from vaelab.objectives.vimco import leave_one_out_bounds
-from vaelab.models.sampling import sample
-from vaelab.exact.sigmoid_belief import all_configurations, sigmoid_belief_model
 from vaelab.exact.linear_gaussian import AffineGaussian, linear_gaussian_posterior
+from vaelab.exact.sigmoid_belief import all_configurations, sigmoid_belief_model
+from vaelab.models import HelmholtzMachine, StandardNormalPrior
+from vaelab.models.priors import MixturePrior
+from vaelab.models.sampling import sample
+from vaelab.objectives import OBJECTIVES, check_config, importance_samples, log_mean_exp
+from vaelab.objectives.vimco import leave_one_out_bounds
+
 
 # How each objective's reported bound is formed from its log-weights ``[k, B]`` (with the OPTIONS
 # below: k = 6 samples, or 2 groups of 3 for miwae and piwae). A new objective must say, or the
@@ -96,14 +98,15 @@ def test_objective_contract(name, variant):
 def test_reparameterised_objectives_refuse_bernoulli_latents(algorithm):
     model = ModelConfig(latent="bernoulli", prior="bernoulli")
     with pytest.raises(ConfigError, match="cannot train Bernoulli latents"):
-        ExperimentConfig(model=model, train=TrainConfig(algorithm=algorithm, kl="monte-carlo", num_samples=2))
+        check_config(ExperimentConfig(model=model, train=TrainConfig(algorithm=algorithm, kl="monte-carlo", num_samples=2)))
 
 
 def test_vimco_needs_two_samples_and_analytic_kl_needs_the_standard_normal():
     with pytest.raises(ConfigError, match="vimco needs num_samples >= 2"):
-        TrainConfig(algorithm="vimco", num_samples=1)
+        check_config(ExperimentConfig(train=TrainConfig(algorithm="vimco", num_samples=1)))
     with pytest.raises(ConfigError, match="analytic KL"):
-        ExperimentConfig(model=ModelConfig(prior="mixture"), train=TrainConfig(algorithm="aevb"))
+        check_config(ExperimentConfig(model=ModelConfig(prior="mixture"), train=TrainConfig(algorithm="aevb", kl="analytic")))
+    check_config(ExperimentConfig(model=ModelConfig(prior="mixture"), train=TrainConfig(algorithm="aevb")))  # kl auto: Monte Carlo
 
 
 def _gradient_draws(estimator, model, x, k, draws, seed):

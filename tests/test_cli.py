@@ -106,7 +106,7 @@ def test_bad_options_get_one_line(tmp_path, args, fragments):
         # an option the run would not read is refused, not silently ignored
         (["--algorithm", "iwae", "--groups", "3"], "--groups applies to miwae and piwae only, not to iwae"),
         (["--algorithm", "wake-sleep", "--kl", "monte-carlo"], "--kl applies to aevb only"),
-        (["--prior-components", "5"], "--prior-components applies to the mixture and vamp priors only"),
+        (["--prior-components", "5"], "prior_components applies to the mixture and vamp priors only"),
     ],
 )
 def test_configurations_that_cannot_train_get_one_line(tmp_path, args, fragment):

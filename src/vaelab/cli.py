@@ -9,23 +9,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from vaelab import __version__
 from vaelab.config import (
-    ACTIVATIONS,
-    BINARIZATIONS,
-    DEFAULT_PRIOR_COMPONENTS,
-    KL_ESTIMATORS,
-    LATENTS,
-    LIKELIHOODS,
     MATMUL_PRECISIONS,
-    PRIORS,
-    RWS_PHI_UPDATES,
+    POSITIVE_INT,
+    SEED,
+    SPLITS,
     DataConfig,
     ExperimentConfig,
+    Kind,
     ModelConfig,
     TrainConfig,
+    list_of,
 )
 from vaelab.errors import ConfigError, VaelabError
 
@@ -45,152 +44,93 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
-    return value
+def _argument_type(kind: Kind):
+    """An argparse type for a config field's kind: parse the text, then check it as config would."""
 
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (got {text!r})")
-    return value
-
-
-def number_in(low: float, high: float, closed: bool):
-    """An argparse type: a float in [low, high] (``closed``) or (low, high)."""
-    interval = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
-
-    def parse(text: str) -> float:
+    def parse(text: str):
         try:
-            value = float(text)
+            value = kind.parse(text)
         except ValueError:
-            value = float("nan")
-        if not (low <= value <= high if closed else low < value < high):
-            raise argparse.ArgumentTypeError(f"must be a number in {interval} (got {text!r})")
+            value = None
+        if value is None or not kind.valid(value):
+            raise argparse.ArgumentTypeError(f"must be {kind.description} (got {text!r})")
         return value
 
     return parse
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers such as 512 or 200,200 (got {text!r})")
-    return values
+positive_int = _argument_type(POSITIVE_INT)
+
+_SECTIONS = (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig), (None, ExperimentConfig))
 
 
-def name_list(choices: Sequence[str]):
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(part.strip() for part in text.split(",") if part.strip())
-        unknown = [name for name in names if name not in choices]
-        if not names or unknown:
-            raise argparse.ArgumentTypeError(f"must be a comma-separated list of {', '.join(choices)} (got {text!r})")
-        return names
-
-    return parse
+def _experiment_fields():
+    """(section or None for the top level, dataclass field) for every config field that is an option."""
+    for section, cls in _SECTIONS:
+        for spec in dataclasses.fields(cls):
+            if "kind" in spec.metadata:
+                yield section, spec
 
 
-# (flag, config section, field, argparse keywords): each becomes an option of `train` (and `compare`).
-def _experiment_options():
-    from vaelab.data import DATASET_NAMES
-    from vaelab.objectives import OBJECTIVES
-
-    return [
-        ("--dataset", "data", "dataset", {"choices": DATASET_NAMES, "help": "dataset by name"}),
-        ("--binarization", "data", "binarization", {"choices": BINARIZATIONS, "help": "how grey pixels become Bernoulli targets for training; 'none' is not a normalised likelihood"}),
-        ("--binarization-seed", "data", "binarization_seed", {"type": non_negative_int, "help": "seed of the fixed binarization of evaluation splits"}),
-        ("--latent-dim", "model", "latent_dim", {"type": int_list, "help": "dimension of z, or one per stochastic layer from x up, e.g. 100,50"}),
-        ("--latent", "model", "latent", {"choices": LATENTS, "help": "type of the latents; bernoulli needs --prior bernoulli"}),
-        ("--hidden", "model", "hidden", {"type": int_list, "help": "hidden widths of the x <-> z_1 networks, e.g. 512 or 200,200"}),
-        ("--upper-hidden", "model", "upper_hidden", {"type": int_list, "help": "hidden widths of the networks between stochastic layers"}),
-        ("--activation", "model", "activation", {"choices": ACTIVATIONS, "help": "hidden activation"}),
-        ("--likelihood", "model", "likelihood", {"choices": LIKELIHOODS, "help": "p(x|z); 'auto' takes the dataset's"}),
-        ("--prior", "model", "prior", {"choices": PRIORS, "help": "p(z) of the top stochastic layer"}),
-        ("--prior-components", "model", "prior_components", {"type": positive_int, "help": "components of the mixture or pseudo-inputs of the vamp prior; none: 10 and 500"}),
-        ("--algorithm", "train", "algorithm", {"choices": tuple(OBJECTIVES), "help": "learning algorithm"}),
-        ("--num-samples", "train", "num_samples", {"type": positive_int, "help": "samples per datapoint: m of aevb and wake-sleep, k of the L_k objectives"}),
-        ("--kl", "train", "kl", {"choices": KL_ESTIMATORS, "help": "aevb's KL term: closed form or the Monte Carlo estimator"}),
-        ("--rws-phi", "train", "rws_phi", {"choices": RWS_PHI_UPDATES, "help": "rws's phi update: wake-phi, sleep-phi or their average"}),
-        ("--groups", "train", "groups", {"type": positive_int, "help": "miwae and piwae: M groups of --num-samples samples each"}),
-        ("--ciwae-beta", "train", "ciwae_beta", {"type": number_in(0, 1, closed=True), "help": "ciwae: weight of the ELBO against L_k"}),
-        ("--epochs", "train", "epochs", {"type": positive_int, "help": "training epochs"}),
-        ("--batch-size", "train", "batch_size", {"type": positive_int, "help": "minibatch size"}),
-        ("--lr", "train", "learning_rate", {"type": number_in(0, 1, closed=False), "help": "Adam learning rate"}),
-        ("--precision", "train", "precision", {"choices": MATMUL_PRECISIONS, "help": "matmul precision of the training steps (evaluations stay fp32): "
-         "bf16 trains 1.2-2.2x faster on CPUs with AVX512-BF16 (README: Benchmarks)"}),
-        ("--eval-every", "train", "eval_every", {"type": positive_int, "help": "evaluate L_k every this many epochs (and at the last)"}),
-        ("--eval-k", "train", "eval_k", {"type": positive_int, "help": "k of the L_k evaluations"}),
-        ("--eval-splits", "train", "eval_splits", {"type": name_list(("train", "valid", "test")), "help": "comma-separated splits to evaluate"}),
-        ("--eval-train-size", "train", "eval_train_size", {"type": positive_int, "help": "evaluate the train split on a fixed subset of this many images (default: all)"}),
-        ("--seed", None, "seed", {"type": non_negative_int, "help": "seed of initialisation, minibatches and sampling"}),
-    ]
-
-
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-
-
-def _default(section: str | None, field: str):
-    cls = _SECTIONS[section] if section else ExperimentConfig
-    return next(f for f in dataclasses.fields(cls) if f.name == field).default
+def flag_of(spec: dataclasses.Field) -> str:
+    """The command-line flag of a config field: its metadata's, else ``--field-name``."""
+    return spec.metadata["flag"] or "--" + spec.name.replace("_", "-")
 
 
 def _add_experiment_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    for flag, section, field, keywords in _experiment_options():
+    """One option per config field, with the field's kind, help and default (as recorded in config.json)."""
+    from vaelab.data import DATASET_NAMES
+    from vaelab.objectives import OBJECTIVES
+
+    dynamic_choices = {"algorithm": tuple(OBJECTIVES), "dataset": DATASET_NAMES}
+    for _, spec in _experiment_fields():
+        flag = flag_of(spec)
         if flag in exclude:
             continue
-        default = _default(section, field)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        keywords = {**keywords, "help": f"{keywords['help']} (default: {shown})"}
-        parser.add_argument(flag, dest=field, default=None, **keywords)
+        kind: Kind = spec.metadata["kind"]
+        default = spec.default
+        shown = "none" if default is None else ",".join(map(str, default)) if isinstance(default, tuple) else default
+        keywords = {"help": f"{spec.metadata['help']} (default: {shown})"}
+        choices = kind.choices or dynamic_choices.get(spec.name)
+        keywords.update({"choices": choices} if choices else {"type": _argument_type(kind)})
+        parser.add_argument(flag, dest=spec.name, default=None, **keywords)
     parser.add_argument("--config", type=Path, help="JSON config file to start from; options given here override it")
+
+
+def given_options(args: argparse.Namespace) -> list[str]:
+    """The config fields set explicitly on the command line."""
+    return [spec.name for _, spec in _experiment_fields() if getattr(args, spec.name, None) is not None]
 
 
 def experiment_config(args: argparse.Namespace, algorithm: str | None = None) -> ExperimentConfig:
     """The config of ``--config`` (or the defaults) with every option given on the command line
     applied, and ``algorithm`` (when given) as ``train.algorithm``."""
     base = ExperimentConfig.load(args.config) if getattr(args, "config", None) else ExperimentConfig()
-    updates: dict[str, dict] = {"data": {}, "model": {}, "train": {} if algorithm is None else {"algorithm": algorithm}}
-    seed = base.seed
-    for _, section, field, _ in _experiment_options():
-        value = getattr(args, field, None)
-        if value is None:
-            continue
-        if section is None:
-            seed = value
-        else:
-            updates[section][field] = value
-    return ExperimentConfig(
+    updates: dict[str | None, dict] = {"data": {}, "model": {}, "train": {} if algorithm is None else {"algorithm": algorithm}, None: {}}
+    for section, spec in _experiment_fields():
+        value = getattr(args, spec.name, None)
+        if value is not None:
+            updates[section][spec.name] = value
+    return dataclasses.replace(
+        base,
         data=dataclasses.replace(base.data, **updates["data"]),
         model=dataclasses.replace(base.model, **updates["model"]),
         train=dataclasses.replace(base.train, **updates["train"]),
-        seed=seed,
+        **updates[None],
     )
 
 
-def refuse_unused_options(args: argparse.Namespace, config: ExperimentConfig, algorithms: Sequence[str]) -> None:
-    """Raise ConfigError for an option given on the command line that none of ``algorithms``
-    (nor ``config``'s prior) would read, e.g. ``--groups`` with ``--algorithm iwae``."""
-    from vaelab.objectives import OBJECTIVES
+def check_experiment(args: argparse.Namespace, config: ExperimentConfig, algorithms: Sequence[str]) -> None:
+    """Refuse, in one line, a configuration one of ``algorithms`` cannot train, and an option given
+    on the command line that none of them reads (e.g. ``--groups`` with ``--algorithm iwae``).
+    Both rules are the objective registry's."""
+    from vaelab.objectives.registry import check_config, readers, unread_options
 
-    flags = {field: flag for flag, _, field, _ in _experiment_options()}
-    for field in sorted({option for objective in OBJECTIVES.values() for option in objective.options}):
-        readers = [name for name, objective in OBJECTIVES.items() if field in objective.options]
-        if getattr(args, field, None) is not None and not set(readers) & set(algorithms):
-            raise ConfigError(f"{flags[field]} applies to {' and '.join(readers)} only, not to {', '.join(algorithms)}")
-    if getattr(args, "prior_components", None) is not None and config.model.prior not in DEFAULT_PRIOR_COMPONENTS:
-        raise ConfigError(f"--prior-components applies to the {' and '.join(DEFAULT_PRIOR_COMPONENTS)} priors only, not to {config.model.prior}")
+    for algorithm in algorithms:
+        check_config(dataclasses.replace(config, train=dataclasses.replace(config.train, algorithm=algorithm)))
+    flags = {spec.name: flag_of(spec) for _, spec in _experiment_fields()}
+    for option in unread_options(given_options(args), algorithms):
+        raise ConfigError(f"{flags[option]} applies to {' and '.join(readers(option))} only, not to {', '.join(algorithms)}")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -204,20 +144,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vaelab", description="Deep latent-variable models: wake-sleep, AEVB and the importance-weighted bound L_k.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    train = commands.add_parser("train", help="train one model", description="Train one model; writes config.json, environment.json, metrics.jsonl and checkpoint.pt into --out.")
+def _add_train_arguments(train: argparse.ArgumentParser) -> None:
     _add_experiment_options(train)
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(train)
 
-    evaluate = commands.add_parser("evaluate", help="estimate L_k of a trained run", description="Estimate L_k of a run's last checkpoint; prints mean and standard error and appends them to the run's metrics.")
+
+def _add_evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("run_dir", type=Path, help="run directory written by 'vaelab train'")
     evaluate.add_argument("--k", type=positive_int, default=1000, help="number of importance samples (default: 1000)")
-    evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split to evaluate (default: test)")
+    evaluate.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate (default: test)")
     evaluate.add_argument(
         "--exact",
         action="store_true",
@@ -234,28 +171,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(evaluate)
 
-    _add_bounds_parser(commands)
 
-    datasets = commands.add_parser("datasets", help="list datasets and their local files", description="List every dataset, whether its files are present locally, and their sha256.")
+def _add_datasets_arguments(datasets: argparse.ArgumentParser) -> None:
     datasets.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
-    _add_compare_parser(commands)
-    _add_report_parser(commands)
-    return parser
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from vaelab.training import train
 
     config = experiment_config(args)
-    refuse_unused_options(args, config, (config.train.algorithm,))
+    check_experiment(args, config, (config.train.algorithm,))
+    if not args.no_progress:
+        print(plan(config, (config.train.algorithm,), args.out))
     result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, device=args.device)
     if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
         return 0
-    evaluations = [row for row in result.metrics if row.get("kind") == "eval"]
-    for row in evaluations[-len(config.train.eval_splits):]:
-        print(f"epoch {row['epoch']}: {row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
+    if args.no_progress:  # with progress, training printed every evaluation as it came
+        evaluations = [row for row in result.metrics if row.get("kind") == "eval"]
+        for row in evaluations[-len(config.train.eval_splits):]:
+            print(f"epoch {row['epoch']}: {row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
     print(f"run written to {result.run_dir}")
     return 0
+
+
+def plan(config: ExperimentConfig, algorithms: Sequence[str], out: Path) -> str:
+    """One line saying what a training command will do before it starts: algorithms, data,
+    epochs, evaluations and where it writes."""
+    train = config.train
+    evaluations = len({*range(train.eval_every, train.epochs + 1, train.eval_every), train.epochs})
+    return (
+        f"{' and '.join(algorithms)} on {config.data.dataset}: {train.epochs} epochs of batch {train.batch_size}; "
+        f"L_{train.eval_k} on {', '.join(train.eval_splits)} at {evaluations} epoch(s); writing {out} "
+        "(a progress bar per epoch shows its time left)"
+    )
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -275,17 +223,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bounds_parser(commands) -> None:
-    bounds = commands.add_parser(
-        "bounds",
-        help="L_k against k beside exact log p(x), and the counterexample with unbounded weights",
-        description="The seed's sections 1.4 and 1.5 as experiments: L_k against k beside exact log p(x) on tractable models and a "
-        "trained 2-D model, and proposals for which L_k stalls below log p(x). Writes bounds.json, figures (PNG, PDF) and bounds.html into --out.",
-    )
+def _add_bounds_arguments(bounds: argparse.ArgumentParser) -> None:
     bounds.add_argument("--out", type=Path, required=True, help="output directory")
     bounds.add_argument("--run", type=Path, help="a trained run with a 2-D latent (default: train a small AEVB model on digits into OUT/digits-run)")
     bounds.add_argument("--quick", action="store_true", help="k up to 1000, 3 repetitions, few points and epochs: a smoke test in seconds")
-    bounds.add_argument("--seed", type=non_negative_int, default=0, help="seed of the models, data and samples (default: 0)")
+    bounds.add_argument("--seed", type=_argument_type(SEED), default=0, help="seed of the models, data and samples (default: 0)")
     bounds.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
     bounds.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -316,18 +258,11 @@ def _run_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_compare_parser(commands) -> None:
+def _add_compare_arguments(compare: argparse.ArgumentParser) -> None:
     from vaelab.objectives import OBJECTIVES
 
-    compare = commands.add_parser(
-        "compare",
-        help="train several algorithms alike and report on them",
-        description="The seed's study in one command: train every algorithm of --algorithms with the same seed, data, "
-        "networks and budget (one run directory each, DIR/<algorithm>/), then write figures and DIR/report.html. "
-        "Run it again to continue a killed study.",
-    )
     compare.add_argument(
-        "--algorithms", type=name_list(tuple(OBJECTIVES)), default=("wake-sleep", "aevb"),
+        "--algorithms", type=_argument_type(list_of(tuple(OBJECTIVES))), default=("wake-sleep", "aevb"),
         help="comma-separated algorithms to compare (default: wake-sleep,aevb)",
     )
     _add_experiment_options(compare, exclude=("--algorithm",))
@@ -341,8 +276,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     from vaelab.studies.compare.study import Study
 
     config = experiment_config(args, algorithm=args.algorithms[0])
-    refuse_unused_options(args, config, args.algorithms)
+    check_experiment(args, config, args.algorithms)
     study = Study(args.algorithms, config, args.curve_images)
+    if not args.no_progress:
+        print(plan(config, args.algorithms, args.out))
     report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device)
     if report is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
@@ -355,12 +292,7 @@ def _print_report(report) -> int:
     return 0
 
 
-def _add_report_parser(commands) -> None:
-    report = commands.add_parser(
-        "report",
-        help="rebuild a study's figures and report",
-        description="Rebuild the figures and report.html of a study written by 'vaelab compare', from its saved results; never trains.",
-    )
+def _add_report_arguments(report: argparse.ArgumentParser) -> None:
     report.add_argument("study_dir", type=Path, help="study directory written by 'vaelab compare'")
     report.add_argument("--data-dir", type=Path, help="folder holding the datasets (default: $VAELAB_DATA, else the user cache)")
 
@@ -372,25 +304,84 @@ def _run_report(args: argparse.Namespace) -> int:
     return _print_report(report)
 
 
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, its description, its arguments and what runs it."""
+
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
 COMMANDS = {
-    "train": _run_train,
-    "evaluate": _run_evaluate,
-    "datasets": _run_datasets,
-    "compare": _run_compare,
-    "report": _run_report,
-    "bounds": _run_bounds,
+    "train": Command(
+        "train one model",
+        "Train one model; writes config.json, environment.json, metrics.jsonl and checkpoint.pt into --out.",
+        _add_train_arguments,
+        _run_train,
+    ),
+    "evaluate": Command(
+        "estimate L_k of a trained run",
+        "Estimate L_k of a run's last checkpoint; prints mean and standard error and appends them to the run's metrics.",
+        _add_evaluate_arguments,
+        _run_evaluate,
+    ),
+    "bounds": Command(
+        "L_k against k beside exact log p(x), and the counterexample with unbounded weights",
+        "Sections 1.4 and 1.5 of the original homework as experiments: L_k against k beside exact log p(x) on tractable models "
+        "and a trained 2-D model, and proposals for which L_k stalls below log p(x). Writes bounds.json, figures (PNG, PDF) "
+        "and bounds.html into --out.",
+        _add_bounds_arguments,
+        _run_bounds,
+    ),
+    "datasets": Command(
+        "list datasets and their local files",
+        "List every dataset, whether its files are present locally, and their sha256.",
+        _add_datasets_arguments,
+        _run_datasets,
+    ),
+    "compare": Command(
+        "train several algorithms alike and report on them",
+        "The wake-sleep against AEVB study of the original homework in one command: train every algorithm of --algorithms "
+        "with the same seed, data, networks and budget (one run directory each, DIR/<algorithm>/), then write figures and "
+        "DIR/report.html. Run it again to continue a killed study.",
+        _add_compare_arguments,
+        _run_compare,
+    ),
+    "report": Command(
+        "rebuild a study's figures and report",
+        "Rebuild the figures and report.html of a study written by 'vaelab compare', from its saved results; never trains.",
+        _add_report_arguments,
+        _run_report,
+    ),
 }
 
 
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand's name and help, with the arguments of ``command`` alone
+    (building a subcommand's options imports the registries, and with them torch: ``vaelab --help``
+    and ``vaelab --version`` stay light)."""
+    parser = _Parser(prog="vaelab", description="Deep latent-variable models: wake-sleep, AEVB, IWAE and more, measured with the importance-weighted bound L_k.")
+    parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, spec in COMMANDS.items():
+        subparser = commands.add_parser(name, help=spec.help, description=spec.description)
+        if name == command:
+            spec.add_arguments(subparser)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command].run(args)
     except VaelabError as error:
         print(f"vaelab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -2,9 +2,8 @@
 
 import torch
 
+from vaelab.config import BINARIZATIONS
 from vaelab.errors import ConfigError
-
-BINARIZATIONS = ("dynamic", "static", "threshold", "none")
 
 
 def binarize(images: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:

@@ -19,6 +19,7 @@ from typing import Any
 
 from vaelab.config import ExperimentConfig
 from vaelab.errors import ConfigError, RunError
+from vaelab.objectives.registry import check_config, get_objective
 from vaelab.runio import write_json_atomic
 
 STUDY_FILE = "compare.json"
@@ -44,18 +45,15 @@ class Study:
     curve_images: int | None = None
 
     def __post_init__(self) -> None:
-        from vaelab.objectives import OBJECTIVES
-
         object.__setattr__(self, "algorithms", tuple(self.algorithms))
         if not self.algorithms:
             raise ConfigError("a study needs at least one algorithm")
-        unknown = [name for name in self.algorithms if name not in OBJECTIVES]
-        if unknown:
-            raise ConfigError(f"unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
+        for algorithm in self.algorithms:
+            get_objective(algorithm)  # an unknown name: one line listing the known ones
         if len(set(self.algorithms)) != len(self.algorithms):
             raise ConfigError(f"each algorithm may appear once (got {', '.join(self.algorithms)})")
-        for algorithm in self.algorithms:  # each run's config must be valid (e.g. latents the algorithm can train)
-            self.run_config(algorithm)
+        for algorithm in self.algorithms:  # each algorithm must be able to train the shared model
+            check_config(self.run_config(algorithm))
         if "test" not in self.config.train.eval_splits:
             raise ConfigError("a study compares test L_k: eval splits must include 'test'")
         if self.curve_images is not None and not (isinstance(self.curve_images, int) and self.curve_images > 0):

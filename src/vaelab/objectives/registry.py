@@ -1,0 +1,137 @@
+"""The registry of learning algorithms, and the rules each one carries.
+
+Every objective has the signature ``fn(model, x, num_samples, generator, **options)`` and returns
+an :class:`~vaelab.objectives.core.ObjectiveOutput` of per-example ``[B]`` tensors. An
+:class:`Objective` says which ``TrainConfig`` fields it reads and what it requires of the model
+and of the sample count; :func:`check_config` applies those rules to a whole experiment, so the
+config (which knows no algorithm) and the command line (which refuses options the algorithm
+would not read) ask here rather than restate them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from vaelab.config import ExperimentConfig, TrainConfig
+from vaelab.errors import ConfigError
+from vaelab.objectives.aevb import aevb
+from vaelab.objectives.core import ObjectiveOutput
+from vaelab.objectives.iwae import ciwae, iwae, iwae_dreg, miwae, piwae
+from vaelab.objectives.rws import rws, rws_dreg
+from vaelab.objectives.vimco import vimco
+from vaelab.objectives.wake_sleep import wake_sleep
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A registered algorithm and its rules.
+
+    Attributes:
+        function: ``fn(model, x, num_samples, generator, **options) -> ObjectiveOutput``.
+        options: ``TrainConfig`` fields passed on as keyword arguments (and the only ones of
+            :data:`ALGORITHM_OPTIONS` it reads).
+        reparameterized: differentiates through z = mu + sigma * eps, so it takes Gaussian latents only.
+        min_samples: the fewest samples per datapoint it works with.
+        phi_ascends_bound: phi's update is the gradient of a bound, so it also trains a prior that
+            shares phi (the VampPrior); wake-sleep-style updates are not.
+        extra_rule: further requirements on the experiment: a one-line reason it is refused, or None.
+    """
+
+    function: Callable[..., ObjectiveOutput]
+    options: tuple[str, ...] = ()
+    reparameterized: bool = False
+    min_samples: int = 1
+    phi_ascends_bound: bool = True
+    extra_rule: Callable[[ExperimentConfig], str | None] | None = None
+
+    @property
+    def latents(self) -> tuple[str, ...]:
+        """The latent types it can train."""
+        return ("gaussian",) if self.reparameterized else ("gaussian", "bernoulli")
+
+
+def _rws_rule(config: ExperimentConfig) -> str | None:
+    train = config.train
+    if train.rws_phi != "sleep" and train.num_samples < 2:
+        return f"rws's {train.rws_phi}-phi update needs num_samples >= 2: with one sample its weight is 1 and the update is noise"
+    return None
+
+
+def _aevb_rule(config: ExperimentConfig) -> str | None:
+    if config.train.kl == "analytic" and (config.model.prior != "standard-normal" or len(config.model.latent_dims) > 1):
+        return "aevb's analytic KL needs one stochastic layer and the standard-normal prior; use kl 'auto' or 'monte-carlo'"
+    return None
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "aevb": Objective(aevb, options=("kl",), reparameterized=True, extra_rule=_aevb_rule),
+    "wake-sleep": Objective(wake_sleep, phi_ascends_bound=False),
+    "iwae": Objective(iwae, reparameterized=True),
+    "iwae-dreg": Objective(iwae_dreg, reparameterized=True),
+    "rws": Objective(rws, options=("rws_phi",), phi_ascends_bound=False, extra_rule=_rws_rule),
+    "rws-dreg": Objective(rws_dreg, reparameterized=True, min_samples=2, phi_ascends_bound=False),
+    "vimco": Objective(vimco, min_samples=2),
+    "miwae": Objective(miwae, options=("groups",), reparameterized=True),
+    "piwae": Objective(piwae, options=("groups",), reparameterized=True),
+    "ciwae": Objective(ciwae, options=("ciwae_beta",), reparameterized=True),
+}
+
+# TrainConfig fields that only some algorithms read
+ALGORITHM_OPTIONS = tuple(sorted({name for objective in OBJECTIVES.values() for name in objective.options}))
+
+
+def get_objective(name: str) -> Objective:
+    """The registered algorithm ``name``; an unknown name raises :class:`ConfigError` listing the known ones."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"algorithm must be one of {', '.join(OBJECTIVES)} (got {name!r})")
+    return OBJECTIVES[name]
+
+
+def check_config(config: ExperimentConfig) -> None:
+    """Raise :class:`ConfigError` (one line) where ``config``'s algorithm cannot train its model as configured."""
+    algorithm = config.train.algorithm
+    objective = get_objective(algorithm)
+    if config.train.num_samples < objective.min_samples:
+        raise ConfigError(f"{algorithm} needs num_samples >= {objective.min_samples} (got {config.train.num_samples})")
+    if config.model.latent not in objective.latents:
+        able = [name for name, other in OBJECTIVES.items() if config.model.latent in other.latents]
+        raise ConfigError(
+            f"{algorithm} differentiates through reparameterised samples and cannot train {config.model.latent.capitalize()} latents; "
+            f"use {', '.join(able[:-1])} or {able[-1]}"
+        )
+    if config.model.prior == "vamp" and not objective.phi_ascends_bound:
+        able = [name for name, other in OBJECTIVES.items() if other.phi_ascends_bound]
+        raise ConfigError(
+            f"the vamp prior shares the recognition network, which {algorithm}'s phi update does not train as part of the prior; "
+            f"use {', '.join(able[:-1])} or {able[-1]}"
+        )
+    reason = objective.extra_rule(config) if objective.extra_rule else None
+    if reason:
+        raise ConfigError(reason)
+
+
+def readers(option: str) -> list[str]:
+    """The algorithms that read the ``TrainConfig`` field ``option`` (one of :data:`ALGORITHM_OPTIONS`)."""
+    return [name for name, objective in OBJECTIVES.items() if option in objective.options]
+
+
+def unread_options(given: Sequence[str], algorithms: Sequence[str]) -> list[str]:
+    """The fields of ``given`` (set explicitly by the user) that none of ``algorithms`` reads, e.g.
+    ``groups`` with iwae: options that would silently do nothing."""
+    return [option for option in ALGORITHM_OPTIONS if option in given and not set(readers(option)) & set(algorithms)]
+
+
+def objective_from_config(train_config: TrainConfig) -> Callable[..., ObjectiveOutput]:
+    """``fn(model, x, generator)`` for the algorithm, sample count and options of ``train_config``."""
+    objective = get_objective(train_config.algorithm)
+    options = {name: getattr(train_config, name) for name in objective.options}
+    return functools.partial(_call, objective.function, train_config.num_samples, options)
+
+
+def _call(function, num_samples, options, model, x, generator):
+    return function(model, x, num_samples=num_samples, generator=generator, **options)
+
+
+__all__ = ["ALGORITHM_OPTIONS", "OBJECTIVES", "Objective", "check_config", "get_objective", "objective_from_config", "readers", "unread_options"]

@@ -1,0 +1,87 @@
+"""The package's layers, read from its imports: no cycles, and each layer imports only from below.
+
+Each check runs in a fresh interpreter, so a module counts as imported only if importing the
+module under test loaded it.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vaelab
+
+PACKAGE_DIR = Path(vaelab.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_level_imports() -> dict[str, set[str]]:
+    """module -> the vaelab modules its top-level statements import (function-local imports are
+    the deliberate lazy ones and do not count)."""
+    modules = {_module_name(path): path for path in PACKAGE_DIR.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaelab"):
+                for alias in node.names:  # `from vaelab.x import y` imports vaelab.x.y where y is a module
+                    submodule = f"{node.module}.{alias.name}"
+                    targets.add(submodule if submodule in modules else node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names if alias.name.startswith("vaelab"))
+        graph[name] = targets & set(modules)
+    return graph
+
+
+def test_no_import_cycle_in_the_package():
+    graph = _module_level_imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(target):] + [target]))
+            if target not in state:
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def _loaded_after(statement: str) -> set[str]:
+    probe = f"import sys\n{statement}\nprint('\\n'.join(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "statement,forbidden",
+    [
+        ("import vaelab.config", {"torch", "vaelab.objectives", "vaelab.data", "vaelab.training"}),
+        ("import vaelab.models", {"vaelab.config", "vaelab.training"}),
+        ("import vaelab.evaluation.evaluate", {"vaelab.training"}),
+        ("import vaelab.studies.compare.report", {"vaelab.training", "vaelab.estimators.bounds"}),
+        ("import vaelab", {"torch"}),
+        ("from vaelab.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass", {"torch"}),
+        ("from vaelab.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass", {"torch"}),
+    ],
+)
+def test_a_layer_does_not_load_what_is_above_it(statement, forbidden):
+    assert not _loaded_after(statement) & forbidden
+
+
+def test_public_names_of_the_root_load_on_first_use():
+    loaded = _loaded_after("import vaelab\nassert callable(vaelab.train) and vaelab.ExperimentConfig().seed == 0")
+    assert "vaelab.training" in loaded and "torch" in loaded
