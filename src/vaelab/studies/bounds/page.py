@@ -1,22 +1,20 @@
 """The page of ``vaelab bounds``: ``bounds.html``, drawn from ``bounds.json`` and the figures' PNGs.
 
-The page is one self-contained file (figures embedded as base64), rendered from the Jinja2
-template ``templates/bounds.html``.
+The page is one self-contained file (figures embedded as data URIs), rendered from the Jinja2
+template ``templates/bounds.html`` (see :mod:`vaelab.studies.pages`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from pathlib import Path
 
-import jinja2
-
-from vaelab.studies.bounds.figures import FIGURES
-from vaelab.studies.bounds.run import RESULTS_FILE
 from vaelab.errors import RunError
 from vaelab.runio import write_text_atomic
+from vaelab.studies.bounds.figures import FIGURES
+from vaelab.studies.bounds.run import RESULTS_FILE
+from vaelab.studies.pages import png_data_uri, render_page
 
 PAGE_FILE = "bounds.html"
 
@@ -31,12 +29,9 @@ def write_page(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     try:
         results = json.loads((out_dir / RESULTS_FILE).read_text())
-        images = {key: base64.b64encode((out_dir / f"{name}.png").read_bytes()).decode() for key, name in FIGURES.items()}
+        images = {key: png_data_uri(out_dir / f"{name}.png") for key, name in FIGURES.items()}
     except OSError as error:
         raise RunError(f"{out_dir}: cannot read the results and figures to draw the page from ({error.strerror}: {error.filename})") from None
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("vaelab", "templates"), autoescape=jinja2.select_autoescape())
-    page = environment.get_template(PAGE_FILE).render(
-        results=results, images=images, figures=FIGURES, columns=_table_columns(results["settings"]["ks"])
-    )
+    page = render_page(PAGE_FILE, results=results, images=images, figures=FIGURES, columns=_table_columns(results["settings"]["ks"]))
     write_text_atomic(out_dir / PAGE_FILE, page)
     return out_dir / PAGE_FILE

@@ -6,32 +6,22 @@ what it computes from the checkpoints (posterior and decoder means) is cheap and
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import torch
 from matplotlib.figure import Figure
 
 from vaelab import __version__
+from vaelab.builders import load_run
 from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.errors import RunError
-from vaelab.evaluation.evaluate import load_run
+from vaelab.evaluation.protocol import evaluation_images, uses_binarization
 from vaelab.models import DiagonalGaussianLayer, HelmholtzMachine
-from vaelab.studies.compare import analysis, figures
-from vaelab.studies.compare.summary import (
-    RunSummary,
-    caveats,
-    comparison_sentence,
-    display_name,
-    evaluation_series,
-    format_duration,
-    summarise_run,
-)
 from vaelab.runio import CHECKPOINT_FILE, METRICS_FILE, read_metrics, write_text_atomic
+from vaelab.studies.compare import analysis, figures
 from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,
     CURVE_KS,
@@ -41,7 +31,16 @@ from vaelab.studies.compare.study import (
     algorithm_run_dir,
     read_bound_curve,
 )
-from vaelab.training import evaluation_images, uses_binarization
+from vaelab.studies.compare.summary import (
+    RunSummary,
+    caveats,
+    comparison_sentence,
+    display_name,
+    evaluation_series,
+    format_duration,
+    summarise_run,
+)
+from vaelab.studies.pages import png_data_uri, render_page
 
 MANIFOLD_TICKS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # values of z marked on its axes
 SAMPLE_GRID = (10, 10)  # rows, columns of prior samples
@@ -94,7 +93,8 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
     first = next(iter(runs.values()))
     sentence = comparison_sentence({run.algorithm: run.summary.bound["test"] for run in runs.values()}, config.train.eval_k)
     gaussian = isinstance(first.model.generative, DiagonalGaussianLayer)
-    html = _template().render(
+    html = render_page(
+        REPORT_FILE,
         names=list(runs),
         sentence=sentence,
         notes=caveats(
@@ -117,7 +117,7 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
         manifold_size=_manifold_size(dataset.image_shape),
         num_samples=SAMPLE_GRID[0] * SAMPLE_GRID[1],
         gaussian=gaussian,
-        figures={name: _data_uri(path) for name, path in pngs.items()},
+        figures={name: png_data_uri(path) for name, path in pngs.items()},
         version=__version__,
     )
     report_path = study_dir / REPORT_FILE
@@ -256,18 +256,3 @@ def _config_value(value: Any) -> Any:
 def _num_train_evaluated(metrics: list[dict[str, Any]]) -> int | None:
     rows = [row for row in metrics if row["kind"] == "eval" and row["split"] == "train"]
     return rows[-1]["num_images"] if rows else None
-
-
-def _data_uri(png: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-
-
-def _template() -> jinja2.Template:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("vaelab", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment.get_template(REPORT_FILE)
