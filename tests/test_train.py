@@ -145,3 +145,53 @@ def test_resume_refuses_fewer_epochs_than_already_trained(tmp_path):
     train(small_config(epochs=3), tmp_path, progress=False)
     with pytest.raises(RunError, match="already trained for 3 epochs"):
         train(small_config(epochs=2), tmp_path, resume=True, progress=False)
+
+
+def poisoned_gradient(at_call: int):
+    """An objective_from_config whose theta gradient (not its surrogate) is NaN on the minibatch of
+    call ``at_call``, and on it again when a replay meets it: 0 * sqrt(u) at u = 0 has the value 0
+    and the derivative 0 * inf = NaN."""
+    real = train_module.objective_from_config
+
+    def poisoned(config):
+        objective = real(config)
+        calls = []
+
+        def call(model, x, generator):
+            output = objective(model, x, generator)
+            calls.append(x.clone() if len(calls) + 1 == at_call else None)
+            target = calls[at_call - 1] if len(calls) >= at_call else None
+            if target is None or not torch.equal(x, target):
+                return output
+            bias = model.generative.logits.bias
+            poison = 0 * torch.sqrt(bias.sum() - bias.sum())
+            return type(output)(output.bound, output.theta_surrogate + poison, output.phi_surrogate + poison)
+
+        return call
+
+    return poisoned
+
+
+@pytest.mark.parametrize("algorithm, batch", [("aevb", 74), ("wake-sleep", 7)])
+def test_non_finite_gradient_inside_a_window_is_named_by_its_batch(tmp_path, monkeypatch, algorithm, batch):
+    # digits: 1497 training images, batch 20, so 75 steps an epoch, checked after steps 49 and 74.
+    # aevb, batch 74: the epoch's last step, its loss finite; only the parameters Adam moved show the fault.
+    # wake-sleep, batch 7: the next step dreams from Bernoulli(NaN) and raises; the fault is named all the same.
+    train(small_config(algorithm, epochs=1, batch_size=20), tmp_path, progress=False)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    monkeypatch.setattr(train_module, "objective_from_config", poisoned_gradient(at_call=batch + 1))
+    with pytest.raises(train_module.NumericalError, match=rf"epoch 2, batch {batch}: the theta gradient is not finite; .*epoch 1 intact"):
+        train(small_config(algorithm, epochs=2, batch_size=20), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_adam_carries_a_non_finite_gradient_into_its_parameter(fused, bad):
+    """The window check reads parameters, not gradients: it rests on this (NaN then stays)."""
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([parameter], fused=fused)
+    for gradient in (torch.tensor([1.0, bad, 1.0]), torch.ones(3), torch.ones(3)):
+        parameter.grad = gradient
+        optimizer.step()
+    assert torch.isnan(parameter[1]) and torch.isfinite(parameter[[0, 2]]).all()

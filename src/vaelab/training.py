@@ -10,6 +10,7 @@ uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
+import copy
 import signal
 import threading
 import time
@@ -109,6 +110,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
     train_images = training_images(config, dataset)
     metrics_path = run_dir / METRICS_FILE
     parameters = list(model.parameters())
+    groups = (model.generative_parameters(), model.recognition_parameters())  # theta, phi: listed once, not per step
+    loop = _Loop(objective, model, optimizer, noise_generator, groups, parameters, placement)
     for epoch in range(epoch + 1, config.train.epochs + 1):
         started = time.perf_counter()
         epoch_images = (
@@ -117,7 +120,9 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
             else train_images
         )
         order = torch.randperm(epoch_images.shape[0], generator=data_generator)
-        bound_sum, seen = 0.0, 0
+        shuffled = epoch_images.index_select(0, order)  # one gather per epoch; each minibatch is then a slice
+        # the running bound stays on the device (float64, as the Python float it replaces) and is read once a window
+        bound_sum, seen = torch.zeros((), dtype=torch.float64, device=placement.device), 0
         bar = tqdm(
             total=epoch_images.shape[0],
             desc=f"{config.train.algorithm} epoch {epoch}/{config.train.epochs}",
@@ -125,21 +130,30 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
             disable=not progress,
             leave=False,
         )
-        for batch_index, global_batch in enumerate(order.split(config.train.batch_size)):
-            shard = global_batch[placement.rank :: placement.world_size]  # this process's part of the minibatch
-            with matmul_precision(config.train.precision):  # the forward pass; backward follows the graph's dtypes
-                output = objective(model, epoch_images[shard].to(placement.device), noise_generator)
-            _check_finite(output, epoch, batch_index, state)
-            optimizer.zero_grad(set_to_none=True)
-            _backward(output, model)
-            average_gradients(parameters, placement)
-            _check_finite_gradients(model, epoch, batch_index, state)
-            optimizer.step()
-            step += 1
-            bound_sum += output.bound.sum().item()
-            seen += shard.numel()
-            bar.update(global_batch.numel())
-            bar.set_postfix(bound=f"{bound_sum / seen:.2f}", refresh=False)
+        batches = order.split(config.train.batch_size)
+        losses, window = [], None
+        with matmul_precision(config.train.precision):  # the forward passes; backward follows the graph's dtypes
+            for batch_index, global_batch in enumerate(batches):
+                if batch_index % CHECK_EVERY == 0:
+                    window = _Window(batch_index, loop)
+                start = batch_index * config.train.batch_size
+                images = shuffled[start : start + global_batch.numel()][placement.rank :: placement.world_size]  # this process's part
+                try:
+                    output, step_losses = _step(loop, images.to(placement.device))
+                except (RuntimeError, ValueError):
+                    # a non-finite parameter from an unchecked step can make this one fail (e.g. Bernoulli(NaN)): name that fault instead
+                    _check_window(loop, window, batch_index, [], batches, shuffled, epoch, state, failed=True)
+                    raise
+                losses.extend(step_losses)
+                bound_sum += output.bound.sum()
+                seen += images.shape[0]
+                step += 1
+                if (batch_index + 1) % CHECK_EVERY == 0 or batch_index + 1 == len(batches):
+                    _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, state)
+                    losses = []
+                    bar.update(start + global_batch.numel() - bar.n)
+                    bar.set_postfix(bound=f"{bound_sum.item() / seen:.2f}", refresh=False)
+        bound_sum = bound_sum.item()
         bar.close()
         wall_seconds += time.perf_counter() - started
         base = {"epoch": epoch, "step": step, "algorithm": config.train.algorithm}
@@ -218,18 +232,113 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
     return {key: checkpoint[key] for key in fresh}
 
 
-def _backward(output, model: HelmholtzMachine) -> None:
-    """Accumulate d(-theta_surrogate)/d theta and d(-phi_surrogate)/d phi into ``.grad``.
+# Steps between two reads of the device: the finiteness check of the losses and parameters, and the progress bar.
+CHECK_EVERY = 50
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """What every training step of a run uses; theta and phi (``groups``) are listed once, not per step."""
+
+    objective: Any
+    model: HelmholtzMachine
+    optimizer: torch.optim.Optimizer
+    noise_generator: torch.Generator
+    groups: tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]
+    parameters: list[torch.nn.Parameter]
+    placement: Placement
+
+
+def _step(loop: _Loop, images: torch.Tensor, checked: tuple[int, int, dict[str, Any]] | None = None):
+    """One minibatch step on ``images`` ``[B, D_x]``; returns the objective's output and the losses
+    it differentiated (device scalars, not read here).
+
+    ``checked=(epoch, batch_index, state)`` checks the surrogates and the gradients before the
+    update and raises :class:`NumericalError` naming the first non-finite one (the replay of a window).
+    """
+    output = loop.objective(loop.model, images, loop.noise_generator)
+    if checked:
+        _check_finite(output, *checked)
+    loop.optimizer.zero_grad(set_to_none=True)
+    losses = _backward(output, *loop.groups)
+    average_gradients(loop.parameters, loop.placement)
+    if checked:
+        _check_finite_gradients(loop.groups, *checked)
+    loop.optimizer.step()
+    return output, losses
+
+
+class _Window:
+    """The state at the start of a window of ``CHECK_EVERY`` steps (parameters, Adam's moments,
+    the noise generator), so that a fault found at its end can be replayed, checked step by step."""
+
+    def __init__(self, first_batch: int, loop: _Loop):
+        self.first_batch = first_batch
+        self.model = {name: tensor.clone() for name, tensor in loop.model.state_dict().items()}
+        self.optimizer = copy.deepcopy(loop.optimizer.state_dict())
+        self.noise = loop.noise_generator.get_state()
+
+    def restore(self, loop: _Loop) -> None:
+        loop.model.load_state_dict(self.model)
+        loop.optimizer.load_state_dict(self.optimizer)
+        loop.noise_generator.set_state(self.noise)
+
+
+def _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, state, failed=False) -> None:
+    """Raise :class:`NumericalError` if a step of the window (batches ``window.first_batch`` to
+    ``batch_index``) met a non-finite loss or gradient, naming the first such step and quantity
+    exactly as a check after every step would.
+
+    Two reads cover every step of the window: the losses (a non-finite surrogate makes its mean
+    non-finite) and the parameters (Adam carries a non-finite gradient into its moments and so
+    into the parameter, where it stays: m / (sqrt(v) + eps) is NaN for m, v = +-inf or NaN, and
+    NaN is absorbing). A fault found is named by replaying the window from ``window`` with the
+    per-step checks. ``failed``: step ``batch_index`` raised; if the window's parameters are not
+    finite and the replay names no fault before that step, the caller re-raises its error.
+    """
+    suspect = not _all_finite([*losses, *(p.detach() for p in loop.parameters)])
+    if loop.placement.distributed:
+        suspect = _any_process(suspect, loop.placement)  # every process replays, so the all-reduces pair up
+    if not suspect:
+        return
+    window.restore(loop)
+    size, placement = batches[0].numel(), loop.placement
+    for index in range(window.first_batch, batch_index + 1):
+        start = index * size
+        images = shuffled[start : start + batches[index].numel()][placement.rank :: placement.world_size]
+        _step(loop, images.to(placement.device), checked=(epoch, index, state))
+    if not failed:
+        _stop_on_numerical_fault(
+            f"a loss or parameter was not finite after batch {batch_index}, and a replay of batches "
+            f"{window.first_batch}-{batch_index} checked step by step did not reproduce it",
+            epoch, window.first_batch, state,
+        )
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """True when no tensor holds a NaN or inf: one reduction per tensor, one read of the device.
+
+    A NaN or inf anywhere makes its tensor's sum non-finite (no boolean copies of the parameters).
+    """
+    return bool(torch.isfinite(torch.stack([t.sum() for t in tensors])).all()) if tensors else True
+
+
+def _backward(output, theta: list[torch.nn.Parameter], phi: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    """Accumulate d(-theta_surrogate)/d theta and d(-phi_surrogate)/d phi into ``.grad``; returns
+    the losses differentiated (device scalars; one is non-finite when a surrogate is).
 
     When one tensor serves both groups (AEVB) a single backward pass does it; otherwise each
     surrogate's gradient goes only to its own group (``inputs=``), so e.g. a phi surrogate that
     depends on theta never moves theta.
     """
     if output.theta_surrogate is output.phi_surrogate:
-        (-output.theta_surrogate.mean()).backward()
-        return
-    (-output.theta_surrogate.mean()).backward(inputs=model.generative_parameters(), retain_graph=True)
-    (-output.phi_surrogate.mean()).backward(inputs=model.recognition_parameters())
+        loss = -output.theta_surrogate.mean()
+        loss.backward()
+        return [loss.detach()]
+    theta_loss, phi_loss = -output.theta_surrogate.mean(), -output.phi_surrogate.mean()
+    theta_loss.backward(inputs=theta, retain_graph=True)
+    phi_loss.backward(inputs=phi)
+    return [theta_loss.detach(), phi_loss.detach()]
 
 
 def _check_finite(output, epoch: int, batch_index: int, state: dict[str, Any]) -> None:
@@ -240,11 +349,11 @@ def _check_finite(output, epoch: int, batch_index: int, state: dict[str, Any]) -
             _stop_on_numerical_fault(f"the {name.replace('_', ' ')} is {kind}", epoch, batch_index, state)
 
 
-def _check_finite_gradients(model: HelmholtzMachine, epoch: int, batch_index: int, state: dict[str, Any]) -> None:
-    for group, parameters in (("theta", model.generative_parameters()), ("phi", model.recognition_parameters())):
+def _check_finite_gradients(groups, epoch: int, batch_index: int, state: dict[str, Any]) -> None:
+    for group, parameters in zip(("theta", "phi"), groups):
         grads = [p.grad for p in parameters if p.grad is not None]
         # a NaN or inf anywhere makes its tensor's sum non-finite: one reduction per tensor, no boolean copies
-        if grads and not torch.isfinite(torch.stack([g.sum() for g in grads])).all():
+        if grads and not _all_finite(grads):
             _stop_on_numerical_fault(f"the {group} gradient is not finite", epoch, batch_index, state)
 
 
