@@ -64,6 +64,19 @@ def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) 
     return int((variances > threshold).sum()), variances
 
 
+@torch.no_grad()
+def grid_coverage(model: HelmholtzMachine, size: int, generator: torch.Generator, count: int = 10000) -> float:
+    """The fraction of ``count`` draws z ~ p(z) inside the square spanned by the centres of the outer
+    tiles of :func:`latent_grid` (Phi^-1 of 1/(2 size) and 1 - 1/(2 size) on each axis).
+
+    Under N(0, I) it is (1 - 1/size)^2; under a learned prior (mixture, VampPrior) it says how much
+    of the prior's mass the grid shows at all.
+    """
+    edge = float(torch.special.ndtri(torch.tensor(1 - 0.5 / size, dtype=torch.float64)))
+    z = sample(model.prior_distribution(), (count,), generator)
+    return float((z.abs() <= edge).all(dim=-1).double().mean())
+
+
 def plane_projection(means: torch.Tensor) -> tuple[np.ndarray, tuple[str, str]]:
     """Points ``[N, 2]`` to plot for posterior means ``[N, latent_dim]``, and their axis labels.
 
