@@ -93,11 +93,11 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
         figures_dir.mkdir(exist_ok=True)
     except OSError as error:
         raise RunError(f"{figures_dir}: cannot create the figures folder ({error.strerror})") from None
-    model = _describe(config, next(iter(runs.values())).model)
+    first = next(iter(runs.values()))
+    model = _describe(config, first.model)  # the prior, likelihood and latents every caption names
     built, clipping = _figures(config, dataset, model, runs, images, means, shown)
     pngs = {name: figures.save_figure(figure, figures_dir / name) for name, figure in built.items()}
 
-    first = next(iter(runs.values()))
     sentence = comparison_sentence({run.algorithm: run.summary.bound["test"] for run in runs.values()}, config.train.eval_k)
     gaussian = model.likelihood == "gaussian"
     sample_grid = _sample_grid(dataset.image_shape)
