@@ -28,6 +28,7 @@ def bounds_out(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_bounds_quick_writes_figures_and_page(bounds_out):
     for name in ("bound_vs_k", "counterexample"):
         for suffix in ("png", "pdf"):
@@ -39,6 +40,7 @@ def test_bounds_quick_writes_figures_and_page(bounds_out):
     assert set(results["counterexample"]["proposals"]) == {"matched", "light-tailed", "truncated"}
 
 
+@pytest.mark.slow
 def test_evaluate_exact_reports_log_marginal_and_gaps(bounds_out):
     run = bounds_out / "digits-run"
     result = vaelab("evaluate", run, "--exact", "--device", "cpu")
