@@ -1,4 +1,4 @@
-"""The learning algorithms beyond the seed (IWAE, DReG, RWS, VIMCO, MIWAE, PIWAE, CIWAE), and the latent
+"""The learning algorithms beyond the homework (IWAE, DReG, RWS, VIMCO, MIWAE, PIWAE, CIWAE), and the latent
 layers and priors they run on.
 
 Statistical tests use fixed seeds; each states its tolerance in standard errors (SE) of the
@@ -141,6 +141,7 @@ def test_dreg_phi_gradient_agrees_in_expectation_and_has_lower_variance(linear_g
     assert dreg.var(0).sum() < plain.var(0).sum()
 
 
+@pytest.mark.slow
 def test_phi_gradients_with_a_vamp_prior_agree_in_expectation():
     # The VampPrior's components are q_phi(z | u_k): log p(z) depends on phi directly, a term the
     # DReG and VIMCO surrogates must add back (sum_i w~_i d log p(z_i) / dphi) to stay unbiased

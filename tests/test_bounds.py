@@ -94,7 +94,7 @@ def test_bound_curve_agrees_with_single_draws(linear_gaussian):
 
 def test_bf16_matmuls_move_the_bound_by_a_small_stated_amount():
     # Same samples (same seed) scored with bfloat16 matmuls: each image's L_k moves by far less
-    # than a nat on the seed's architecture (measured on MNIST's trained AEVB model: 0.02 nats on average).
+    # than a nat on the homework's architecture (measured on MNIST's trained AEVB model: 0.02 nats on average).
     torch.manual_seed(0)
     model = build_model(ModelConfig(), data_dim=784, likelihood="bernoulli")
     images = torch.bernoulli(torch.full((20, 784), 0.15), generator=torch.Generator().manual_seed(1))

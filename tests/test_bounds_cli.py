@@ -28,17 +28,19 @@ def bounds_out(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_bounds_quick_writes_figures_and_page(bounds_out):
     for name in ("bound_vs_k", "counterexample"):
         for suffix in ("png", "pdf"):
             assert (bounds_out / f"{name}.{suffix}").stat().st_size > 10_000
     page = (bounds_out / "bounds.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "the seed's counterexample" in page
+    assert page.count("data:image/png;base64,") == 2 and "the homework's counterexample" in page
     results = json.loads((bounds_out / "bounds.json").read_text())
     assert [curve["name"] for curve in results["curves"]] == ["linear-gaussian", "sigmoid-belief", "trained"]
     assert set(results["counterexample"]["proposals"]) == {"matched", "light-tailed", "truncated"}
 
 
+@pytest.mark.slow
 def test_evaluate_exact_reports_log_marginal_and_gaps(bounds_out):
     run = bounds_out / "digits-run"
     result = vaelab("evaluate", run, "--exact", "--device", "cpu")

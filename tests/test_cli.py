@@ -32,6 +32,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["aevb", "wake-sleep"])
 def test_train_then_evaluate(tmp_path, algorithm):
     run = tmp_path / algorithm
@@ -47,6 +48,7 @@ def test_train_then_evaluate(tmp_path, algorithm):
     assert last["kind"] == "evaluate" and last["k"] == 100 and last["epoch"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [
@@ -67,6 +69,7 @@ def test_train_and_evaluate_beyond_the_seed(tmp_path, options):
     assert row["elbo"] <= row["bound"] < 0  # L_50 >= L_1 (same images, fixed seed; the gap is several SE here)
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_is_a_no_op(tmp_path):
     assert vaelab("train", *FAST, "--out", tmp_path).returncode == 0
     rows = read_metrics(tmp_path / "metrics.jsonl")
@@ -75,6 +78,7 @@ def test_resume_of_a_finished_run_is_a_no_op(tmp_path):
     assert read_metrics(tmp_path / "metrics.jsonl") == rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,fragments",
     [
@@ -94,6 +98,7 @@ def test_bad_options_get_one_line(tmp_path, args, fragments):
     assert not (tmp_path / "x").exists()  # nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,fragment",
     [
@@ -115,6 +120,7 @@ def test_configurations_that_cannot_train_get_one_line(tmp_path, args, fragment)
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_compare_takes_an_option_that_one_of_its_algorithms_reads(tmp_path):
     assert_one_line_error(vaelab("compare", "--groups", "2", "--out", tmp_path / "x"), "--groups applies to miwae and piwae only, not to wake-sleep, aevb")
     assert not (tmp_path / "x").exists()
@@ -125,6 +131,7 @@ def test_compare_takes_an_option_that_one_of_its_algorithms_reads(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_of_a_missing_run_and_of_a_corrupt_checkpoint(tmp_path):
     assert_one_line_error(vaelab("evaluate", tmp_path / "nothing"), "not a vaelab run directory")
     run = tmp_path / "run"
@@ -137,12 +144,14 @@ def test_evaluate_of_a_missing_run_and_of_a_corrupt_checkpoint(tmp_path):
     assert_one_line_error(vaelab("evaluate", run), "checkpoint.pt", "unreadable checkpoint")
 
 
+@pytest.mark.slow
 def test_missing_dataset_offline_names_the_files_and_folder(tmp_path):
     result = vaelab("train", "--dataset", "mnist", "--epochs", "1", "--out", tmp_path / "run", "--data-dir", tmp_path / "data")
     assert_one_line_error(result, "mnist", "train-images-idx3-ubyte.gz", str(tmp_path / "data"))
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_bad_config_file_gets_one_line(tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"train": {"epochs": 0}}')
@@ -153,12 +162,14 @@ def test_bad_config_file_gets_one_line(tmp_path):
     assert_one_line_error(vaelab("train", "--config", config, "--out", tmp_path / "run"), "unknown key(s) epochz")
 
 
+@pytest.mark.slow
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("I am a file")
     assert_one_line_error(vaelab("train", *FAST, "--out", blocker / "run"), "cannot create the run directory")
 
 
+@pytest.mark.slow
 def test_help_documents_every_option_with_its_default():
     result = vaelab("train", "--help")
     assert result.returncode == 0
@@ -167,6 +178,7 @@ def test_help_documents_every_option_with_its_default():
     assert "(default: 100)" in result.stdout and "(default: 1000)" in result.stdout
 
 
+@pytest.mark.slow
 def test_datasets_lists_local_files(shared_data_dir):
     result = vaelab("datasets", "--data-dir", shared_data_dir)
     assert result.returncode == 0, result.stderr

@@ -64,6 +64,7 @@ def comparable(rows):
     return [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in rows]
 
 
+@pytest.mark.slow
 def test_compare_writes_runs_figures_and_a_self_contained_report(study):
     out, stdout = study
     assert re.match(r"(AEVB|Wake-sleep) is (ahead of|level with) (wake-sleep|AEVB) on test L_10", stdout), stdout
@@ -84,11 +85,12 @@ def test_compare_writes_runs_figures_and_a_self_contained_report(study):
     assert html.count('src="data:image/png;base64,') == len(FIGURES)
     assert not re.search(r"""(src|href)=["']?(https?:|//)|<link|@import|url\(""", html)  # nothing fetched
     text = " ".join(html.split())
-    for fragment in ("Reproduces the seed's Figure 1", "Figures 3 (wake-sleep) and 4 (AEVB)", "active units", "test L<sub>10</sub>",
+    for fragment in ("Reproduces Figure 1 of the original study", "Figures 3 (wake-sleep) and 4 (AEVB)", "active units", "test L<sub>10</sub>",
                      "1497 train / 300 test images of 8 × 8 pixels"):
         assert fragment in text, fragment
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium_with_every_image(study, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -113,6 +115,7 @@ def test_report_renders_in_chromium_with_every_image(study, tmp_path):
     assert pixels.shape[:2] == (3000, 1200) and pixels[..., :3].std() > 0.05  # drawn, not blank
 
 
+@pytest.mark.slow
 def test_report_rebuilds_from_saved_results_without_training_or_sampling_bounds(study, tmp_path):
     out = tmp_path / "study"
     shutil.copytree(study[0], out)
@@ -132,6 +135,7 @@ def test_report_rebuilds_from_saved_results_without_training_or_sampling_bounds(
     assert {path.name for path in (out / "figures").iterdir()} == {f"{name}{suffix}" for name in FIGURES for suffix in (".png", ".pdf")}
 
 
+@pytest.mark.slow
 def test_killed_compare_continues_where_it_stopped(study, tmp_path, monkeypatch):
     reference = study[0]
     out = tmp_path / "study"
@@ -170,6 +174,7 @@ def test_killed_compare_continues_where_it_stopped(study, tmp_path, monkeypatch)
     assert len(curves) == 1  # a finished study: nothing trained, nothing recomputed
 
 
+@pytest.mark.slow
 def test_compare_refuses_a_study_with_a_different_config(study, tmp_path, capsys):
     out = tmp_path / "study"
     shutil.copytree(study[0], out)
@@ -178,6 +183,7 @@ def test_compare_refuses_a_study_with_a_different_config(study, tmp_path, capsys
     assert json.loads((out / "compare.json").read_text()) == json.loads((study[0] / "compare.json").read_text())
 
 
+@pytest.mark.slow
 def test_compare_of_one_algorithm_with_three_latent_dimensions(tmp_path, capsys):
     out = tmp_path / "study"
     args = ["--algorithms", "aevb", "--latent-dim", "3", "--binarization", "none", "--epochs", "1", "--hidden", "8",
@@ -210,6 +216,7 @@ def test_bad_input_gets_one_line(tmp_path, monkeypatch, capsys, args, code, frag
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_report_of_an_unfinished_study_says_how_to_finish_it(study, tmp_path, capsys):
     out = tmp_path / "study"
     shutil.copytree(study[0], out)

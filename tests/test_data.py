@@ -630,6 +630,7 @@ def _require(shared_data_dir: Path, folder: str) -> None:
         pytest.skip(f"no {folder}/ in {shared_data_dir}")
 
 
+@pytest.mark.slow
 def test_real_mnist(shared_data_dir):
     _require(shared_data_dir, "mnist")
     dataset = load_dataset("mnist", shared_data_dir, download=False)
@@ -644,6 +645,7 @@ def test_real_mnist(shared_data_dir):
     assert len(dataset.files) == 4
 
 
+@pytest.mark.slow
 def test_real_binarized_mnist(shared_data_dir):
     _require(shared_data_dir, "binarized-mnist")
     dataset = load_dataset("binarized-mnist", shared_data_dir, download=False)

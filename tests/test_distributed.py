@@ -36,6 +36,7 @@ def _shard_worker(rank: int, world_size: int, port: int, results) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_averaged_shard_gradients_equal_the_full_batch_gradient():
     results = mp.Manager().dict()
     mp.spawn(_shard_worker, args=(2, _free_port(), results), nprocs=2, join=True)

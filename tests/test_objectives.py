@@ -52,6 +52,7 @@ def test_elbo_equals_log_marginal_when_q_is_the_exact_posterior():
     torch.testing.assert_close(estimate, exact)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kl", ["analytic", "monte-carlo"])
 def test_aevb_value_is_unbiased_for_the_closed_form_elbo(linear_gaussian, kl):
     model, x = linear_gaussian
@@ -60,6 +61,7 @@ def test_aevb_value_is_unbiased_for_the_closed_form_elbo(linear_gaussian, kl):
     torch.testing.assert_close(estimate, closed_form_elbo(model, x), atol=0.05, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kl", ["analytic", "monte-carlo"])
 def test_aevb_gradient_is_unbiased_for_the_exact_elbo_gradient(linear_gaussian, kl):
     model, x = linear_gaussian

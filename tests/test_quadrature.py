@@ -44,6 +44,7 @@ def test_quadrature_matches_the_closed_form(linear_gaussian, noise_scale, gain):
     assert (result.error + 1e-8 >= error).all() and result.error.max() < 1e-3, (result.error, error)
 
 
+@pytest.mark.slow
 def test_quadrature_matches_a_brute_force_grid_on_an_mlp_decoder():
     # A random ReLU decoder: a non-Gaussian posterior with kinks, as in trained models (float32).
     torch.manual_seed(0)
@@ -71,6 +72,7 @@ class SquareGaussian(StochasticLayer):
         return Independent(Normal(loc, torch.full_like(loc, self.noise_scale)), 1)
 
 
+@pytest.mark.slow
 def test_a_bimodal_posterior_is_refined_until_within_tolerance():
     # q is never used by the quadrature: an identity stands in for the recognition network
     model = HelmholtzMachine(StandardNormalPrior(2).double(), SquareGaussian(noise_scale=0.5), nn.Identity(), 2)

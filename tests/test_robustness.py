@@ -144,6 +144,7 @@ json_values = st.recursive(
 known_keys = st.sampled_from(["dataset", "binarization", "latent_dim", "hidden", "activation", "algorithm", "epochs", "learning_rate", "eval_splits", "eval_k", "num_samples", "kl", "seed"])
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.one_of(

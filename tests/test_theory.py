@@ -1,4 +1,4 @@
-"""The seed's sections 1.4 and 1.5 on models with exact log p(x): E[L_k] rises with k below log p(x),
+"""The homework's sections 1.4 and 1.5 on models with exact log p(x): E[L_k] rises with k below log p(x),
 and unbounded weights make L_k stall. Fixed seeds; statistical tolerances stated where used."""
 
 from __future__ import annotations

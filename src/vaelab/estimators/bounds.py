@@ -1,4 +1,4 @@
-"""The importance-weighted bound L_k (Burda, Grosse & Salakhutdinov 2015; the seed's section 1.4).
+"""The importance-weighted bound L_k (Burda, Grosse & Salakhutdinov 2015; the homework's section 1.4).
 
     L_k(x) = E[ log (1/k) sum_{i=1}^k p(x, z_i) / q(z_i | x) ],   z_i ~ q(z | x),
     L_1 = ELBO <= L_k <= L_{k+1} <= log p(x).

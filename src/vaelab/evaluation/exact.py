@@ -2,7 +2,7 @@
 
 For each image of a split, log p(x) comes from :func:`vaelab.exact.quadrature.quadrature_log_marginal`
 and L_k for k in ``EXACT_KS`` from one set of max(k) importance samples (block estimates,
-:func:`vaelab.estimators.bounds.bound_curve`). The gap log p(x) - L_k >= 0 in expectation (the seed's 1.4);
+:func:`vaelab.estimators.bounds.bound_curve`). The gap log p(x) - L_k >= 0 in expectation (the homework's 1.4);
 its mean and standard error over the images are written to ``exact-<split>.json`` in the run.
 """
 

@@ -1,4 +1,4 @@
-"""The seed's section 1.5 in code: proposals q for which p(x, z) / q(z|x) is unbounded.
+"""The homework's section 1.5 in code: proposals q for which p(x, z) / q(z|x) is unbounded.
 
 The model is linear-Gaussian with orthogonal columns in W, so its posterior is an exact diagonal
 Gaussian N(m(x), diag(s^2)) (see :mod:`vaelab.exact.linear_gaussian`) and each q below is defined from it:
@@ -15,7 +15,7 @@ Gaussian N(m(x), diag(s^2)) (see :mod:`vaelab.exact.linear_gaussian`) and each q
 - ``truncated``: m + |N(0, diag((c s)^2))|, supported on the quadrant z >= m only. Where q = 0 the
   weight is infinite but never drawn: L_k converges (weights are bounded on q's support), but to
   log p(x) + log P(z >= m | x) = log p(x) - D log 2, the log of the posterior mass q covers. This
-  is the seed's counterexample (q zero where p(x, z) is not), up to the mass q does cover.
+  is the homework's counterexample (q zero where p(x, z) is not), up to the mass q does cover.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class BernoulliLayer(StochasticLayer):
     """x -> prod_d Bernoulli(sigmoid(l_d(x))), parameterised by logits so log-probabilities are exact.
 
     Bernoulli targets may be grey values in [0, 1] (binarization 'none'); the distribution then
-    skips support validation and ``log_prob`` is the (unnormalised) cross-entropy the seed used.
+    skips support validation and ``log_prob`` is the (unnormalised) cross-entropy the homework used.
     """
 
     def __init__(self, in_features: int, out_features: int, hidden: tuple[int, ...], activation: str):

@@ -1,4 +1,4 @@
-"""AEVB: the reparameterised ELBO (Kingma & Welling 2013; the seed's section 1.3).
+"""AEVB: the reparameterised ELBO (Kingma & Welling 2013; the homework's section 1.3).
 
     L(theta, phi; x) = E_q[log p_theta(x | z)] - KL(q_phi(z | x) || p(z)),   z = mu + sigma * eps.
 

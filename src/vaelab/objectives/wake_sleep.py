@@ -1,9 +1,9 @@
-"""Wake-sleep (Hinton, Dayan, Frey & Neal 1995; the seed's section 1.2).
+"""Wake-sleep (Hinton, Dayan, Frey & Neal 1995; the homework's section 1.2).
 
 Wake phase, theta only:  maximise (1/m) sum_j log p_theta(x, z_j),  z_j ~ q_phi(z | x).
 Sleep phase, phi only:   maximise (1/m) sum_j log q_phi(z_j | x_j),  (z_j, x_j) ~ p_theta(z) p_theta(x | z),
 with the dreamed x sampled from the likelihood (not its mean). With a fixed prior the wake term's
-gradient is that of E_q[log p_theta(x | z)], as the seed writes it.
+gradient is that of E_q[log p_theta(x | z)], as the homework writes it.
 """
 
 from __future__ import annotations

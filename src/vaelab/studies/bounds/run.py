@@ -1,4 +1,4 @@
-"""The experiments of ``vaelab bounds``: the seed's sections 1.4 and 1.5 against exact log p(x).
+"""The experiments of ``vaelab bounds``: the homework's sections 1.4 and 1.5 against exact log p(x).
 
 1. L_k against k beside the exact log p(x) on three models: a linear-Gaussian model with a
    mean-field q (closed form), a sigmoid belief network (enumeration of its 2^K latents) and a

@@ -50,7 +50,7 @@ def posterior_means(model: HelmholtzMachine, images: torch.Tensor, batch_size: i
 
 @torch.no_grad()
 def prior_sample_means(model: HelmholtzMachine, count: int, generator: torch.Generator) -> torch.Tensor:
-    """E[x | z] ``[count, data_dim]`` at ``count`` draws z ~ p(z): the seed's Figure 2 'samples'."""
+    """E[x | z] ``[count, data_dim]`` at ``count`` draws z ~ p(z): the homework's Figure 2 'samples'."""
     return decoder_means(model, sample(model.prior_distribution(), (count,), generator))
 
 
@@ -62,6 +62,19 @@ def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) 
     """
     variances = means.double().var(dim=0)
     return int((variances > threshold).sum()), variances
+
+
+@torch.no_grad()
+def grid_coverage(model: HelmholtzMachine, size: int, generator: torch.Generator, count: int = 10000) -> float:
+    """The fraction of ``count`` draws z ~ p(z) inside the square spanned by the centres of the outer
+    tiles of :func:`latent_grid` (Phi^-1 of 1/(2 size) and 1 - 1/(2 size) on each axis).
+
+    Under N(0, I) it is (1 - 1/size)^2; under a learned prior (mixture, VampPrior) it says how much
+    of the prior's mass the grid shows at all.
+    """
+    edge = float(torch.special.ndtri(torch.tensor(1 - 0.5 / size, dtype=torch.float64)))
+    z = sample(model.prior_distribution(), (count,), generator)
+    return float((z.abs() <= edge).all(dim=-1).double().mean())
 
 
 def plane_projection(means: torch.Tensor) -> tuple[np.ndarray, tuple[str, str]]:

@@ -3,7 +3,10 @@
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state; rendered by Agg) and written
 as PNG and PDF by :func:`save_figure`. Algorithms keep one colour across figures: the i-th one
 given is drawn in matplotlib's colour ``C<i>``. Images are flat ``[..., height * width]`` arrays of
-values in [0, 1] (pixel probabilities or means), shown on a grey scale from black (0) to white (1).
+pixel probabilities or means, shown on a grey scale from black (0) to white (1); values outside
+[0, 1] (a Gaussian decoder's means) are drawn clipped, and the panel titles say how many were.
+Panels wrap into rows of at most ``MAX_COLUMNS`` and tiny images are upsampled (:func:`tile_scale`),
+so that an 8 x 8 digit stays large enough to judge however many algorithms are compared.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from matplotlib.figure import Figure
 from vaelab.studies.compare.summary import Series
 
 PANEL_INCHES = 4.2  # width and height of one algorithm's panel
+MAX_COLUMNS = 2  # panels per row: the report's column (about 1000 px) then shows each at 450 px or more
+MIN_TILE_PIXELS = 32  # tiles smaller than this (8 x 8 digits) are upsampled by an integer factor to reach it
 DPI = 150
 _GREY = matplotlib.colormaps["gray"].with_extremes(bad="white")  # NaN: the gaps between tiles
 
@@ -30,7 +35,7 @@ def save_figure(figure: Figure, stem: Path) -> Path:
 
 
 def training_curves_figure(histories: dict[str, dict[str, Series]], k: int) -> Figure:
-    """L_k on train (solid) and test (dashed) against epoch for every algorithm (the seed's Figure 1).
+    """L_k on train (solid) and test (dashed) against epoch for every algorithm (the homework's Figure 1).
 
     Args:
         histories: algorithm name -> split ('train', 'test') -> its evaluations; bands are ±1
@@ -54,69 +59,82 @@ def training_curves_figure(histories: dict[str, dict[str, Series]], k: int) -> F
     return figure
 
 
-def manifold_figure(panels: dict[str, np.ndarray], ticks: dict[float, float], image_shape: tuple[int, int]) -> Figure:
+def manifold_figure(
+    panels: dict[str, np.ndarray], ticks: dict[float, float], image_shape: tuple[int, int], grid_title: str, clipped: dict[str, float] | None = None
+) -> Figure:
     """Each algorithm's decoder means on a latent grid (Kingma & Welling 2013, Figure 4).
 
     Args:
         panels: algorithm name -> decoder means ``[size, size, H * W]``; entry [row, column] is
             tile (column, size - 1 - row) on the (z_1, z_2) axes, so that z_2 grows upwards.
         ticks: value of z -> its position on either axis, in tiles (tile i centred on i).
+        grid_title: what the grid is (mathtext), e.g. '$z = \\Phi^{-1}(u)$, $u$ uniform on the unit square'.
+        clipped: algorithm name -> fraction of its means outside [0, 1], named in its panel's title
+            (None: means are probabilities, nothing is clipped).
     """
     figure, axes_list = _panel_figure(len(panels))
     height, width = image_shape
+    scale = tile_scale(image_shape)
     size = next(iter(panels.values())).shape[0]
     positions = np.array(list(ticks.values()))
     names = [f"{value:g}".replace("-", "\N{MINUS SIGN}") for value in ticks]  # as matplotlib's own ticks
     for axes, (name, images) in zip(axes_list, panels.items()):
-        _show(axes, mosaic(images, image_shape, gap=1))
-        axes.set_xticks(positions * (width + 1) + (width - 1) / 2, names)
-        axes.set_yticks((size - 1 - positions) * (height + 1) + (height - 1) / 2, names)
+        _show(axes, mosaic(images, image_shape, gap=1, scale=scale))
+        step_x, step_y = width * scale + 1, height * scale + 1  # a tile and its gap, in mosaic pixels
+        axes.set_xticks(positions * step_x + (width * scale - 1) / 2, names)
+        axes.set_yticks((size - 1 - positions) * step_y + (height * scale - 1) / 2, names)
         axes.set_xlabel("$z_1$")
         axes.set_ylabel("$z_2$")
-        axes.set_title(name)
-    figure.suptitle("Decoder means $E[x \\mid z]$ on a grid of $z = \\Phi^{-1}(u)$, $u$ uniform on the unit square")
+        axes.set_title(_panel_title(name, clipped))
+    figure.suptitle(f"Decoder means $E[x \\mid z]$ on a grid of {grid_title}")
     return figure
 
 
-def samples_figure(panels: dict[str, np.ndarray], image_shape: tuple[int, int]) -> Figure:
-    """Each algorithm's decoder means at the same draws z ~ p(z) (the seed's Figure 2).
+def samples_figure(
+    panels: dict[str, np.ndarray], image_shape: tuple[int, int], prior_title: str, clipped: dict[str, float] | None = None
+) -> Figure:
+    """Each algorithm's decoder means at the same draws z ~ p(z) (the homework's Figure 2).
 
     Args:
         panels: algorithm name -> decoder means ``[rows, columns, H * W]``.
+        prior_title: the draws from the prior (mathtext), e.g. '$z \\sim p(z) = N(0, I)$'.
+        clipped: as in :func:`manifold_figure`.
     """
     figure, axes_list = _panel_figure(len(panels))
     for axes, (name, images) in zip(axes_list, panels.items()):
-        _show(axes, mosaic(images, image_shape, gap=1))
+        _show(axes, mosaic(images, image_shape, gap=1, scale=tile_scale(image_shape)))
         axes.set_axis_off()
-        axes.set_title(name)
-    figure.suptitle("Samples: decoder means $E[x \\mid z]$ at $z \\sim p(z) = N(0, I)$")
+        axes.set_title(_panel_title(name, clipped))
+    figure.suptitle(f"Samples: decoder means $E[x \\mid z]$ at {prior_title}")
     return figure
 
 
-def reconstructions_figure(rows: dict[str, np.ndarray], image_shape: tuple[int, int]) -> Figure:
+def reconstructions_figure(rows: dict[str, np.ndarray], image_shape: tuple[int, int], at: str = "$z = E_q[z \\mid x]$") -> Figure:
     """Rows of images with a label each: test images first, then each algorithm's reconstructions.
 
     Args:
         rows: label -> ``[n, H * W]`` images, the same n in every row, shown top to bottom.
+        at: the latent each reconstruction decodes (mathtext), for the title.
     """
-    tiled = mosaic(np.stack(list(rows.values())), image_shape, gap=1)
+    scale = tile_scale(image_shape)
+    tiled = mosaic(np.stack(list(rows.values())), image_shape, gap=1, scale=scale)
     count = next(iter(rows.values())).shape[0]
     image_width = min(10.0, 0.8 * count)  # inches
     figure = Figure(figsize=(image_width + 2.0, image_width * tiled.shape[0] / tiled.shape[1] + 0.6), layout="constrained")
     axes = figure.add_subplot()
     _show(axes, tiled)
-    height = image_shape[0]
+    height = image_shape[0] * scale
     axes.set_yticks(np.arange(len(rows)) * (height + 1) + (height - 1) / 2, list(rows))
     axes.set_xticks([])
     axes.tick_params(left=False)
     for spine in axes.spines.values():
         spine.set_visible(False)
-    axes.set_title("Reconstructions: decoder means $E[x \\mid z]$ at $z = E_q[z \\mid x]$")
+    axes.set_title(f"Reconstructions: decoder means $E[x \\mid z]$ at {at}")
     return figure
 
 
 def latent_figure(panels: dict[str, tuple[np.ndarray, tuple[str, str]]], labels: np.ndarray | None) -> Figure:
-    """Each algorithm's posterior means of the test images, coloured by class (the seed's Figures 3 and 4).
+    """Each algorithm's posterior means of the test images, coloured by class (the homework's Figures 3 and 4).
 
     Args:
         panels: algorithm name -> (points ``[N, 2]``, (x label, y label)).
@@ -169,15 +187,30 @@ def bound_against_k_figure(curves: dict[str, tuple[list[int], list[float], list[
     return figure
 
 
-def mosaic(images: np.ndarray, image_shape: tuple[int, int], gap: int) -> np.ndarray:
-    """Tile flat images ``[rows, columns, H * W]`` into one ``[rows * (H + gap) - gap, columns * (W + gap) - gap]``
-    array, with NaN in the gaps."""
+def tile_scale(image_shape: tuple[int, int]) -> int:
+    """The integer factor by which each image is upsampled in a mosaic: 4 for 8 x 8 digits, 1 for
+    MNIST or Frey faces. Upsampled pixels stay square blocks in the PNG and the PDF (where viewers
+    would otherwise smooth an 8 x 8 image into a blur), and the 1-pixel gaps between tiles become
+    thin next to the tiles."""
+    return max(1, MIN_TILE_PIXELS // min(image_shape))
+
+
+def mosaic(images: np.ndarray, image_shape: tuple[int, int], gap: int, scale: int = 1) -> np.ndarray:
+    """Tile flat images ``[rows, columns, H * W]``, each upsampled ``scale`` times (nearest neighbour),
+    into one ``[rows * (s H + gap) - gap, columns * (s W + gap) - gap]`` array, with NaN in the gaps."""
     rows, columns = images.shape[:2]
     height, width = image_shape
+    pictures = images.reshape(rows, columns, height, width).repeat(scale, axis=2).repeat(scale, axis=3)
+    height, width = height * scale, width * scale
     tiles = np.full((rows, columns, height + gap, width + gap), np.nan)
-    tiles[:, :, :height, :width] = images.reshape(rows, columns, height, width)
+    tiles[:, :, :height, :width] = pictures
     tiled = tiles.transpose(0, 2, 1, 3).reshape(rows * (height + gap), columns * (width + gap))
     return tiled[: tiled.shape[0] - gap, : tiled.shape[1] - gap]
+
+
+def _panel_title(name: str, clipped: dict[str, float] | None) -> str:
+    """An algorithm's panel title, with the share of its pixels drawn clipped where any can be."""
+    return name if clipped is None else f"{name}: {clipped[name]:.1%} of pixels clipped to [0, 1]"
 
 
 def _show(axes, tiled: np.ndarray) -> None:
@@ -187,6 +220,11 @@ def _show(axes, tiled: np.ndarray) -> None:
 
 
 def _panel_figure(count: int) -> tuple[Figure, list]:
-    """A figure with ``count`` square panels side by side."""
-    figure = Figure(figsize=(PANEL_INCHES * count + 1.2, PANEL_INCHES + 0.6), layout="constrained")
-    return figure, list(figure.subplots(1, count, squeeze=False)[0])
+    """A figure with ``count`` square panels, ``MAX_COLUMNS`` to a row (unused cells left blank)."""
+    columns = min(count, MAX_COLUMNS)
+    rows = -(-count // columns)
+    figure = Figure(figsize=(PANEL_INCHES * columns + 1.2, (PANEL_INCHES + 0.3) * rows + 0.3), layout="constrained")
+    axes_grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    for unused in axes_grid[count:]:
+        unused.set_axis_off()
+    return figure, list(axes_grid[:count])

@@ -32,9 +32,13 @@ from vaelab.studies.compare.study import (
     read_bound_curve,
 )
 from vaelab.studies.compare.summary import (
+    ModelDescription,
     RunSummary,
     caveats,
+    clipped_fraction,
+    clipping_sentence,
     comparison_sentence,
+    describe_model,
     display_name,
     evaluation_series,
     format_duration,
@@ -44,6 +48,7 @@ from vaelab.studies.pages import png_data_uri, render_page
 
 MANIFOLD_TICKS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # values of z marked on its axes
 SAMPLE_GRID = (10, 10)  # rows, columns of prior samples
+TINY_SAMPLE_GRID = (6, 6)  # the same for tiny images (8 x 8 digits): fewer, larger tiles
 UNLABELLED_EXAMPLES = 10  # test images reconstructed when there are no classes to pick one of each
 
 
@@ -87,18 +92,23 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
         figures_dir.mkdir(exist_ok=True)
     except OSError as error:
         raise RunError(f"{figures_dir}: cannot create the figures folder ({error.strerror})") from None
-    built = _figures(config, dataset, runs, images, means, shown)
+    first = next(iter(runs.values()))
+    model = _describe(config, first.model)  # the prior, likelihood and latents every caption names
+    built, clipping = _figures(config, dataset, model, runs, images, means, shown)
     pngs = {name: figures.save_figure(figure, figures_dir / name) for name, figure in built.items()}
 
-    first = next(iter(runs.values()))
     sentence = comparison_sentence({run.algorithm: run.summary.bound["test"] for run in runs.values()}, config.train.eval_k)
-    gaussian = isinstance(first.model.generative, DiagonalGaussianLayer)
+    gaussian = model.likelihood == "gaussian"
+    sample_grid = _sample_grid(dataset.image_shape)
     html = render_page(
         REPORT_FILE,
         names=list(runs),
         sentence=sentence,
+        model=model,
+        clipping=clipping,
+        coverage=_grid_coverage(config, runs, dataset.image_shape) if "manifold" in pngs else None,
         notes=caveats(
-            "gaussian" if gaussian else "bernoulli",
+            model.likelihood,
             config.data.binarization if uses_binarization(config, dataset) else None,
             config.model.total_latent_dim,
         ),
@@ -115,7 +125,7 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
         num_shown=len(shown),
         labelled=labels is not None,
         manifold_size=_manifold_size(dataset.image_shape),
-        num_samples=SAMPLE_GRID[0] * SAMPLE_GRID[1],
+        num_samples=sample_grid[0] * sample_grid[1],
         gaussian=gaussian,
         figures={name: png_data_uri(path) for name, path in pngs.items()},
         version=__version__,
@@ -128,14 +138,17 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
 def _figures(
     config: ExperimentConfig,
     dataset: Dataset,
+    model: ModelDescription,
     runs: dict[str, _Run],
     images: torch.Tensor,
     means: dict[str, torch.Tensor],
     shown: torch.Tensor,
-) -> dict[str, Figure]:
-    """Every figure of the report, by file name.
+) -> tuple[dict[str, Figure], dict[str, str]]:
+    """Every figure of the report, by file name, and for the figures that draw Gaussian decoder
+    means, a sentence saying how many were clipped (by file name; empty for Bernoulli likelihoods).
 
     Args:
+        model: what the trained models are (prior, likelihood, latents), for titles and labels.
         runs: display name -> run, in the study's order.
         images: ``[N, D]`` the test images as evaluated (binarized where the data are grey and
             the likelihood Bernoulli).
@@ -147,28 +160,32 @@ def _figures(
     originals = {"test image": images[shown].numpy()}
     if not torch.equal(grey[shown], images[shown]):  # binarized for evaluation: show both
         originals = {"test image": grey[shown].numpy(), "as evaluated": images[shown].numpy()}
-    num_samples = SAMPLE_GRID[0] * SAMPLE_GRID[1]
+    sample_grid = _sample_grid(image_shape)
+    samples = {
+        # the same draws z ~ p(z) for every model
+        name: analysis.prior_sample_means(run.model, sample_grid[0] * sample_grid[1], torch.Generator().manual_seed(config.seed))
+        .reshape(*sample_grid, -1)
+        .numpy()
+        for name, run in runs.items()
+    }
+    reconstructions = {
+        name: analysis.decoder_means(run.model, _decoded_latents(model, means[name][shown])).numpy() for name, run in runs.items()
+    }
+    clipped = {"samples": _clipped(model, samples), "reconstructions": _clipped(model, reconstructions)}
     built = {
         "training": figures.training_curves_figure(
             {name: {split: evaluation_series(run.metrics, split) for split in splits} for name, run in runs.items()},
             config.train.eval_k,
         ),
-        "samples": figures.samples_figure(
-            {
-                # the same draws z ~ p(z) for every model
-                name: analysis.prior_sample_means(run.model, num_samples, torch.Generator().manual_seed(config.seed))
-                .reshape(*SAMPLE_GRID, -1)
-                .numpy()
-                for name, run in runs.items()
-            },
-            image_shape,
-        ),
+        "samples": figures.samples_figure(samples, image_shape, model.prior_title, clipped["samples"]),
         "reconstructions": figures.reconstructions_figure(
             {
                 **originals,
-                **{name: analysis.decoder_means(run.model, means[name][shown]).numpy() for name, run in runs.items()},
+                **(reconstructions if clipped["reconstructions"] is None else
+                   {f"{name} ({share:.1%} clipped)": reconstructions[name] for name, share in clipped["reconstructions"].items()}),
             },
             image_shape,
+            "the most probable $z$ under $q(z \\mid x)$" if model.latent == "bernoulli" else "$z = E_q[z \\mid x]$",
         ),
         "latent": figures.latent_figure(
             {name: analysis.plane_projection(means[name]) for name in runs},
@@ -179,21 +196,60 @@ def _figures(
             next(iter(runs.values())).curve["num_images"],
         ),
     }
-    if config.model.latent_dims == (2,) and config.model.latent == "gaussian":  # the seed's manifold figure
+    if config.model.latent_dims == (2,) and config.model.latent == "gaussian":  # the homework's manifold figure
         size = _manifold_size(image_shape)
         grid = analysis.latent_grid(size)
+        panels = {name: analysis.decoder_means(run.model, grid).numpy() for name, run in runs.items()}
+        clipped["manifold"] = _clipped(model, panels)
         built["manifold"] = figures.manifold_figure(
-            {name: analysis.decoder_means(run.model, grid).numpy() for name, run in runs.items()},
+            panels,
             {z: analysis.grid_position(z, size) for z in MANIFOLD_TICKS},
             image_shape,
+            "$z = \\Phi^{-1}(u)$, $u$ uniform on the unit square"
+            + ("" if model.uniform_grid else "\n(the quantiles of $N(0, I)$, not of this model's prior)"),
+            clipped["manifold"],
         )
-    return built
+    sentences = {name: clipping_sentence(shares) for name, shares in clipped.items() if shares is not None}
+    return built, sentences
+
+
+def _describe(config: ExperimentConfig, model: HelmholtzMachine) -> ModelDescription:
+    """The trained model in words: its likelihood read from the model itself (the config may say 'auto')."""
+    likelihood = "gaussian" if isinstance(model.generative, DiagonalGaussianLayer) else "bernoulli"
+    return describe_model(config.model.prior, likelihood, config.model.latent, config.model.latent_dims, config.model.prior_size)
+
+
+def _clipped(model: ModelDescription, panels: dict[str, Any]) -> dict[str, float] | None:
+    """Each panel's fraction of decoder means outside [0, 1]; None where the means are probabilities."""
+    if model.likelihood != "gaussian":
+        return None
+    return {name: clipped_fraction(images) for name, images in panels.items()}
+
+
+def _decoded_latents(model: ModelDescription, means: torch.Tensor) -> torch.Tensor:
+    """The z a reconstruction decodes: the posterior mean E_q[z | x] for Gaussian latents; for binary
+    ones the most probable z of the factorised q(z_1 | x) (each unit 1 where q(z_u = 1 | x) > 1/2),
+    since the mean, a vector of probabilities, is no value the decoder was trained on."""
+    if model.latent == "bernoulli":
+        return (means > 0.5).to(means.dtype)
+    return means
+
+
+def _sample_grid(image_shape: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns of prior samples: fewer for tiny images, so that each stays readable."""
+    return SAMPLE_GRID if min(image_shape) >= 16 else TINY_SAMPLE_GRID
+
+
+def _grid_coverage(config: ExperimentConfig, runs: dict[str, _Run], image_shape: tuple[int, int]) -> dict[str, float]:
+    """Display name -> the fraction of its prior's draws inside the manifold grid's square."""
+    size = _manifold_size(image_shape)
+    return {name: analysis.grid_coverage(run.model, size, torch.Generator().manual_seed(config.seed)) for name, run in runs.items()}
 
 
 def _manifold_size(image_shape: tuple[int, int]) -> int:
-    """Tiles per side of the latent-manifold grid: Kingma & Welling's 20 for MNIST-sized images, 12 for
+    """Tiles per side of the latent-manifold grid: Kingma & Welling's 20 for MNIST-sized images, 10 for
     tiny ones (8 x 8 digits) so that every tile stays readable."""
-    return 20 if min(image_shape) >= 16 else 12
+    return 20 if min(image_shape) >= 16 else 10
 
 
 def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None) -> tuple[_Run, Dataset]:

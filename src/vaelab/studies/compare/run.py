@@ -1,4 +1,4 @@
-"""The seed's experiment in one call: train every algorithm alike, analyse each model, report.
+"""The homework's experiment in one call: train every algorithm alike, analyse each model, report.
 
 Every algorithm is trained with the same seed, data, networks and budget through
 :func:`vaelab.training.train` (the function behind ``vaelab train``), resuming from its

@@ -1,4 +1,5 @@
-"""The report's numbers and sentences, computed from metrics rows alone (no model, no data)."""
+"""The report's numbers and sentences, computed from metrics rows and the model's configuration
+alone (no trained model, no data)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,105 @@ def comparison_sentence(test_bounds: dict[str, Estimate], k: int) -> str:
     chain = steps[0] if len(steps) == 1 else ", ".join(steps[:-1]) + " and " + steps[-1]
     values = " vs ".join(str(estimate) for _, estimate in ranked)
     return _capitalised(f"{chain} ({values}).")
+
+
+PRIOR_WORDS = {
+    # prior name -> (what p(z) is in words, the draws z ~ p(z) on a figure title: matplotlib mathtext)
+    "standard-normal": ("p(z) = N(0, I), the standard normal", "$z \\sim p(z) = N(0, I)$"),
+    "mixture": ("p(z) = Σ_c π_c N(μ_c, diag σ_c²), a learned mixture of {n} diagonal Gaussians", "$z \\sim p(z)$, a learned mixture of {n} Gaussians"),
+    "vamp": (
+        "p(z) = (1/{n}) Σ_k q(z | u_k), the VampPrior over {n} learned pseudo-inputs u_k (Tomczak & Welling 2018)",
+        "$z \\sim p(z)$, a VampPrior of {n} pseudo-inputs",
+    ),
+    "bernoulli": (
+        "p(z) = Π_d Bernoulli(z_d; σ(a_d)), independent binary units with learned probabilities",
+        "binary $z \\sim p(z) = \\prod_d\\, \\mathrm{{Bernoulli}}(z_d)$",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What the captions say about the trained model: its prior, likelihood and latents, from its
+    configuration (the names of :class:`vaelab.config.ModelConfig`), so that no caption claims
+    N(0, I) or pixel probabilities for a model that has neither.
+
+    ``likelihood`` is the one used ('bernoulli' or 'gaussian', never 'auto'); ``latent_dims`` the
+    widths of the stochastic layers from x upwards; ``components`` the mixture's or VampPrior's size.
+    """
+
+    prior: str
+    likelihood: str
+    latent: str
+    latent_dims: tuple[int, ...]
+    components: int = 1
+
+    @property
+    def latent_dim(self) -> int:
+        return sum(self.latent_dims)
+
+    @property
+    def latent_space(self) -> str:
+        """Where z lives, e.g. 'R^2', '{0, 1}^200', 'R^(100 + 50)' (plain text; '^' marks the exponent)."""
+        dims = str(self.latent_dim) if len(self.latent_dims) == 1 else "(" + " + ".join(map(str, self.latent_dims)) + ")"
+        return ("{0, 1}^" if self.latent == "bernoulli" else "R^") + dims
+
+    @property
+    def prior_words(self) -> str:
+        """p(z) in words, e.g. 'p(z) = N(0, I), the standard normal'; with several stochastic layers,
+        the prior of the top one and how the others are drawn."""
+        words = PRIOR_WORDS[self.prior][0].format(n=self.components)
+        if len(self.latent_dims) == 1:
+            return words
+        return f"{words.replace('p(z)', 'p(z_L)', 1)} over the top layer z_L, then each z_l ~ p(z_l | z_(l+1)) down to z_1"
+
+    @property
+    def prior_title(self) -> str:
+        """The draws z ~ p(z) for a figure title (matplotlib mathtext)."""
+        title = PRIOR_WORDS[self.prior][1].format(n=self.components)
+        if len(self.latent_dims) == 1:
+            return title
+        return title.replace("z \\sim p(z)", "z_L \\sim p(z_L)", 1) + ", then $z_l \\sim p(z_l \\mid z_{l+1})$"
+
+    @property
+    def mean_words(self) -> str:
+        """What a decoder mean E[x | z] is, pixel by pixel."""
+        return "pixel means" if self.likelihood == "gaussian" else "pixel probabilities"
+
+    @property
+    def likelihood_words(self) -> str:
+        if self.likelihood == "gaussian":
+            return "p(x | z) a Gaussian with diagonal covariance (continuous pixels)"
+        return "p(x | z) a product of Bernoulli pixels"
+
+    @property
+    def uniform_grid(self) -> bool:
+        """Whether the latent grid z = Phi^-1(u) covers equal prior probability per tile: only under N(0, I)."""
+        return self.prior == "standard-normal"
+
+
+def describe_model(prior: str, likelihood: str, latent: str, latent_dims: tuple[int, ...], components: int) -> ModelDescription:
+    """The :class:`ModelDescription` of a model; ``components`` is ignored by priors that have none."""
+    return ModelDescription(prior, likelihood, latent, tuple(latent_dims), components if prior in ("mixture", "vamp") else 1)
+
+
+def clipped_fraction(images) -> float:
+    """The fraction of the values of ``images`` (any shape, numpy) outside [0, 1]: the pixels a grey
+    scale from black (0) to white (1) can only show clipped."""
+    return float(((images < 0) | (images > 1)).mean())
+
+
+def clipping_sentence(fractions: dict[str, float]) -> str:
+    """How out-of-range decoder means are drawn, with each algorithm's share of them, e.g.
+    'Means outside [0, 1] are drawn clipped (below 0 black, above 1 white): 21.3% of the pixels shown
+    for AEVB, 0.0% for wake-sleep.'
+
+    Args:
+        fractions: the name shown for each algorithm -> its fraction of clipped pixels.
+    """
+    shares = [f"{share:.1%} for {name}" for name, share in fractions.items()]
+    shares[0] = shares[0].replace(" for ", " of the pixels shown for ", 1)
+    return f"Means outside [0, 1] are drawn clipped (below 0 black, above 1 white): {', '.join(shares)}."
 
 
 def caveats(likelihood: str, binarization: str | None, latent_dim: int) -> list[str]:
