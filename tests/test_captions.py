@@ -12,14 +12,18 @@ import numpy as np
 import pytest
 import torch
 
+from vaelab.builders import build_model
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-from vaelab.models import build_model
 from vaelab.studies.compare import figures, report
 from vaelab.studies.compare.analysis import grid_coverage
 from vaelab.studies.compare.figures import mosaic, samples_figure, tile_scale
 from vaelab.studies.compare.run import compare
 from vaelab.studies.compare.study import Study
-from vaelab.studies.compare.summary import clipped_fraction, clipping_sentence, describe_model
+from vaelab.studies.compare.summary import (
+    clipped_fraction,
+    clipping_sentence,
+    describe_model,
+)
 
 CURVE_IMAGES = 5
 CHROMIUM_FLAGS = (
