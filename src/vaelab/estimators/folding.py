@@ -46,8 +46,9 @@ from vaelab.models import backend
 from vaelab.models.layers import MIN_SCALE
 
 # Fold a block when its folded product is under this fraction of the dense one's width. The
-# per-image products are small GEMMs, less efficient than one large one; measured on a 2-core
-# x86 CPU (benchmarks/run.py, section folding), folding broke even near a ratio of 0.7.
+# per-image products are small GEMMs, less efficient than one large one, so the bar is below 1;
+# 0.6 is a conservative choice, not a measured break-even (a trained 2-D MNIST model sits at
+# ~0.15, an untrained one near 1).
 FOLD_WIDTH_RATIO = 0.6
 MODES = ("auto", "always", "never")
 _mode = "auto"  # set by folding_mode
