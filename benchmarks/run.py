@@ -176,6 +176,99 @@ def _vaelab_epoch_seconds(algorithm: str, images: torch.Tensor, precision: str) 
     return result.metrics[0]["epoch_seconds"]
 
 
+# ---------------------------------------------------------------- active-unit folding and contention (issue 17)
+
+def measure_folding(run_dir: str, k: int, count: int, threads: int, data_dir: str | None, segments: int = 10) -> dict:
+    """Seconds of L_k over ``count`` test images of a trained run: folding (chosen automatically),
+    the dense path, and the dense fp32 matmul floor (H -> D_x products of the same rows), taking
+    turns segment by segment in this one process as the training benchmark does."""
+    torch.set_num_threads(threads)
+    from vaelab.estimators import folding
+    from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, evaluate_bound
+    from vaelab.evaluation.evaluate import load_run
+    from vaelab.models.backend import linear
+    from vaelab.training import evaluation_images
+
+    config, model, dataset, checkpoint = load_run(run_dir, data_dir)
+    images = evaluation_images(config, dataset, "test")[0][:count]
+    layer = model.generative.logits
+    hidden = torch.relu(torch.randn(DEFAULT_MAX_ROWS, layer.in_features))
+
+    def floor(part):
+        rows = part.shape[0] * k
+        with torch.no_grad():
+            for start in range(0, rows, DEFAULT_MAX_ROWS):
+                linear(hidden[: min(DEFAULT_MAX_ROWS, rows - start)], layer)
+
+    names = ["floor", "folding", "dense"]
+    seconds, bounds = dict.fromkeys(names, 0.0), {"folding": [], "dense": []}
+    for index, part in enumerate(images.chunk(segments)):
+        for name in names[index % 3:] + names[: index % 3]:
+            started = time.perf_counter()
+            if name == "floor":
+                floor(part)
+            else:
+                with folding.folding_mode("auto" if name == "folding" else "never"):
+                    bounds[name].append(evaluate_bound(model, part, k, torch.Generator().manual_seed(index)))
+            seconds[name] += time.perf_counter() - started
+    folded, dense = torch.cat(bounds["folding"]), torch.cat(bounds["dense"])
+    with torch.no_grad():  # the crossing units of the first 100 images, for the table
+        decoder = folding.foldable_decoder(model)
+        z = model.posterior(images[:100]).rsample((k,))
+        low, high = folding.preactivation_range(decoder, z[..., : decoder.weight1.shape[1]], DEFAULT_MAX_ROWS)
+        scale = model.posterior(images).base_dist.scale
+    return {"seconds": seconds, "images": count, "k": k, "epochs": checkpoint.get("epoch"), "mean_bound": folded.mean().item(),
+            "max_difference": (folded - dense).abs().max().item(), "crossing": ((low < 0) & (high > 0)).sum(1).float().mean().item(),
+            "hidden": decoder.hidden, "posterior_sd": scale.median().item()}
+
+
+def train_mnist_model(run_dir: Path, epochs: int, threads: int, data_dir: str | None) -> None:
+    """Train the seed's 2-D model on MNIST (AEVB, ``epochs`` epochs) into ``run_dir`` unless it is there."""
+    if (run_dir / "checkpoint.pt").exists():
+        return
+    command = [sys.executable, "-m", "vaelab", "train", "--dataset", "mnist", "--epochs", str(epochs), "--eval-every", str(epochs),
+               "--eval-k", "1", "--eval-splits", "test", "--out", str(run_dir), "--no-progress", "--threads", str(threads)]
+    subprocess.run(command + (["--data-dir", data_dir] if data_dir else []), check=True)
+
+
+# A competing PyTorch process: a 784-512-2 autoencoder's training steps at PyTorch's default threads.
+COMPETITOR = (
+    "import torch\n"
+    "net = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 784))\n"
+    "opt = torch.optim.Adam(net.parameters())\n"
+    "x = torch.rand(100, 784)\n"
+    "while True:\n"
+    "    loss = ((net(x) - x) ** 2).mean(); opt.zero_grad(); loss.backward(); opt.step()\n"
+)
+
+
+def measure_contention(command: list[str], policies: dict[str, dict[str, str]], competitors: int = 2) -> list[dict]:
+    """Seconds of ``command`` alone and beside ``competitors`` busy PyTorch processes, under each
+    environment of ``policies`` (OpenMP settings); alone and contended runs alternate per policy.
+    ``{out}`` in ``command`` becomes a fresh temporary folder for each run."""
+    import tempfile
+
+    base = {key: value for key, value in os.environ.items() if not key.startswith(("OMP_", "GOMP_"))}
+    rows = []
+    for name, settings in policies.items():
+        row = {"policy": name}
+        for condition in ("alone", "contended"):
+            others = [subprocess.Popen([sys.executable, "-c", COMPETITOR], env=base) for _ in range(competitors if condition == "contended" else 0)]
+            try:
+                with tempfile.TemporaryDirectory() as out:
+                    started = time.perf_counter()
+                    subprocess.run([part.replace("{out}", out) for part in command], check=True, env={**base, **settings}, capture_output=True)
+                    row[condition] = time.perf_counter() - started
+            finally:
+                for process in others:
+                    process.kill()
+                    process.wait()
+        row["ratio"] = row["contended"] / row["alone"]
+        print(f"  {name}: alone {row['alone']:.1f} s, beside {competitors} PyTorch processes {row['contended']:.1f} s ({row['ratio']:.2f}x)", flush=True)
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------- the orchestration
 
 def run_task(task: str, k: int, count: int, threads: int, data_dir: str | None, with_pyro: bool = False) -> dict:
@@ -217,14 +310,18 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA"), help="folder with mnist/ (default: $VAELAB_DATA; random data otherwise)")
     parser.add_argument("--pyro", action=argparse.BooleanOptionalAction, default=True, help="include Pyro if it is installed")
     parser.add_argument("--repeats", type=int, help="runs of each measurement, interleaved; the median is reported (default: 3, quick: 1)")
-    parser.add_argument("--sections", default="evaluation,training,scaling", help="comma-separated parts to run (default: all three)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated parts to run (default: all of {','.join(SECTIONS)})")
+    parser.add_argument("--fold-run", type=Path, help="trained 2-D MNIST run for the folding section (default: OUT/mnist-2d, trained if absent)")
+    parser.add_argument("--fold-epochs", type=int, default=10, help="epochs of that model when it is trained here (default: 10)")
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=10000, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.task:
-        if args.task.startswith("train:"):
+        if args.task.startswith("fold:"):
+            print(json.dumps(measure_folding(args.task.removeprefix("fold:"), args.k, args.count, args.threads, args.data_dir)))
+        elif args.task.startswith("train:"):
             with_pyro = args.pyro and _importable("pyro")
             print(json.dumps(measure_training(args.task.removeprefix("train:"), args.count, args.threads, args.data_dir, with_pyro)))
         else:
@@ -236,11 +333,11 @@ def main() -> None:
     repeats = args.repeats or repeats
     eval_ks = (100,) if args.quick else (1000, 5000)
     have_pyro = args.pyro and _importable("pyro")
-    results: dict[str, list[dict]] = {"evaluation": [], "training": [], "scaling": []}
+    results: dict[str, list[dict]] = {section: [] for section in SECTIONS}
 
     sections = set(args.sections.split(","))
-    if sections - {"evaluation", "training", "scaling"}:
-        raise SystemExit(f"--sections takes evaluation, training and scaling (got {args.sections})")
+    if sections - set(SECTIONS):
+        raise SystemExit(f"--sections takes {', '.join(SECTIONS)} (got {args.sections})")
     print("evaluation: L_k over the test images")
     for k in eval_ks if "evaluation" in sections else ():
         tasks = [(name, k, test_images, threads) for name in ("eval-floor", "eval-vaelab", "eval-vaelab-bf16", "eval-straightforward")]
@@ -283,12 +380,42 @@ def main() -> None:
         results["scaling"].append({"k": task[1], "images": task[2], "threads": task[3], **result,
                                    "microseconds_per_sample": 1e6 * result["seconds"] / (task[1] * task[2])})
 
+    if "folding" in sections:
+        results["folding"] = folding_section(args, test_images, repeats)
+    if "contention" in sections:
+        print("contention: the main command alone and beside two competing PyTorch processes")
+        command = [sys.executable, "-m", "vaelab", "compare", "--out", "{out}/study", "--no-progress"]
+        command += ["--epochs", "1"] if args.quick else []
+        results["contention"] = measure_contention(command, CONTENTION_POLICIES)
+
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"quick": args.quick, "torch": torch.__version__, "threads": threads, "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "pyro": have_pyro, "repeats": repeats}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, **results}, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(meta, results))
     print((args.out / "results.md").read_text())
+
+
+SECTIONS = ("evaluation", "training", "scaling", "folding", "contention")
+# OpenMP settings of the contention section: the runtime's default, vaelab's (vaelab.threads), one thread.
+CONTENTION_POLICIES = {"default": {}, "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}, "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"}}
+
+
+def folding_section(args, test_images: int, repeats: int) -> list[dict]:
+    """L_1000 on a trained 2-D MNIST model: folding, dense and the matmul floor, one thread."""
+    run_dir = args.fold_run or args.out / "mnist-2d"
+    print(f"folding: L_1000 over {test_images} MNIST test images on the trained 2-D model {run_dir}")
+    train_mnist_model(run_dir, 1 if args.quick else args.fold_epochs, 1, args.data_dir)
+    rows = []
+    for repeat in range(repeats):
+        result = run_task(f"fold:{run_dir}", 1000, test_images, 1, args.data_dir)
+        if "error" in result:
+            print(f"  [{repeat + 1}/{repeats}] {result['error']}")
+            continue
+        seconds = result["seconds"]
+        print(f"  [{repeat + 1}/{repeats}] " + ", ".join(f"{name} {value:.2f} s" for name, value in seconds.items()), flush=True)
+        rows.append({**result, "folding_vs_floor": seconds["folding"] / seconds["floor"], "dense_vs_floor": seconds["dense"] / seconds["floor"]})
+    return rows
 
 
 def _importable(name: str) -> bool:
@@ -320,6 +447,18 @@ def markdown(meta: dict, results: dict) -> str:
     lines += ["", "## Scaling of vaelab's evaluator", "", "| k | images | threads | seconds | µs per sample |", "|---|---|---|---|---|"]
     for r in results["scaling"]:
         lines.append(f"| {r['k']} | {r['images']} | {r['threads']} | {r['seconds']:.2f} | {r['microseconds_per_sample']:.2f} |")
+    if results.get("folding"):
+        lines += ["", "## Active-unit folding: L_1000 on a trained 2-D MNIST model (one thread, in turns in one process)", "",
+                  "| epochs | images | posterior sd (median) | crossing units | floor s | folding s | dense s | folding vs floor | dense vs floor | max difference (nats) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in results["folding"]:
+            lines.append(f"| {r['epochs']} | {r['images']} | {r['posterior_sd']:.3f} | {r['crossing']:.0f} of {r['hidden']} | {r['seconds']['floor']:.2f} | "
+                         f"{r['seconds']['folding']:.2f} | {r['seconds']['dense']:.2f} | {r['folding_vs_floor']:.2f}x | {r['dense_vs_floor']:.2f}x | {r['max_difference']:.1e} |")
+    if results.get("contention"):
+        lines += ["", "## Contention: `vaelab compare` alone and beside two competing PyTorch processes", "",
+                  "| OpenMP setting | alone s | contended s | ratio |", "|---|---|---|---|"]
+        for r in results["contention"]:
+            lines.append(f"| {r['policy']} | {r['alone']:.1f} | {r['contended']:.1f} | {r['ratio']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
