@@ -27,6 +27,7 @@ from vaelab.config import (
     list_of,
 )
 from vaelab.errors import ConfigError, VaelabError
+from vaelab.threads import configure_threads
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -373,6 +374,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_threads()  # before anything loads torch: OpenMP threads that wait sleep rather than spin
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
