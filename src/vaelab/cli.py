@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from vaelab.config import (
     ModelConfig,
     TrainConfig,
 )
-from vaelab.errors import ConfigError, VaelabError
+from vaelab.errors import ConfigError, Interrupted, VaelabError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -211,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one model", description="Train one model; writes config.json, environment.json, metrics.jsonl and checkpoint.pt into --out.")
     _add_experiment_options(train)
     train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; alone, with the run's recorded config")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoint, metrics and config are deleted)")
     _add_common(train)
 
     evaluate = commands.add_parser("evaluate", help="estimate L_k of a trained run", description="Estimate L_k of a run's last checkpoint; prints mean and standard error and appends them to the run's metrics.")
@@ -244,11 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from vaelab.runio import CONFIG_FILE
     from vaelab.training import train
 
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    if args.resume and args.config is None and (args.out / CONFIG_FILE).is_file():
+        args.config = args.out / CONFIG_FILE  # the run's recorded config; options given beside --resume must agree with it
     config = experiment_config(args)
     refuse_unused_options(args, config, (config.train.algorithm,))
-    result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, device=args.device)
+    result = train(
+        config, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, device=args.device
+    )
     if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     evaluations = [row for row in result.metrics if row.get("kind") == "eval"]
@@ -333,6 +343,7 @@ def _add_compare_parser(commands) -> None:
     _add_experiment_options(compare, exclude=("--algorithm",))
     compare.add_argument("--curve-images", type=positive_int, help="test images for the L_k-against-k figure, a fixed subset (default: all)")
     compare.add_argument("--out", type=Path, required=True, help="study directory")
+    compare.add_argument("--overwrite", action="store_true", help="replace a study in --out that has another config (its runs, figures and report are deleted)")
     _add_common(compare)
 
 
@@ -343,7 +354,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     config = experiment_config(args, algorithm=args.algorithms[0])
     refuse_unused_options(args, config, args.algorithms)
     study = Study(args.algorithms, config, args.curve_images)
-    report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device)
+    report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device, overwrite=args.overwrite)
     if report is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     return _print_report(report)
@@ -382,6 +393,21 @@ COMMANDS = {
 }
 
 
+# What to do after an interrupted command: only `train` has --resume.
+_AFTER_INTERRUPT = {
+    "train": "the last checkpoint is intact (continue with --resume)",
+    "compare": "every finished epoch is saved (run the same command again to continue the study)",
+    "evaluate": "nothing was written (evaluation has nothing to resume: run it again)",
+    "report": "the previous figures and report are intact (run it again)",
+    "bounds": "run the same command again (its training run continues from its checkpoint)",
+    "datasets": "nothing was changed",
+}
+
+
+def _terminate(signum, frame):
+    raise Interrupted(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -389,14 +415,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    # SIGTERM (Slurm, Kubernetes, `kill`) stops like Ctrl-C: one line, files intact; training
+    # installs its own handler that first finishes the epoch's checkpoint.
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return COMMANDS[args.command](args)
     except VaelabError as error:
         print(f"vaelab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"vaelab {args.command}: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        print(f"vaelab {args.command}: {what}; {_AFTER_INTERRUPT[args.command]}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

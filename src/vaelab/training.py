@@ -25,7 +25,7 @@ from vaelab.estimators.bounds import evaluate_bound, mean_and_standard_error
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset, binarize, load_dataset
 from vaelab.distributed import Placement, average_gradients, barrier, gather, gather_objects, setup, teardown
-from vaelab.errors import RunError
+from vaelab.errors import ConfigError, Interrupted, RunError
 from vaelab.models import BernoulliLayer, HelmholtzMachine, VampPrior, build_model
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import objective_from_config
@@ -38,6 +38,8 @@ from vaelab.runio import (
     environment_info,
     keep_metrics_through_epoch,
     load_checkpoint,
+    load_model_state,
+    open_run_directory,
     read_metrics,
     save_checkpoint,
     write_json_atomic,
@@ -170,23 +172,33 @@ def train(
     *,
     data_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
 ) -> RunResult:
     """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files.
-    The first SIGINT lets the current epoch finish and checkpoint, then raises KeyboardInterrupt;
-    a second one interrupts at once (the previous checkpoint stays intact).
+    The first SIGINT or SIGTERM lets the current epoch finish and checkpoint, then raises
+    :class:`~vaelab.errors.Interrupted`; a second one interrupts at once (the previous checkpoint
+    stays intact).
+
+    ``run_dir`` is locked while training (:func:`vaelab.runio.directory_lock`). A directory that
+    holds a run is continued only with ``resume`` and replaced only with ``overwrite``
+    (:func:`vaelab.runio.check_run_directory`); one that holds anything else is refused.
 
     Raises:
-        RunError: the directory holds another run (without ``resume``), its config differs from
-            ``config``, it cannot be written, or a loss or gradient became non-finite.
+        RunError: the directory holds another run (without ``resume`` or ``overwrite``), or
+            files that are not a run, or is in use by another process; its config differs from
+            ``config``; it cannot be written; or a loss or gradient became non-finite.
     """
     placement = setup(device)
+    run_dir = Path(run_dir)
+    # rank 0 alone writes, so it alone checks, creates and locks the directory
+    directory = open_run_directory(run_dir, "train", resume=resume, overwrite=overwrite) if placement.is_main else contextlib.nullcontext()
     try:
-        with _stop_requests() as stop:
-            return _train(config, Path(run_dir), data_dir, resume, progress and placement.is_main, placement, stop)
+        with _stop_requests() as stop, directory:
+            return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop)
     finally:
         teardown(placement)
 
@@ -278,7 +290,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         barrier(placement)
         state = {"epoch": epoch}
         if _any_process(stop.requested, placement):
-            raise KeyboardInterrupt
+            raise Interrupted(stop.signum)
     return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path) if placement.is_main else [])
 
 
@@ -299,19 +311,19 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
     checkpoint_path = run_dir / CHECKPOINT_FILE
     fresh = {"epoch": 0, "step": 0, "wall_seconds": 0.0}
     if not checkpoint_path.exists():
+        if resume and (run_dir / CONFIG_FILE).exists():  # killed in its first epoch: restart it, with the same config only
+            _refuse_a_different_config(ExperimentConfig.load(run_dir / CONFIG_FILE), config, run_dir)
         if placement.is_main:
             keep_metrics_through_epoch(run_dir / METRICS_FILE, 0)
         return fresh
     if not resume:
         raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
-    checkpoint = load_checkpoint(checkpoint_path)
-    missing = sorted(CHECKPOINT_KEYS - set(checkpoint))
-    if missing:
-        raise RunError(f"{checkpoint_path}: not a checkpoint this version of vaelab can resume (missing {', '.join(missing)})")
-    saved = ExperimentConfig.from_dict(checkpoint["config"])
-    differences = [key for key in config_differences(saved, config) if key != "train.epochs"]
-    if differences:
-        raise RunError(f"{run_dir}: cannot resume with a different config (differs in {', '.join(differences)})")
+    checkpoint = load_checkpoint(checkpoint_path, CHECKPOINT_KEYS)
+    try:
+        saved = ExperimentConfig.from_dict(checkpoint["config"])
+    except ConfigError as error:
+        raise RunError(f"{checkpoint_path}: its embedded config is invalid ({error})") from None
+    _refuse_a_different_config(saved, config, run_dir)
     if config.train.epochs < checkpoint["epoch"]:
         raise RunError(f"{run_dir}: already trained for {checkpoint['epoch']} epochs; --epochs {config.train.epochs} cannot go back")
     if len(checkpoint["noise_generators"]) != placement.world_size:
@@ -319,15 +331,24 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
             f"{run_dir}: the checkpoint was written by {len(checkpoint['noise_generators'])} process(es); "
             f"resume it with the same number (this run has {placement.world_size})"
         )
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    data_generator.set_state(checkpoint["data_generator"])
-    noise_generator.set_state(checkpoint["noise_generators"][placement.rank].to(noise_generator.device))
+    load_model_state(model, checkpoint["model"], checkpoint_path)
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        data_generator.set_state(checkpoint["data_generator"])
+        noise_generator.set_state(checkpoint["noise_generators"][placement.rank].to(noise_generator.device))
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise RunError(f"{checkpoint_path}: cannot restore its optimizer or random state ({type(error).__name__})") from None
     if placement.is_main:
         keep_metrics_through_epoch(run_dir / METRICS_FILE, checkpoint["epoch"])
         if saved.train.epochs != config.train.epochs:
             config.save(run_dir / CONFIG_FILE)
     return {key: checkpoint[key] for key in fresh}
+
+
+def _refuse_a_different_config(saved: ExperimentConfig, config: ExperimentConfig, run_dir: Path) -> None:
+    differences = [key for key in config_differences(saved, config) if key != "train.epochs"]
+    if differences:
+        raise RunError(f"{run_dir}: cannot resume with a different config (differs in {', '.join(differences)})")
 
 
 def _backward(output, model: HelmholtzMachine) -> None:
@@ -374,15 +395,18 @@ def _any_process(flag: bool, placement: Placement) -> bool:
 
 
 class _StopRequest:
-    """SIGINT handler: the first signal asks the loop to stop after the epoch's checkpoint."""
+    """SIGINT and SIGTERM handler: the first signal asks the loop to stop after the epoch's
+    checkpoint; a second one stops at once. SIGTERM is what Slurm and Kubernetes send before a
+    kill, so it gets the same safe stop (exit 143 from the CLI)."""
 
     requested = False
+    signum = signal.SIGINT
 
     def __call__(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        tqdm.write("interrupt: finishing this epoch and its checkpoint, then stopping (interrupt again to stop now)")
+            raise Interrupted(signum)
+        self.requested, self.signum = True, signum
+        tqdm.write(f"{signal.Signals(signum).name}: finishing this epoch and its checkpoint, then stopping (interrupt again to stop now)")
 
 
 @contextlib.contextmanager
@@ -391,8 +415,9 @@ def _stop_requests():
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = signal.signal(signal.SIGINT, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -10,14 +10,23 @@ from vaelab.data import Dataset, load_dataset
 from vaelab.distributed import resolve_device
 from vaelab.errors import RunError
 from vaelab.models import HelmholtzMachine
-from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, append_metrics, load_checkpoint
+from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, append_metrics, directory_lock, load_checkpoint, load_model_state
 from vaelab.training import evaluate_split, initial_model
 
 
 def load_run(
     run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
 ) -> tuple[ExperimentConfig, HelmholtzMachine, Dataset, dict[str, Any]]:
-    """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``."""
+    """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``.
+
+    Takes no lock: the files it reads are replaced atomically, so it reads a consistent snapshot
+    even while the run trains.
+
+    Raises:
+        RunError: not a run; a config or checkpoint that is unreadable, of another shape, or
+            whose model does not fit the config; a parameter holding NaN or infinity (refused
+            before any evaluation, naming the tensor).
+    """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
@@ -25,7 +34,7 @@ def load_run(
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     dataset = load_dataset(config.data.dataset, data_dir)
     model = initial_model(config, dataset)
-    model.load_state_dict(checkpoint["model"])
+    load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT_FILE)
     model.to(resolve_device(device))
     model.eval()
     return config, model, dataset, checkpoint
@@ -41,7 +50,17 @@ def evaluate_run(
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Estimate L_k (and the ELBO) of ``split`` (its first ``num_images``; None: all) at the run's
-    last checkpoint, multiplying in ``precision`` ('fp32' or 'bf16'); appends the row to its metrics."""
+    last checkpoint, multiplying in ``precision`` ('fp32' or 'bf16'); appends the row to its metrics.
+
+    Holds the run's lock (it appends to the metrics): refused in one line while another process
+    trains or evaluates the run."""
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir}: not a vaelab run directory (no such directory)")
+    with directory_lock(run_dir, "evaluate"):
+        return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision)
+
+
+def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision) -> dict[str, Any]:
     config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
     row = {
         "epoch": checkpoint["epoch"],

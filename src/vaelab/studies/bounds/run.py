@@ -30,7 +30,7 @@ from vaelab.errors import RunError
 from vaelab.evaluation.exact import load_2d_run
 from vaelab.models import HelmholtzMachine
 from vaelab.exact.quadrature import LATENT_DIM, quadrature_log_marginal
-from vaelab.runio import write_json_atomic
+from vaelab.runio import directory_lock, write_json_atomic
 from vaelab.models.sampling import sample
 from vaelab.exact.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
@@ -174,6 +174,11 @@ def run_study(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunError(f"{out_dir}: cannot create the output directory ({error.strerror})") from None
+    with directory_lock(out_dir, "bounds"):  # a second `vaelab bounds` there is refused in one line
+        return _run_study(out_dir, run_dir, settings, data_dir, progress)
+
+
+def _run_study(out_dir: Path, run_dir, settings: StudySettings, data_dir, progress: bool) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(run_dir) if run_dir else train_digits_model(out_dir / TRAINED_RUN, settings, data_dir, progress)
     seconds = {"training": time.perf_counter() - started}

@@ -31,7 +31,7 @@ from vaelab.studies.compare.summary import (
     format_duration,
     summarise_run,
 )
-from vaelab.runio import CHECKPOINT_FILE, METRICS_FILE, read_metrics, write_text_atomic
+from vaelab.runio import CHECKPOINT_FILE, METRICS_FILE, directory_lock, read_metrics, write_text_atomic
 from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,
     CURVE_KS,
@@ -69,12 +69,21 @@ class _Run:
 def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> Report:
     """Write ``figures/*.png|pdf`` and a self-contained ``report.html`` into ``study_dir``.
 
+    Holds the study's lock: refused in one line while ``vaelab compare`` runs there (its
+    report would be rebuilt from runs still training). Every file is replaced atomically, so a
+    killed report leaves the previous figures and page whole.
+
     Raises:
-        RunError: ``study_dir`` is not a study, or one of its runs is unfinished (no checkpoint,
-            or no L_k curve for its last epoch: run the same ``vaelab compare`` again).
+        RunError: ``study_dir`` is not a study, is in use, or one of its runs is unfinished (no
+            checkpoint, or no L_k curve for its last epoch: run the same ``vaelab compare`` again).
     """
     study_dir = Path(study_dir)
     study = Study.load(study_dir)
+    with directory_lock(study_dir, "report"):
+        return _build_report(study_dir, study, data_dir)
+
+
+def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None) -> Report:
     config = study.run_config(study.algorithms[0])
     loaded = [_load_run(study_dir, algorithm, data_dir) for algorithm in study.algorithms]
     runs = {display_name(run.algorithm): run for run, _ in loaded}
