@@ -115,3 +115,60 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
         with directory_lock(tmp_path, "inner"):
             pass
         assert (tmp_path / runio.LOCK_FILE).read_text() == f"process {os.getpid()} (outer)\n"
+
+
+# 2. Nothing erases a run's history ---------------------------------------------------------------
+
+
+def test_a_run_without_its_checkpoint_is_neither_overwritten_nor_restarted(run):
+    status, _, stderr = run_cli("evaluate", run, "--k", "2", "--images", "5", "--threads", "1")
+    assert status == 0, stderr
+    (run / "checkpoint.pt").unlink()
+    before = snapshot(run)
+    for extra in ([], ["--resume"], ["--lr", "0.01"], ["--lr", "0.01", "--resume"]):
+        status, _, stderr = run_cli("train", *TINY, "--epochs", "2", "--out", run, *extra)
+        one_line_error(status, stderr)
+        assert "--overwrite" in stderr
+        assert snapshot(run) == before
+    status, _, stderr = run_cli("train", *TINY, "--epochs", "1", "--lr", "0.01", "--out", run, "--overwrite")
+    assert status == 0, stderr
+    rows = read_metrics(run / "metrics.jsonl")
+    assert {row["epoch"] for row in rows} == {1} and not any(row["kind"] == "evaluate" for row in rows)
+    assert json.loads((run / "config.json").read_text())["train"]["learning_rate"] == 0.01
+
+
+def test_a_non_empty_directory_that_is_not_a_run_is_refused_and_left_untouched(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "data").mkdir()
+    for command in (["train", *TINY, "--epochs", "1", "--out", tmp_path], ["train", *TINY, "--epochs", "1", "--out", tmp_path, "--overwrite"],
+                    ["compare", "--algorithms", "aevb", *TINY, "--epochs", "1", "--out", tmp_path],
+                    ["compare", "--algorithms", "aevb", *TINY, "--epochs", "1", "--out", tmp_path, "--overwrite"]):
+        status, _, stderr = run_cli(*command)
+        one_line_error(status, stderr)
+        assert "not empty and not a vaelab" in stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "notes.txt"]  # not even a lock file
+
+
+def test_resume_alone_continues_from_the_recorded_config_and_other_options_must_agree(run):
+    status, _, stderr = run_cli("train", "--out", run, "--resume", "--no-progress", "--threads", "1")
+    assert status == 0, stderr  # already finished: nothing to do
+    status, _, stderr = run_cli("train", "--out", run, "--resume", "--epochs", "3", "--no-progress", "--threads", "1")
+    assert status == 0, stderr
+    assert [row["epoch"] for row in read_metrics(run / "metrics.jsonl") if row["kind"] == "train"] == [1, 2, 3]
+    status, _, stderr = run_cli("train", "--out", run, "--resume", "--lr", "0.01", "--threads", "1")
+    one_line_error(status, stderr)
+    assert "differs in train.learning_rate" in stderr
+    status, _, stderr = run_cli("train", "--out", run, "--resume", "--overwrite")
+    one_line_error(status, stderr)
+
+
+def test_a_run_killed_in_its_first_epoch_resumes_with_the_same_config_only(tmp_path, trained):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "environment.json"):  # what a run holds before its first checkpoint
+        shutil.copy(trained / name, run / name)
+    status, _, stderr = run_cli("train", *TINY, "--epochs", "2", "--lr", "0.01", "--out", run, "--resume")
+    one_line_error(status, stderr)
+    assert "differs in train.learning_rate" in stderr
+    status, _, stderr = run_cli("train", "--out", run, "--resume", "--no-progress", "--threads", "1")
+    assert status == 0, stderr

@@ -202,10 +202,19 @@ def _replace_atomically(path: Path, write) -> None:
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
-        raise RunError(f"{path}: cannot write ({error.strerror}); the previous version is intact") from None
+        raise RunError(f"{path}: cannot write ({error.strerror or error}); the previous version is intact") from None
+    except RuntimeError as error:  # torch.save reports a failed write (a full disk) as a RuntimeError
+        Path(temporary).unlink(missing_ok=True)
+        reason = "No space left on device" if "space" in str(error).lower() or "errno 28" in str(error).lower() else _first_line(error)
+        raise RunError(f"{path}: cannot write ({reason}); the previous version is intact") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 def _umask() -> int:
@@ -220,6 +229,13 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, values: Any) -> None:
     write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def write_figure_atomic(path: Path, figure, **savefig_options) -> None:
+    """``figure.savefig`` into ``path`` atomically, in the format of its suffix: a kill while
+    drawing leaves the previous figure whole, never a 0-byte PNG."""
+    path = Path(path)
+    _replace_atomically(path, lambda file: figure.savefig(file, format=path.suffix.lstrip("."), **savefig_options))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
