@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 import torch
 
@@ -172,3 +173,129 @@ def test_a_run_killed_in_its_first_epoch_resumes_with_the_same_config_only(tmp_p
     assert "differs in train.learning_rate" in stderr
     status, _, stderr = run_cli("train", "--out", run, "--resume", "--no-progress", "--threads", "1")
     assert status == 0, stderr
+
+
+# 3. Signals --------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_training_at_a_checkpoint_with_one_line_and_exit_143(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "vaelab", "train", *TINY, "--epochs", "500", "--out", str(out)],
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    stderr = process.stderr.read()
+    assert stderr.strip().splitlines() == ["vaelab train: terminated; the last checkpoint is intact (continue with --resume)"]
+    epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    assert max(row["epoch"] for row in read_metrics(out / "metrics.jsonl")) == epoch < 500
+
+
+@pytest.mark.parametrize("command, module, function, advice", [
+    ("evaluate", "vaelab.evaluation.evaluate", "evaluate_run", "nothing to resume"),
+    ("compare", "vaelab.studies.compare.run", "compare", "run the same command again"),
+])
+def test_ctrl_c_advice_fits_the_command(run, monkeypatch, command, module, function, advice):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"{module}.{function}", interrupted)
+    arguments = ["evaluate", run] if command == "evaluate" else ["compare", "--algorithms", "aevb", *TINY, "--out", run.parent / "study"]
+    status, _, stderr = run_cli(*arguments)
+    assert status == 130
+    assert advice in stderr and "--resume" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_raw_pickle_is_refused_without_torch_warnings(tmp_path, capfd):
+    import pickle
+
+    (tmp_path / "checkpoint.pt").write_bytes(pickle.dumps({"epoch": 1, "model": {}}))
+    with pytest.raises(RunError, match="checkpoint.pt: unreadable checkpoint"):
+        runio.load_checkpoint(tmp_path / "checkpoint.pt")
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+# 4. Atomic figures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "study"
+    status, _, stderr = run_cli("compare", "--algorithms", "aevb", *TINY, "--epochs", "1", "--curve-images", "20", "--out", out)
+    assert status == 0, stderr
+    return out
+
+
+@pytest.fixture
+def study(finished_study, tmp_path) -> Path:
+    copy = tmp_path / "study"
+    shutil.copytree(finished_study, copy)
+    return copy
+
+
+# Rebuild the report, but SIGKILL the process in the middle of writing its third figure file.
+KILL_DURING_REPORT = """
+import os, signal, sys
+import matplotlib.figure
+calls = []
+def savefig(self, target, **kwargs):
+    calls.append(target)
+    if len(calls) == 3:
+        file = open(target, "wb") if isinstance(target, (str, os.PathLike)) else target  # a path: how savefig was called before
+        file.write(b"half a figure")
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, target, **kwargs)
+original, matplotlib.figure.Figure.savefig = matplotlib.figure.Figure.savefig, savefig
+from vaelab.cli import main
+main(["report", sys.argv[1]])
+"""
+
+
+def test_a_kill_during_report_leaves_every_previous_figure_whole_and_the_next_start_cleans_up(study):
+    before = snapshot(study)
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_REPORT, str(study)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    leftovers = [path for path in study.rglob("*.tmp")]
+    assert len(leftovers) == 1 and leftovers[0].parent.name == "figures"
+    after = {name: data for name, data in snapshot(study).items() if not name.endswith(".tmp")}
+    rewritten = {"figures/training.png", "figures/training.pdf"}  # whole new versions, written before the kill
+    assert {name: data for name, data in after.items() if name not in rewritten} == {name: data for name, data in before.items() if name not in rewritten}
+    assert after.keys() == before.keys() and after["figures/samples.png"] == before["figures/samples.png"]  # the one being written
+    assert after["figures/training.pdf"].rstrip().endswith(b"%%EOF")
+    matplotlib.image.imread(study / "figures" / "training.png")
+    status, _, stderr = run_cli("report", study)
+    assert status == 0, stderr
+    assert not list(study.rglob("*.tmp"))
+
+
+def test_report_of_a_study_being_written_is_refused(study):
+    holder = hold_lock(study)
+    try:
+        status, _, stderr = run_cli("report", study)
+        one_line_error(status, stderr)
+        assert f"in use by process {holder.pid}" in stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+# 6. Non-finite parameters ------------------------------------------------------------------------
+
+
+def test_a_nan_weight_is_refused_before_any_evaluation_naming_the_tensor(run):
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    name = next(name for name in checkpoint["model"] if name.endswith("weight"))
+    checkpoint["model"][name].view(-1)[3] = float("nan")
+    torch.save(checkpoint, run / "checkpoint.pt")
+    before = snapshot(run)
+    for command in (["evaluate", run, "--k", "2", "--images", "5"], ["train", "--out", run, "--resume", "--epochs", "3"]):
+        status, _, stderr = run_cli(*command, "--threads", "1")
+        one_line_error(status, stderr)
+        assert f"parameter {name} holds NaN" in stderr
+    assert snapshot(run) == before
