@@ -299,3 +299,124 @@ def test_a_nan_weight_is_refused_before_any_evaluation_naming_the_tensor(run):
         one_line_error(status, stderr)
         assert f"parameter {name} holds NaN" in stderr
     assert snapshot(run) == before
+
+
+# 5. Every file read back is validated into one line ----------------------------------------------
+
+
+def rewrite_checkpoint(run: Path, change) -> None:
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save(change(checkpoint), run / "checkpoint.pt")
+
+
+def other_shape(checkpoint):
+    checkpoint["model"] = {name: torch.zeros(*(size + 1 for size in tensor.shape)) for name, tensor in checkpoint["model"].items()}
+    return checkpoint
+
+
+CHECKPOINT_FAULTS = {
+    "another model shape": other_shape,
+    "no model entry": lambda checkpoint: {key: value for key, value in checkpoint.items() if key != "model"},
+    "a bare tensor": lambda checkpoint: torch.zeros(3),
+    "epoch as a string": lambda checkpoint: {**checkpoint, "epoch": "2"},
+    "model of lists": lambda checkpoint: {**checkpoint, "model": {"w": [1.0]}},
+    "invalid embedded config": lambda checkpoint: {**checkpoint, "config": {**checkpoint["config"], "seed": -1}},
+    "no noise generators": lambda checkpoint: {**checkpoint, "noise_generators": []},
+    "optimizer of another run": lambda checkpoint: {**checkpoint, "optimizer": {"state": {}, "param_groups": []}},
+}
+
+
+@pytest.mark.parametrize("fault", CHECKPOINT_FAULTS)
+def test_a_bad_checkpoint_gets_one_line_naming_it_from_evaluate_and_resume(run, fault):
+    rewrite_checkpoint(run, CHECKPOINT_FAULTS[fault])
+    before = snapshot(run)
+    commands = [["train", "--out", run, "--resume", "--epochs", "3", "--no-progress"]]
+    if fault not in ("invalid embedded config", "no noise generators", "optimizer of another run"):  # evaluate reads neither
+        commands.append(["evaluate", run, "--k", "2", "--images", "5"])
+    for command in commands:
+        status, _, stderr = run_cli(*command, "--threads", "1")
+        one_line_error(status, stderr)
+        assert "checkpoint.pt" in stderr
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("row", ['[1, 2]', '{"epoch": "1", "kind": "train"}', '{"kind": "train"}', '{"epoch": 1, "kind": 5}', '"text"', '{"epoch": 1, "kind": "eval", "bound": "x"}'])
+def test_foreign_metrics_rows_get_one_line_naming_the_file_and_line(run, row):
+    with open(run / "metrics.jsonl", "a") as file:
+        file.write(row + "\n")
+    before = snapshot(run)
+    for command in (["train", "--out", run, "--resume", "--epochs", "3", "--no-progress"], ["evaluate", run, "--k", "2", "--images", "5"]):
+        status, _, stderr = run_cli(*command, "--threads", "1")
+        one_line_error(status, stderr)
+        assert "metrics.jsonl:" in stderr and "not a" in stderr
+    assert snapshot(run) == before
+
+
+STUDY_FAULTS = {
+    "bound curve of the wrong shape": ("aevb/bound_curve.json", '{"epoch": 1, "k": [1], "bound": [0.0]}'),
+    "bound curve a list": ("aevb/bound_curve.json", "[]"),
+    "compare.json of the wrong shape": ("compare.json", '{"algorithms": [], "config": {}}'),
+    "compare.json a string": ("compare.json", '"study"'),
+    "compare.json with a bad algorithm list": ("compare.json", '{"algorithms": 5, "config": {}, "curve_images": null}'),
+    "empty metrics": ("aevb/metrics.jsonl", ""),
+    "metrics of another epoch": ("aevb/metrics.jsonl", '{"epoch": 7, "kind": "train", "split": "train", "bound": 1, "wall_seconds": 1, "epoch_seconds": 1}\n'),
+}
+
+
+@pytest.mark.parametrize("fault", STUDY_FAULTS)
+def test_a_bad_study_file_gets_one_line_from_report(study, fault):
+    name, text = STUDY_FAULTS[fault]
+    (study / name).write_text(text)
+    before = snapshot(study)
+    status, _, stderr = run_cli("report", study)
+    one_line_error(status, stderr)
+    assert Path(name).name in stderr
+    assert snapshot(study) == before
+
+
+class FullDisk(io.RawIOBase):
+    """A file that takes ``room`` bytes, then answers ENOSPC, as a full disk does."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def fileno(self):
+        return self.file.fileno()
+
+    def close(self):
+        self.file.close()
+        super().close()
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "figure"])
+def test_a_full_disk_while_torch_or_matplotlib_writes_gives_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch, what):
+    from matplotlib.figure import Figure
+
+    path = tmp_path / ("checkpoint.pt" if what == "checkpoint" else "figure.png")
+    figure = Figure()
+    figure.add_subplot().plot(range(100))
+
+    def write():
+        if what == "checkpoint":
+            runio.save_checkpoint(path, {"epoch": 1, "model": {"w": torch.randn(100_000)}})
+        else:
+            runio.write_figure_atomic(path, figure, dpi=100)
+
+    write()
+    before = path.read_bytes()
+    original = os.fdopen
+    monkeypatch.setattr(runio.os, "fdopen", lambda descriptor, mode: FullDisk(original(descriptor, mode), 1000))
+    with pytest.raises(RunError, match="No space left on device.*previous version is intact") as error:
+        write()
+    assert "\n" not in str(error.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -203,9 +203,10 @@ def _replace_atomically(path: Path, write) -> None:
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
         raise RunError(f"{path}: cannot write ({error.strerror or error}); the previous version is intact") from None
-    except RuntimeError as error:  # torch.save reports a failed write (a full disk) as a RuntimeError
+    except RuntimeError as error:  # torch.save reports a failed write (a full disk) as a 40-line RuntimeError
         Path(temporary).unlink(missing_ok=True)
-        reason = "No space left on device" if "space" in str(error).lower() or "errno 28" in str(error).lower() else _first_line(error)
+        cause = error.__context__  # the OSError of the write it swallowed, where there was one
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _first_line(error)
         raise RunError(f"{path}: cannot write ({reason}); the previous version is intact") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

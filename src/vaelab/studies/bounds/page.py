@@ -34,9 +34,14 @@ def write_page(out_dir: str | Path) -> Path:
         images = {key: base64.b64encode((out_dir / f"{name}.png").read_bytes()).decode() for key, name in FIGURES.items()}
     except OSError as error:
         raise RunError(f"{out_dir}: cannot read the results and figures to draw the page from ({error.strerror}: {error.filename})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise RunError(f"{out_dir / RESULTS_FILE}: not valid JSON ({type(error).__name__}); run 'vaelab bounds' again") from None
     environment = jinja2.Environment(loader=jinja2.PackageLoader("vaelab", "templates"), autoescape=jinja2.select_autoescape())
-    page = environment.get_template(PAGE_FILE).render(
-        results=results, images=images, figures=FIGURES, columns=_table_columns(results["settings"]["ks"])
-    )
+    try:
+        page = environment.get_template(PAGE_FILE).render(
+            results=results, images=images, figures=FIGURES, columns=_table_columns(results["settings"]["ks"])
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, jinja2.UndefinedError) as error:
+        raise RunError(f"{out_dir / RESULTS_FILE}: not the results of 'vaelab bounds' ({type(error).__name__}: {error}); run it again") from None
     write_text_atomic(out_dir / PAGE_FILE, page)
     return out_dir / PAGE_FILE

@@ -218,7 +218,26 @@ def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None) -> t
             "run the same 'vaelab compare' again to finish the study"
         )
     metrics = read_metrics(directory / METRICS_FILE)
+    _check_metrics(directory / METRICS_FILE, metrics, checkpoint["epoch"])
     return _Run(algorithm, model, summarise_run(algorithm, metrics), metrics, curve), dataset
+
+
+# The numbers the report reads from each kind of row (vaelab.studies.compare.summary.summarise_run).
+_REPORTED = {"train": ("wall_seconds", "epoch_seconds", "bound"), "eval": ("wall_seconds", "k", "bound", "bound_stderr", "elbo", "elbo_stderr", "num_images")}
+
+
+def _check_metrics(path: Path, rows: list[dict[str, Any]], epoch: int) -> None:
+    """Raise RunError unless every training and evaluation row holds the numbers the report
+    reads, and epoch ``epoch`` (the checkpoint's) has its training row and test evaluation."""
+    for number, row in enumerate(rows, start=1):
+        missing = [key for key in _REPORTED.get(row["kind"], ()) if not isinstance(row.get(key), (int, float))]
+        if missing or (row["kind"] in _REPORTED and not isinstance(row.get("split"), str)):
+            raise RunError(f"{path}: row {number} ({row['kind']}) lacks {', '.join(missing) or 'split'}")
+    done = {(row["kind"], row["split"]) for row in rows if row["epoch"] == epoch and row["kind"] in _REPORTED}
+    if not {("train", "train"), ("eval", "test")} <= done:
+        raise RunError(
+            f"{path}: no training row and test evaluation for epoch {epoch} (that of its checkpoint); the run's metrics were lost or replaced"
+        )
 
 
 def _examples(labels: torch.Tensor | None) -> torch.Tensor:
