@@ -420,3 +420,49 @@ def test_a_full_disk_while_torch_or_matplotlib_writes_gives_one_line_and_keeps_t
     assert "\n" not in str(error.value)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+# 7. Downloads are capped at the expected size ----------------------------------------------------
+
+
+class EndlessResponse:
+    """An HTTP answer that never ends (and announces no length), counting the bytes handed out."""
+
+    headers: dict[str, str] = {}
+
+    def __init__(self):
+        self.handed_out = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self, size=-1):
+        size = 1 << 20 if size is None or size < 0 else size
+        self.handed_out += size
+        return b"x" * size
+
+
+def test_a_download_larger_than_expected_is_stopped_at_the_expected_size(tmp_path, monkeypatch):
+    from vaelab.data import download
+    from vaelab.errors import DataError
+
+    response = EndlessResponse()
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: response)
+    with pytest.raises(DataError, match="more than the expected 10000 bytes"):
+        download.download_file(["http://mirror/file"], tmp_path / "file", "0" * 64, size=10_000)
+    assert response.handed_out <= 10_001
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_dataset_file_has_its_expected_size_and_the_shared_copies_match_it(shared_data_dir):
+    from vaelab.data import datasets
+
+    for name, spec in datasets.REGISTRY.items():
+        for file in spec.files:
+            assert file.size is not None, (name, file.name)
+            local = shared_data_dir / spec.folder / file.name
+            if local.is_file():
+                assert local.stat().st_size == file.size, local
