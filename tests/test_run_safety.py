@@ -466,3 +466,75 @@ def test_every_dataset_file_has_its_expected_size_and_the_shared_copies_match_it
             local = shared_data_dir / spec.folder / file.name
             if local.is_file():
                 assert local.stat().st_size == file.size, local
+
+
+# 8. Any corruption of any file: one line, non-zero, nothing else changed ------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(["epoch", "kind", "model", "k", "bound", "split", "config", "algorithms"]) | st.text(max_size=5), children, max_size=4),
+    max_leaves=8,
+)
+corruptions = st.one_of(
+    st.tuples(st.just("truncate"), st.floats(0, 0.999)),
+    st.tuples(st.just("flip"), st.lists(st.tuples(st.floats(0, 0.999), st.integers(1, 255)), min_size=1, max_size=8)),
+    st.tuples(st.just("replace with JSON"), json_values),
+    st.tuples(st.just("append"), st.binary(min_size=1, max_size=40)),
+    st.tuples(st.just("empty"), st.none()),
+)
+
+
+def corrupt(path: Path, corruption) -> None:
+    kind, value = corruption
+    data = path.read_bytes()
+    if kind == "truncate":
+        data = data[: int(value * len(data))]
+    elif kind == "flip":
+        data = bytearray(data)
+        for where, mask in value:
+            data[int(where * len(data))] ^= mask
+        data = bytes(data)
+    elif kind == "replace with JSON":
+        data = (json.dumps(value) + "\n").encode()
+    elif kind == "append":
+        data += value
+    else:
+        data = b""
+    path.write_bytes(data)
+
+
+def check_fails_cleanly_or_succeeds(directory: Path, command: list) -> bool:
+    """Run ``command``: it either succeeds, or fails in one line with nothing on disk changed. True if it failed."""
+    before = snapshot(directory)
+    status, _, stderr = run_cli(*command)
+    if status == 0:
+        return False
+    one_line_error(status, stderr)
+    assert status == 1
+    assert snapshot(directory) == before, command
+    return True
+
+
+CORRUPTION_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+@CORRUPTION_SETTINGS
+@given(name=st.sampled_from(["checkpoint.pt", "config.json", "metrics.jsonl"]), corruption=corruptions)
+def test_a_corrupted_run_file_gives_evaluate_and_resume_one_line_and_changes_nothing(trained, tmp_path_factory, name, corruption):
+    run = tmp_path_factory.mktemp("corrupt") / "run"
+    shutil.copytree(trained, run)
+    corrupt(run / name, corruption)
+    check_fails_cleanly_or_succeeds(run, ["train", "--out", run, "--resume", "--no-progress", "--threads", "1"])
+    check_fails_cleanly_or_succeeds(run, ["evaluate", run, "--k", "2", "--images", "5", "--threads", "1"])
+
+
+@CORRUPTION_SETTINGS
+@given(name=st.sampled_from(["compare.json", "aevb/checkpoint.pt", "aevb/config.json", "aevb/metrics.jsonl", "aevb/bound_curve.json"]), corruption=corruptions)
+def test_a_corrupted_study_file_gives_report_one_line_and_changes_nothing(finished_study, tmp_path_factory, name, corruption):
+    study = tmp_path_factory.mktemp("corrupt") / "study"
+    shutil.copytree(finished_study, study)
+    corrupt(study / name, corruption)
+    check_fails_cleanly_or_succeeds(study, ["report", study])
