@@ -538,3 +538,47 @@ def test_a_corrupted_study_file_gives_report_one_line_and_changes_nothing(finish
     shutil.copytree(finished_study, study)
     corrupt(study / name, corruption)
     check_fails_cleanly_or_succeeds(study, ["report", study])
+
+
+# 9. Sizes, seeds and splits refused before anything is allocated or written ----------------------
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--hidden", "1000000000"], "GiB of memory"),
+    (["--eval-k", "100000000"], "GiB of memory"),
+    (["--batch-size", "10000000", "--num-samples", "100000"], "GiB of memory"),
+    (["--threads", "1000000"], "per core"),
+    (["--seed", str(2**64)], "at most 2**63 - 1"),
+    (["--seed", str(2**63)], "at most 2**63 - 1"),
+    (["--eval-splits", "valid"], "has no valid split"),
+])
+def test_impossible_options_are_refused_before_anything_is_written(tmp_path, options, fragment):
+    for command in ("train", "compare"):
+        arguments = [command, "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "out", *options]
+        if command == "compare":
+            arguments[1:1] = ["--algorithms", "aevb"]
+            if "--eval-splits" in options:
+                arguments[-1] = "test,valid"
+        status, _, stderr = run_cli(*arguments)
+        one_line_error(status, stderr)
+        assert fragment in stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_a_k_beyond_memory_before_evaluating(run):
+    before = snapshot(run)
+    status, _, stderr = run_cli("evaluate", run, "--k", "10000000000")
+    one_line_error(status, stderr)
+    assert "GiB of memory" in stderr and snapshot(run) == before
+
+
+def test_the_memory_estimate_passes_the_papers_models():
+    from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+    from vaelab.preflight import memory_needed
+
+    iwae_two_layers = ExperimentConfig(
+        data=DataConfig(dataset="mnist"), model=ModelConfig(hidden=(200, 200), latent_dim=(100, 50), upper_hidden=(100, 100)),
+        train=TrainConfig(algorithm="iwae", num_samples=50, eval_k=5000, kl="monte-carlo"),
+    )
+    assert memory_needed(iwae_two_layers, 784) < 8 * 2**30  # L_5000 in batches of 100 images (500,000 rows): runs on a 16 GB machine
+    assert memory_needed(ExperimentConfig(model=ModelConfig(hidden=(10**9,))), 784) > 10**15

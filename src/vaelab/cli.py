@@ -404,6 +404,22 @@ _AFTER_INTERRUPT = {
 }
 
 
+MAX_THREADS_PER_CORE = 8  # beyond this, threads only cost memory (a stack each) and switching
+
+
+def _set_threads(threads: int) -> None:
+    """``torch.set_num_threads``, after refusing counts no machine could use (``--threads 1000000``
+    would reserve a stack per thread and end in the allocator's traceback)."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    if threads > MAX_THREADS_PER_CORE * cores:
+        raise ConfigError(f"--threads {threads} is more than {MAX_THREADS_PER_CORE} per core of this machine's {cores}")
+    torch.set_num_threads(threads)
+
+
 def _terminate(signum, frame):
     raise Interrupted(signum)
 
@@ -411,14 +427,12 @@ def _terminate(signum, frame):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     # SIGTERM (Slurm, Kubernetes, `kill`) stops like Ctrl-C: one line, files intact; training
     # installs its own handler that first finishes the epoch's checkpoint.
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
+        if getattr(args, "threads", None):
+            _set_threads(args.threads)
         return COMMANDS[args.command](args)
     except VaelabError as error:
         print(f"vaelab {args.command}: error: {error}", file=sys.stderr)

@@ -29,6 +29,7 @@ from vaelab.errors import ConfigError, Interrupted, RunError
 from vaelab.models import BernoulliLayer, HelmholtzMachine, VampPrior, build_model
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import objective_from_config
+from vaelab.preflight import check_before_training
 from vaelab.runio import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -192,6 +193,7 @@ def train(
             files that are not a run, or is in use by another process; its config differs from
             ``config``; it cannot be written; or a loss or gradient became non-finite.
     """
+    check_before_training(config)  # before anything is allocated or written
     placement = setup(device)
     run_dir = Path(run_dir)
     # rank 0 alone writes, so it alone checks, creates and locks the directory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from vaelab.data import Dataset, load_dataset
 from vaelab.distributed import resolve_device
 from vaelab.errors import RunError
 from vaelab.models import HelmholtzMachine
+from vaelab.preflight import check_before_training
 from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, append_metrics, directory_lock, load_checkpoint, load_model_state, read_metrics
 from vaelab.training import evaluate_split, initial_model
 
@@ -62,6 +64,7 @@ def evaluate_run(
 
 def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision) -> dict[str, Any]:
     config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
+    check_before_training(dataclasses.replace(config, train=dataclasses.replace(config.train, eval_k=k)))  # memory for k samples
     read_metrics(Path(run_dir) / METRICS_FILE)  # refuse a corrupt metrics file before the costly part, not after it
     row = {
         "epoch": checkpoint["epoch"],

@@ -23,6 +23,7 @@ from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset
 from vaelab.errors import RunError
 from vaelab.models import HelmholtzMachine
+from vaelab.preflight import check_before_training
 from vaelab.studies.compare.report import Report, build_report
 from vaelab.runio import directory_contents, directory_lock, run_files, write_json_atomic
 from vaelab.studies.compare.study import (
@@ -69,6 +70,8 @@ def compare(
     """
     study_dir = Path(study_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone checks, locks and writes
+    for algorithm in study.algorithms:  # every option, before the first epoch of the first run
+        check_before_training(study.run_config(algorithm))
     if main_process:
         _check_study_directory(study, study_dir, overwrite)
         try:
