@@ -581,4 +581,4 @@ def test_the_memory_estimate_passes_the_papers_models():
         train=TrainConfig(algorithm="iwae", num_samples=50, eval_k=5000, kl="monte-carlo"),
     )
     assert memory_needed(iwae_two_layers, 784) < 8 * 2**30  # L_5000 in batches of 100 images (500,000 rows): runs on a 16 GB machine
-    assert memory_needed(ExperimentConfig(model=ModelConfig(hidden=(10**9,))), 784) > 10**15
+    assert memory_needed(ExperimentConfig(model=ModelConfig(hidden=(10**9,))), 784) > 10**14  # over 700 TiB
