@@ -582,3 +582,27 @@ def test_the_memory_estimate_passes_the_papers_models():
     )
     assert memory_needed(iwae_two_layers, 784) < 8 * 2**30  # L_5000 in batches of 100 images (500,000 rows): runs on a 16 GB machine
     assert memory_needed(ExperimentConfig(model=ModelConfig(hidden=(10**9,))), 784) > 10**14  # over 700 TiB
+
+
+@pytest.mark.parametrize("name, make", [
+    ("metrics.jsonl", lambda path: path.mkdir()),
+    ("metrics.jsonl", lambda path: path.symlink_to("/dev/null")),
+    ("metrics.jsonl", lambda path: path.symlink_to(path)),
+    ("checkpoint.pt", lambda path: path.mkdir()),
+])
+def test_a_run_file_that_is_not_a_plain_file_is_refused_before_anything_changes(run, name, make):
+    (run / name).unlink()
+    make(run / name)
+    before = snapshot(run)
+    status, _, stderr = run_cli("train", "--out", run, "--resume", "--epochs", "3", "--no-progress", "--threads", "1")
+    one_line_error(status, stderr)
+    assert name in stderr and snapshot(run) == before
+
+
+def test_a_report_page_that_is_a_directory_is_refused_before_any_figure_is_replaced(study):
+    (study / "report.html").unlink()
+    (study / "report.html").mkdir()
+    before = snapshot(study)
+    status, _, stderr = run_cli("report", study)
+    one_line_error(status, stderr)
+    assert "report.html: is a directory" in stderr and snapshot(study) == before

@@ -145,6 +145,10 @@ def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -
         return
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a directory; choose another --out")
+    for name in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE):
+        path = run_dir / name
+        if (path.exists() or path.is_symlink()) and not path.is_file():  # a folder, a device, a dangling or looping link
+            raise RunError(f"{path}: not a regular file; a run's files must be plain files")
     files = run_files(run_dir)
     if not files:
         others = directory_contents(run_dir)
@@ -352,8 +356,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         text = Path(path).read_text()
     except FileNotFoundError:
         return []
+    except IsADirectoryError:
+        raise RunError(f"{path}: cannot read metrics (a directory)") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise RunError(f"{path}: cannot read metrics ({error})") from None
+        raise RunError(f"{path}: cannot read metrics ({getattr(error, 'strerror', None) or error})") from None
     rows = []
     for number, line in enumerate(text.split("\n")[:-1], start=1):  # the text after the last '\n' is partial
         try:
@@ -392,8 +398,9 @@ def keep_metrics_through_epoch(path: Path, epoch: int) -> None:
     Used on resume: rows written after the checkpoint being resumed from are recomputed, so
     keeping them would duplicate them.
     """
-    if Path(path).exists():
-        rows = [row for row in read_metrics(path) if row["epoch"] <= epoch]
+    rows = read_metrics(path)  # [] when absent; raises for a file that cannot be read (a link loop, a folder)
+    if rows or Path(path).is_file():
+        rows = [row for row in rows if row["epoch"] <= epoch]
         write_text_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 

@@ -46,6 +46,7 @@ from vaelab.training import evaluation_images, uses_binarization
 MANIFOLD_TICKS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # values of z marked on its axes
 SAMPLE_GRID = (10, 10)  # rows, columns of prior samples
 UNLABELLED_EXAMPLES = 10  # test images reconstructed when there are no classes to pick one of each
+FIGURE_NAMES = ("training", "samples", "reconstructions", "latent", "bound_vs_k", "manifold")  # the files _figures may write
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None) ->
     shown = _examples(labels)
 
     figures_dir = study_dir / FIGURES_DIR
+    for path in (study_dir / REPORT_FILE, *(figures_dir / f"{name}{suffix}" for name in FIGURE_NAMES for suffix in (".png", ".pdf"))):
+        if path.is_dir():  # found now, not after the figures before it were replaced
+            raise RunError(f"{path}: is a directory; the report cannot be written there")
     try:
         figures_dir.mkdir(exist_ok=True)
     except OSError as error:
