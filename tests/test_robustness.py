@@ -128,12 +128,12 @@ def test_unwritable_directory_is_reported_and_nothing_is_lost(tmp_path, monkeypa
 
 def test_a_partial_metrics_line_is_ignored_and_cut_before_the_next_append(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    append_metrics(path, {"epoch": 1})
+    append_metrics(path, {"epoch": 1, "kind": "train"})
     with open(path, "ab") as file:
         file.write(b'{"epoch": 2, "bou')  # a crash mid-write
-    assert read_metrics(path) == [{"epoch": 1}]
-    append_metrics(path, {"epoch": 2})
-    assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
+    assert read_metrics(path) == [{"epoch": 1, "kind": "train"}]
+    append_metrics(path, {"epoch": 2, "kind": "train"})
+    assert read_metrics(path) == [{"epoch": 1, "kind": "train"}, {"epoch": 2, "kind": "train"}]
 
 
 json_values = st.recursive(
