@@ -606,3 +606,11 @@ def test_a_report_page_that_is_a_directory_is_refused_before_any_figure_is_repla
     status, _, stderr = run_cli("report", study)
     one_line_error(status, stderr)
     assert "report.html: is a directory" in stderr and snapshot(study) == before
+
+
+def test_evaluate_and_report_of_a_directory_that_is_not_a_run_write_nothing_there(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    for command in (["evaluate", tmp_path], ["evaluate", tmp_path, "--exact"], ["report", tmp_path]):
+        status, _, stderr = run_cli(*command)
+        one_line_error(status, stderr)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]

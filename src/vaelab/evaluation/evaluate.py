@@ -56,8 +56,8 @@ def evaluate_run(
 
     Holds the run's lock (it appends to the metrics): refused in one line while another process
     trains or evaluates the run."""
-    if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir}: not a vaelab run directory (no such directory)")
+    if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
+        raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
     with directory_lock(run_dir, "evaluate"):
         return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision)
 

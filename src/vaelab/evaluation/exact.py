@@ -17,7 +17,7 @@ from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.errors import RunError
 from vaelab.evaluation.evaluate import load_run
 from vaelab.exact.quadrature import LATENT_DIM, QuadratureSettings, quadrature_log_marginal
-from vaelab.runio import directory_lock, write_json_atomic
+from vaelab.runio import CONFIG_FILE, directory_lock, write_json_atomic
 from vaelab.training import SPLIT_TAGS, evaluation_images, seeded_generator
 
 EXACT_KS = (1, 10, 100, 1000, 5000)  # each divides the largest, so one set of 5000 samples serves all
@@ -60,8 +60,8 @@ def evaluate_exact(
     Raises:
         RunError: the run's latent is not 2-D, or the run is in use.
     """
-    if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir}: not a vaelab run directory (no such directory)")
+    if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
+        raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
     with directory_lock(run_dir, "evaluate --exact"):
         return _evaluate_exact(run_dir, split, data_dir, device, settings, num_images)
 
