@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from vaelab.estimators.bounds import block_bound, bound_curve, evaluate_bound, importance_weighted_bound, mean_and_standard_error
-from vaelab.config import ModelConfig
 from vaelab.builders import build_model
+from vaelab.config import ModelConfig
+from vaelab.estimators.bounds import block_bound, bound_curve, evaluate_bound, importance_weighted_bound, mean_and_standard_error
+from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import log_mean_exp
-from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 
 
 def test_log_mean_exp_is_stable_and_exact():

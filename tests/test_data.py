@@ -32,10 +32,10 @@ from vaelab.data import (
     DATASET_NAMES,
     binarize,
     dataset_status,
+    datasets,
     load_dataset,
     resolve_data_dir,
 )
-from vaelab.data import datasets
 from vaelab.data.download import FileSpec
 from vaelab.data.readers import (
     read_amat,

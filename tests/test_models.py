@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Independent
 
-from vaelab.config import ModelConfig
 from vaelab.builders import build_model
+from vaelab.config import ModelConfig
 from vaelab.models import BernoulliLayer, DiagonalGaussianLayer
-from vaelab.models.backend import ONEDNN_LINEAR, MLP, linear, matmul_precision
+from vaelab.models.backend import MLP, ONEDNN_LINEAR, linear, matmul_precision
 from vaelab.objectives import aevb
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaelab.config import ModelConfig
 from vaelab.builders import build_model
+from vaelab.config import ModelConfig
+from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 from vaelab.objectives import aevb, importance_samples, wake_sleep
 from vaelab.objectives.core import sleep_phase
-from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 
 
 def closed_form_elbo(model, x):

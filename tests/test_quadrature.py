@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from vaelab.studies.bounds.run import ancestral_sample
-from vaelab.config import ModelConfig
 from vaelab.builders import build_model
-from vaelab.models import HelmholtzMachine, StandardNormalPrior, StochasticLayer
-from vaelab.exact.quadrature import QuadratureSettings, log_joint_at, log_marginal_2d, quadrature_log_marginal, square_grid
+from vaelab.config import ModelConfig
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
+from vaelab.exact.quadrature import QuadratureSettings, log_joint_at, log_marginal_2d, quadrature_log_marginal, square_grid
+from vaelab.models import HelmholtzMachine, StandardNormalPrior, StochasticLayer
+from vaelab.studies.bounds.run import ancestral_sample
 
 
 def brute_force_log_marginal(model, x, points=1000, half_width=8.0):

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vaelab import runio
-from vaelab.estimators.bounds import importance_weighted_bound
 from vaelab.config import ExperimentConfig
 from vaelab.errors import ConfigError, RunError
+from vaelab.estimators.bounds import importance_weighted_bound
 from vaelab.objectives import log_mean_exp
 from vaelab.runio import append_metrics, read_metrics
 
@@ -128,12 +128,12 @@ def test_unwritable_directory_is_reported_and_nothing_is_lost(tmp_path, monkeypa
 
 def test_a_partial_metrics_line_is_ignored_and_cut_before_the_next_append(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    append_metrics(path, {"epoch": 1})
+    append_metrics(path, {"epoch": 1, "kind": "train"})
     with open(path, "ab") as file:
         file.write(b'{"epoch": 2, "bou')  # a crash mid-write
-    assert read_metrics(path) == [{"epoch": 1}]
-    append_metrics(path, {"epoch": 2})
-    assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
+    assert read_metrics(path) == [{"epoch": 1, "kind": "train"}]
+    append_metrics(path, {"epoch": 2, "kind": "train"})
+    assert read_metrics(path) == [{"epoch": 1, "kind": "train"}, {"epoch": 2, "kind": "train"}]
 
 
 json_values = st.recursive(
@@ -169,8 +169,8 @@ def test_extreme_log_weights_give_finite_bounds():
 
 
 def test_peaked_weights_and_extreme_logits_give_finite_bounds():
-    from vaelab.config import ModelConfig
     from vaelab.builders import build_model
+    from vaelab.config import ModelConfig
 
     model = build_model(ModelConfig(latent_dim=2, hidden=(8,)), 6, "bernoulli")
     with torch.no_grad():

@@ -8,10 +8,10 @@ from importlib import metadata
 import pytest
 import torch
 
+from vaelab import training as train_module
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import RunError
 from vaelab.runio import read_metrics
-from vaelab import training as train_module
 from vaelab.training import train
 
 

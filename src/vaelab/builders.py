@@ -17,7 +17,7 @@ from vaelab.distributed import resolve_device
 from vaelab.errors import RunError
 from vaelab.models import BernoulliLayer, DiagonalGaussianLayer, HelmholtzMachine, VampPrior
 from vaelab.models.priors import build_prior
-from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, load_checkpoint
+from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, load_checkpoint, load_model_state
 
 LIKELIHOOD_LAYERS = {"bernoulli": BernoulliLayer, "gaussian": DiagonalGaussianLayer}
 LATENT_LAYERS = {"gaussian": DiagonalGaussianLayer, "bernoulli": BernoulliLayer}
@@ -74,7 +74,16 @@ def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMach
 def load_run(
     run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
 ) -> tuple[ExperimentConfig, HelmholtzMachine, Dataset, dict[str, Any]]:
-    """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``."""
+    """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``.
+
+    Takes no lock: the files it reads are replaced atomically, so it reads a consistent snapshot
+    even while the run trains.
+
+    Raises:
+        RunError: not a run; a config or checkpoint that is unreadable, of another shape, or
+            whose model does not fit the config; a parameter holding NaN or infinity (refused
+            before any evaluation, naming the tensor).
+    """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
@@ -82,7 +91,7 @@ def load_run(
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     dataset = load_dataset(config.data.dataset, data_dir)
     model = initial_model(config, dataset)
-    model.load_state_dict(checkpoint["model"])
+    load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT_FILE)
     model.to(resolve_device(device))
     model.eval()
     return config, model, dataset, checkpoint

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from vaelab.config import (
     TrainConfig,
     list_of,
 )
-from vaelab.errors import ConfigError, VaelabError
+from vaelab.errors import ConfigError, Interrupted, VaelabError
 from vaelab.threads import configure_threads
 
 EXIT_ERROR = 1
@@ -148,7 +150,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _add_train_arguments(train: argparse.ArgumentParser) -> None:
     _add_experiment_options(train)
     train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; alone, with the run's recorded config")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoint, metrics and config are deleted)")
     _add_common(train)
 
 
@@ -178,13 +181,20 @@ def _add_datasets_arguments(datasets: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from vaelab.runio import CONFIG_FILE
     from vaelab.training import train
 
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    if args.resume and args.config is None and (args.out / CONFIG_FILE).is_file():
+        args.config = args.out / CONFIG_FILE  # the run's recorded config; options given beside --resume must agree with it
     config = experiment_config(args)
     check_experiment(args, config, (config.train.algorithm,))
     if not args.no_progress:
         print(plan(config, (config.train.algorithm,), args.out))
-    result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, device=args.device)
+    result = train(
+        config, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, device=args.device
+    )
     if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     if args.no_progress:  # with progress, training printed every evaluation as it came
@@ -234,14 +244,17 @@ def _add_bounds_arguments(bounds: argparse.ArgumentParser) -> None:
 
 
 def _run_bounds(args: argparse.Namespace) -> int:
+    from vaelab.runio import directory_lock, make_directory
     from vaelab.studies.bounds.figures import write_figures
     from vaelab.studies.bounds.page import write_page
     from vaelab.studies.bounds.run import QUICK, StudySettings, run_study, summary_lines
 
     settings = dataclasses.replace(QUICK if args.quick else StudySettings(), seed=args.seed)
-    results = run_study(args.out, args.run, settings, data_dir=args.data_dir, progress=not args.no_progress)
-    write_figures(results, args.out)
-    page = write_page(args.out)
+    make_directory(args.out, "output directory")
+    with directory_lock(args.out, "bounds"):  # results, figures and page: one writer at a time
+        results = run_study(args.out, args.run, settings, data_dir=args.data_dir, progress=not args.no_progress)
+        write_figures(results, args.out)
+        page = write_page(args.out)
     print("\n".join(summary_lines(results)))
     print(f"page written to {page}")
     return 0
@@ -269,6 +282,7 @@ def _add_compare_arguments(compare: argparse.ArgumentParser) -> None:
     _add_experiment_options(compare, exclude=("--algorithm",))
     compare.add_argument("--curve-images", type=positive_int, help="test images for the L_k-against-k figure, a fixed subset (default: all)")
     compare.add_argument("--out", type=Path, required=True, help="study directory")
+    compare.add_argument("--overwrite", action="store_true", help="replace a study in --out that has another config (its runs, figures and report are deleted)")
     _add_common(compare)
 
 
@@ -281,7 +295,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     study = Study(args.algorithms, config, args.curve_images)
     if not args.no_progress:
         print(plan(config, args.algorithms, args.out))
-    report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device)
+    report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device, overwrite=args.overwrite)
     if report is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     return _print_report(report)
@@ -371,6 +385,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name == command:
             spec.add_arguments(subparser)
     return parser
+# What to do after an interrupted command: only `train` has --resume.
+_AFTER_INTERRUPT = {
+    "train": "the last checkpoint is intact (continue with --resume)",
+    "compare": "every finished epoch is saved (run the same command again to continue the study)",
+    "evaluate": "nothing was written (evaluation has nothing to resume: run it again)",
+    "report": "the previous figures and report are intact (run it again)",
+    "bounds": "run the same command again (its training run continues from its checkpoint)",
+    "datasets": "nothing was changed",
+}
+
+
+MAX_THREADS_PER_CORE = 8  # beyond this, threads only cost memory (a stack each) and switching
+
+
+def _set_threads(threads: int) -> None:
+    """``torch.set_num_threads``, after refusing counts no machine could use (``--threads 1000000``
+    would reserve a stack per thread and end in the allocator's traceback)."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    if threads > MAX_THREADS_PER_CORE * cores:
+        raise ConfigError(f"--threads {threads} is more than {MAX_THREADS_PER_CORE} per core of this machine's {cores}")
+    torch.set_num_threads(threads)
+
+
+def _terminate(signum, frame):
+    raise Interrupted(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,18 +421,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
+    # SIGTERM (Slurm, Kubernetes, `kill`) stops like Ctrl-C: one line, files intact; training
+    # installs its own handler that first finishes the epoch's checkpoint.
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
+        if getattr(args, "threads", None):
+            _set_threads(args.threads)
         return COMMANDS[args.command].run(args)
     except VaelabError as error:
         print(f"vaelab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"vaelab {args.command}: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        print(f"vaelab {args.command}: {what}; {_AFTER_INTERRUPT[args.command]}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ class ExperimentConfig:
             values = json.loads(Path(path).read_text())
         except OSError as error:
             raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
         try:
             return cls.from_dict(values)

@@ -20,3 +20,11 @@ class ConfigError(VaelabError):
 
 class RunError(VaelabError):
     """A run directory cannot be created, resumed or read."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by SIGINT or SIGTERM (``signum``); the CLI exits with 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

@@ -3,17 +3,29 @@
 - ``config.json``: the resolved :class:`~vaelab.config.ExperimentConfig`;
 - ``environment.json``: versions, platform, command line and the data files' sha256;
 - ``metrics.jsonl``: one JSON object per line, appended with a single write and fsync;
-- ``checkpoint.pt``: model, optimiser and RNG state, replaced atomically every epoch.
+- ``checkpoint.pt``: model, optimiser and RNG state, replaced atomically every epoch;
+- ``.vaelab.lock``: the lock of the directory (see :func:`directory_lock`).
+
+Who may touch a directory at once: every command that writes into a run or study directory
+(``train``, ``evaluate``, ``compare``, ``report``, ``bounds``) holds its lock for as long as it
+runs, and a second one is refused in one line naming the holder's PID. Commands that only read a
+run (``bounds --run``, a study reading its runs) take no lock: every file is replaced atomically
+(metrics rows are whole appended lines), so they read a consistent snapshot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +38,162 @@ CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+LOCK_FILE = ".vaelab.lock"
+
+# Temporary files of _replace_atomically: ".<name>.<8 random characters>.tmp" (tempfile.mkstemp).
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+class DirectoryLockedError(RunError):
+    """Another process is writing into the directory."""
+
+
+# Directories this process holds the lock of: resolved path -> (file descriptor, depth). A study
+# holds its directory while it trains and then builds its report, which takes the lock again.
+_held_locks: dict[Path, list[int]] = {}
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | Path, command: str):
+    """Hold the exclusive lock of ``directory`` (which must exist) while the block runs.
+
+    An advisory ``fcntl.flock`` on ``directory/.vaelab.lock``: the kernel releases it when the
+    process exits in any way (a SIGKILL included), so a lock is never stale; the holder's PID and
+    ``command`` are written into the file only for the refusal message. Re-entrant within a
+    process. On taking it, temporary files of writes killed earlier are removed.
+
+    Raises:
+        DirectoryLockedError: another process holds it (one line naming its PID).
+        RunError: the lock file cannot be created.
+    """
+    key = Path(directory).resolve()
+    if key in _held_locks:
+        _held_locks[key][1] += 1
+        try:
+            yield
+        finally:
+            _held_locks[key][1] -= 1
+        return
+    path = Path(directory) / LOCK_FILE
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise RunError(f"{path}: cannot create the lock file ({error.strerror})") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunError(f"{path}: cannot lock ({error.strerror})") from None
+            holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
+            raise DirectoryLockedError(f"{directory}: in use by {holder}; wait for it to finish, or stop it first") from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"process {os.getpid()} ({command})\n".encode(), 0)
+        remove_stale_temporaries(directory)
+        _held_locks[key] = [descriptor, 1]
+        try:
+            yield
+        finally:
+            del _held_locks[key]
+    finally:
+        os.close(descriptor)  # releases the flock
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that killed atomic writes left in ``directory`` and its
+    subfolders one level down (e.g. ``figures/``); call only while holding its lock."""
+    removed = []
+    directory = Path(directory)
+    # a subfolder with its own lock file (a study's run) is cleaned by whoever takes that lock
+    subfolders = [child for child in directory.iterdir() if child.is_dir() and not child.is_symlink() and not (child / LOCK_FILE).exists()]
+    for folder in [directory, *subfolders]:
+        for path in folder.iterdir():
+            if _TEMPORARY.match(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+# The files that make a directory a run (those of a study's runs and of `evaluate --exact` included).
+RUN_FILE_PATTERNS = (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, "bound_curve.json", "exact-*.json")
+
+
+def run_files(run_dir: str | Path) -> list[Path]:
+    """The vaelab files present in ``run_dir``, sorted."""
+    return sorted({path for pattern in RUN_FILE_PATTERNS for path in Path(run_dir).glob(pattern) if path.is_file()})
+
+
+def directory_contents(directory: str | Path) -> list[str]:
+    """The names in ``directory`` other than its lock file and temporaries of killed writes, sorted."""
+    return sorted(path.name for path in Path(directory).iterdir() if path.name != LOCK_FILE and not _TEMPORARY.match(path.name))
+
+
+def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a directory that ``train`` must not write into, before anything is written.
+
+    A directory holding any vaelab file is a run: it is continued only with ``resume`` and
+    replaced only with ``overwrite``. ``resume`` needs a checkpoint, except in a run that never
+    finished its first epoch (nothing but that epoch's rows, which it recomputes). A non-empty
+    directory that is not a run is refused whatever the options: nothing vaelab did not write is
+    ever replaced.
+
+    Raises:
+        RunError: one line saying why and what to pass instead.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a directory; choose another --out")
+    for name in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE):
+        path = run_dir / name
+        if (path.exists() or path.is_symlink()) and not path.is_file():  # a folder, a device, a dangling or looping link
+            raise RunError(f"{path}: not a regular file; a run's files must be plain files")
+    files = run_files(run_dir)
+    if not files:
+        others = directory_contents(run_dir)
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise RunError(f"{run_dir}: not empty and not a vaelab run (holds {shown}); choose a new or empty directory for --out")
+        return
+    if overwrite:
+        return
+    names = ", ".join(path.name for path in files)
+    if not resume:
+        raise RunError(f"{run_dir}: already holds a run ({names}); pass --resume to continue it, --overwrite to replace it, or choose another --out")
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        rows = read_metrics(run_dir / METRICS_FILE)
+        kept = [path.name for path in files if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE)]
+        if kept or any(row["epoch"] != 1 or row["kind"] not in ("train", "eval") for row in rows):
+            raise RunError(
+                f"{run_dir}: holds results ({names}) but no {CHECKPOINT_FILE} to resume from; "
+                "pass --overwrite to replace them, or choose another --out"
+            )
+
+
+@contextlib.contextmanager
+def make_directory(path: Path, what: str = "directory", *, parents: bool = True) -> None:
+    """Create ``path`` (and its parents) if absent; a failure is a one-line :class:`RunError`
+    naming it as ``what`` (e.g. 'run directory')."""
+    try:
+        Path(path).mkdir(parents=parents, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"{path}: cannot create the {what} ({error.strerror})") from None
+
+
+def open_run_directory(run_dir: str | Path, command: str, *, resume: bool, overwrite: bool):
+    """Create ``run_dir`` if needed and hold its lock while the block runs, after
+    :func:`check_run_directory` (checked before creating anything, and again under the lock);
+    with ``overwrite``, the run's files are deleted once the lock is held."""
+    run_dir = Path(run_dir)
+    check_run_directory(run_dir, resume=resume, overwrite=overwrite)
+    make_directory(run_dir, "run directory")
+    with directory_lock(run_dir, command):
+        check_run_directory(run_dir, resume=resume, overwrite=overwrite)
+        if overwrite:
+            for path in run_files(run_dir):
+                path.unlink()
+        yield run_dir
 
 
 def _replace_atomically(path: Path, write) -> None:
@@ -44,10 +212,20 @@ def _replace_atomically(path: Path, write) -> None:
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
-        raise RunError(f"{path}: cannot write ({error.strerror}); the previous version is intact") from None
+        raise RunError(f"{path}: cannot write ({error.strerror or error}); the previous version is intact") from None
+    except RuntimeError as error:  # torch.save reports a failed write (a full disk) as a 40-line RuntimeError
+        Path(temporary).unlink(missing_ok=True)
+        cause = error.__context__  # the OSError of the write it swallowed, where there was one
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _first_line(error)
+        raise RunError(f"{path}: cannot write ({reason}); the previous version is intact") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 def _umask() -> int:
@@ -64,19 +242,90 @@ def write_json_atomic(path: Path, values: Any) -> None:
     write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
+def write_figure_atomic(path: Path, figure, **savefig_options) -> None:
+    """``figure.savefig`` into ``path`` atomically, in the format of its suffix: a kill while
+    drawing leaves the previous figure whole, never a 0-byte PNG."""
+    path = Path(path)
+    _replace_atomically(path, lambda file: figure.savefig(file, format=path.suffix.lstrip("."), **savefig_options))
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` to ``path`` atomically (the old checkpoint survives a crash)."""
     _replace_atomically(path, lambda file: torch.save(state, file))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never code."""
+def load_checkpoint(path: Path, required: frozenset[str] = frozenset({"epoch", "step", "model", "config"})) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only, never
+    code) and check its shape: a dict holding ``required``, an integer epoch and step, a model
+    state of named tensors, an embedded config object.
+
+    Torch's warnings about the file (e.g. a legacy raw pickle) are kept from the terminal: the
+    refusal says what is wrong in one line.
+
+    Raises:
+        RunError: the file is absent, unreadable, or not a vaelab checkpoint (one line naming it).
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunError(f"{path}: no checkpoint") from None
     except Exception as error:  # torch raises several types for corrupt files
         raise RunError(f"{path}: unreadable checkpoint ({type(error).__name__})") from None
+    problem = _checkpoint_problem(checkpoint, required)
+    if problem:
+        raise RunError(f"{path}: not a vaelab checkpoint ({problem})")
+    return checkpoint
+
+
+def _checkpoint_problem(checkpoint: Any, required: frozenset[str]) -> str | None:
+    if not isinstance(checkpoint, dict):
+        return f"holds a {type(checkpoint).__name__}, not a dict"
+    missing = sorted(required - set(checkpoint))
+    if missing:
+        return f"missing {', '.join(map(str, missing))}"
+    for key in ("epoch", "step"):
+        value = checkpoint.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{key} is {value!r}, not a non-negative integer"
+    if "wall_seconds" in checkpoint and (isinstance(checkpoint["wall_seconds"], bool) or not isinstance(checkpoint["wall_seconds"], (int, float))):
+        return f"wall_seconds is {checkpoint['wall_seconds']!r}, not a number"
+    model = checkpoint.get("model", {})
+    if not isinstance(model, dict) or not all(isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in model.items()):
+        return "its model entry is not a state dict of named tensors"
+    if "config" in checkpoint and not isinstance(checkpoint["config"], dict):
+        return "its config entry is not an object"
+    for key in ("optimizer",):
+        if key in checkpoint and not isinstance(checkpoint[key], dict):
+            return f"its {key} entry is not a dict"
+    if "data_generator" in checkpoint and not isinstance(checkpoint["data_generator"], torch.Tensor):
+        return "its data_generator entry is not a tensor"
+    noise = checkpoint.get("noise_generators", [])
+    if not isinstance(noise, (list, tuple)) or not noise and "noise_generators" in checkpoint or not all(isinstance(state, torch.Tensor) for state in noise):
+        return "its noise_generators entry is not a list of tensors"
+    return None
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``model.load_state_dict(state)`` after refusing non-finite values, naming the tensor: a NaN
+    weight must never reach an evaluation, where a fused kernel (oneDNN's ReLU maps NaN to 0)
+    could turn it into a finite, plausible bound.
+
+    Raises:
+        RunError: a tensor holds NaN or infinity, or the state does not fit ``model`` (another
+            architecture or size): one line naming ``path``.
+    """
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            kind = "NaN" if torch.isnan(tensor).any() else "infinite values"
+            raise RunError(f"{path}: parameter {name} holds {kind}; refusing to evaluate or resume it")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        first = str(error).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else (first[0] if first else type(error).__name__)
+        raise RunError(f"{path}: its model does not fit the run's config ({detail[:300]})") from None
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
@@ -113,15 +362,40 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         text = Path(path).read_text()
     except FileNotFoundError:
         return []
+    except IsADirectoryError:
+        raise RunError(f"{path}: cannot read metrics (a directory)") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise RunError(f"{path}: cannot read metrics ({error})") from None
+        raise RunError(f"{path}: cannot read metrics ({getattr(error, 'strerror', None) or error})") from None
     rows = []
     for number, line in enumerate(text.split("\n")[:-1], start=1):  # the text after the last '\n' is partial
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             raise RunError(f"{path}:{number}: not a JSON row") from None
+        problem = _metrics_row_problem(row)
+        if problem:
+            raise RunError(f"{path}:{number}: not a vaelab metrics row ({problem})")
+        rows.append(row)
     return rows
+
+
+def _metrics_row_problem(row: Any) -> str | None:
+    """What is wrong with a parsed metrics row, or None: every row is an object with an integer
+    ``epoch`` >= 0, a string ``kind``, and, where present, a string ``split`` and numeric values."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    epoch = row.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"epoch is {epoch!r}, not a non-negative integer"
+    if not isinstance(row.get("kind"), str):
+        return f"kind is {row.get('kind')!r}, not a string"
+    if "split" in row and not isinstance(row["split"], str):
+        return f"split is {row['split']!r}, not a string"
+    for key in ("bound", "bound_stderr", "elbo", "elbo_stderr", "wall_seconds", "epoch_seconds", "eval_seconds", "k", "num_images", "step"):
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key} is {value!r}, not a number"
+    return None
 
 
 def keep_metrics_through_epoch(path: Path, epoch: int) -> None:
@@ -130,8 +404,9 @@ def keep_metrics_through_epoch(path: Path, epoch: int) -> None:
     Used on resume: rows written after the checkpoint being resumed from are recomputed, so
     keeping them would duplicate them.
     """
-    if Path(path).exists():
-        rows = [row for row in read_metrics(path) if row["epoch"] <= epoch]
+    rows = read_metrics(path)  # [] when absent; raises for a file that cannot be read (a link loop, a folder)
+    if rows or Path(path).is_file():
+        rows = [row for row in rows if row["epoch"] <= epoch]
         write_text_atomic(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 

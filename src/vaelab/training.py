@@ -25,12 +25,13 @@ from vaelab.builders import build_run
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset, binarize, load_dataset
 from vaelab.distributed import Placement, average_gradients, barrier, gather_objects, setup, teardown
-from vaelab.errors import RunError
+from vaelab.errors import ConfigError, Interrupted, RunError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.evaluation.protocol import seeded_generator, training_images, uses_binarization
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import check_config, objective_from_config
+from vaelab.preflight import check_before_training
 from vaelab.runio import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -40,6 +41,8 @@ from vaelab.runio import (
     environment_info,
     keep_metrics_through_epoch,
     load_checkpoint,
+    load_model_state,
+    open_run_directory,
     read_metrics,
     save_checkpoint,
     write_json_atomic,
@@ -65,35 +68,41 @@ def train(
     *,
     data_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
 ) -> RunResult:
     """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files.
-    The first SIGINT lets the current epoch finish and checkpoint, then raises KeyboardInterrupt;
-    a second one interrupts at once (the previous checkpoint stays intact).
+    The first SIGINT or SIGTERM lets the current epoch finish and checkpoint, then raises
+    :class:`~vaelab.errors.Interrupted`; a second one interrupts at once (the previous checkpoint
+    stays intact).
+
+    ``run_dir`` is locked while training (:func:`vaelab.runio.directory_lock`). A directory that
+    holds a run is continued only with ``resume`` and replaced only with ``overwrite``
+    (:func:`vaelab.runio.check_run_directory`); one that holds anything else is refused.
 
     Raises:
         ConfigError: the algorithm cannot train the model as configured (the registry's rules).
-        RunError: the directory holds another run (without ``resume``), its config differs from
-            ``config``, it cannot be written, or a loss or gradient became non-finite.
+        RunError: the directory holds another run (without ``resume`` or ``overwrite``), or
+            files that are not a run, or is in use by another process; its config differs from
+            ``config``; it cannot be written; or a loss or gradient became non-finite.
     """
     check_config(config)
+    check_before_training(config)  # before anything is allocated or written
     placement = setup(device)
+    run_dir = Path(run_dir)
+    # rank 0 alone writes, so it alone checks, creates and locks the directory
+    directory = open_run_directory(run_dir, "train", resume=resume, overwrite=overwrite) if placement.is_main else contextlib.nullcontext()
     try:
-        with _stop_requests() as stop:
-            return _train(config, Path(run_dir), data_dir, resume, progress and placement.is_main, placement, stop)
+        with _stop_requests() as stop, directory:
+            return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop)
     finally:
         teardown(placement)
 
 
 def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunResult:
-    if placement.is_main:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise RunError(f"{run_dir}: cannot create the run directory ({error.strerror})") from None
     dataset = load_dataset(config.data.dataset, data_dir)
     model, optimizer = build_run(config, dataset)
     model.to(placement.device)
@@ -188,7 +197,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         barrier(placement)
         state = {"epoch": epoch}
         if _any_process(stop.requested, placement):
-            raise KeyboardInterrupt
+            raise Interrupted(stop.signum)
     return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path) if placement.is_main else [])
 
 
@@ -201,19 +210,19 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
     checkpoint_path = run_dir / CHECKPOINT_FILE
     fresh = {"epoch": 0, "step": 0, "wall_seconds": 0.0}
     if not checkpoint_path.exists():
+        if resume and (run_dir / CONFIG_FILE).exists():  # killed in its first epoch: restart it, with the same config only
+            _refuse_a_different_config(ExperimentConfig.load(run_dir / CONFIG_FILE), config, run_dir)
         if placement.is_main:
             keep_metrics_through_epoch(run_dir / METRICS_FILE, 0)
         return fresh
     if not resume:
         raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
-    checkpoint = load_checkpoint(checkpoint_path)
-    missing = sorted(CHECKPOINT_KEYS - set(checkpoint))
-    if missing:
-        raise RunError(f"{checkpoint_path}: not a checkpoint this version of vaelab can resume (missing {', '.join(missing)})")
-    saved = ExperimentConfig.from_dict(checkpoint["config"])
-    differences = [key for key in config_differences(saved, config) if key != "train.epochs"]
-    if differences:
-        raise RunError(f"{run_dir}: cannot resume with a different config (differs in {', '.join(differences)})")
+    checkpoint = load_checkpoint(checkpoint_path, CHECKPOINT_KEYS)
+    try:
+        saved = ExperimentConfig.from_dict(checkpoint["config"])
+    except ConfigError as error:
+        raise RunError(f"{checkpoint_path}: its embedded config is invalid ({error})") from None
+    _refuse_a_different_config(saved, config, run_dir)
     if config.train.epochs < checkpoint["epoch"]:
         raise RunError(f"{run_dir}: already trained for {checkpoint['epoch']} epochs; --epochs {config.train.epochs} cannot go back")
     if len(checkpoint["noise_generators"]) != placement.world_size:
@@ -221,10 +230,13 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
             f"{run_dir}: the checkpoint was written by {len(checkpoint['noise_generators'])} process(es); "
             f"resume it with the same number (this run has {placement.world_size})"
         )
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    data_generator.set_state(checkpoint["data_generator"])
-    noise_generator.set_state(checkpoint["noise_generators"][placement.rank].to(noise_generator.device))
+    load_model_state(model, checkpoint["model"], checkpoint_path)
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        data_generator.set_state(checkpoint["data_generator"])
+        noise_generator.set_state(checkpoint["noise_generators"][placement.rank].to(noise_generator.device))
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise RunError(f"{checkpoint_path}: cannot restore its optimizer or random state ({type(error).__name__})") from None
     if placement.is_main:
         keep_metrics_through_epoch(run_dir / METRICS_FILE, checkpoint["epoch"])
         if saved.train.epochs != config.train.epochs:
@@ -323,6 +335,12 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
     return bool(torch.isfinite(torch.stack([t.sum() for t in tensors])).all()) if tensors else True
 
 
+def _refuse_a_different_config(saved: ExperimentConfig, config: ExperimentConfig, run_dir: Path) -> None:
+    differences = [key for key in config_differences(saved, config) if key != "train.epochs"]
+    if differences:
+        raise RunError(f"{run_dir}: cannot resume with a different config (differs in {', '.join(differences)})")
+
+
 def _backward(output, theta: list[torch.nn.Parameter], phi: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     """Accumulate d(-theta_surrogate)/d theta and d(-phi_surrogate)/d phi into ``.grad``; returns
     the losses differentiated (device scalars; one is non-finite when a surrogate is).
@@ -371,15 +389,18 @@ def _any_process(flag: bool, placement: Placement) -> bool:
 
 
 class _StopRequest:
-    """SIGINT handler: the first signal asks the loop to stop after the epoch's checkpoint."""
+    """SIGINT and SIGTERM handler: the first signal asks the loop to stop after the epoch's
+    checkpoint; a second one stops at once. SIGTERM is what Slurm and Kubernetes send before a
+    kill, so it gets the same safe stop (exit 143 from the CLI)."""
 
     requested = False
+    signum = signal.SIGINT
 
     def __call__(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        tqdm.write("interrupt: finishing this epoch and its checkpoint, then stopping (interrupt again to stop now)")
+            raise Interrupted(signum)
+        self.requested, self.signum = True, signum
+        tqdm.write(f"{signal.Signals(signum).name}: finishing this epoch and its checkpoint, then stopping (interrupt again to stop now)")
 
 
 @contextlib.contextmanager
@@ -388,8 +409,9 @@ def _stop_requests():
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = signal.signal(signal.SIGINT, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

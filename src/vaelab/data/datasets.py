@@ -155,16 +155,16 @@ def _read_frey_face(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Spli
     }
 
 
-def _idx_files(sha256s: dict[str, str]) -> tuple[FileSpec, ...]:
-    return tuple(FileSpec(name, sha256) for name, sha256 in sha256s.items())
+def _idx_files(files: dict[str, tuple[str, int]]) -> tuple[FileSpec, ...]:
+    return tuple(FileSpec(name, sha256, size=size) for name, (sha256, size) in files.items())
 
 
-def _amat_file(split: str, amat_sha256: str, gz_sha256: str) -> FileSpec:
+def _amat_file(split: str, amat_sha256: str, gz_sha256: str, amat_size: int) -> FileSpec:
     name = f"binarized_mnist_{split}.amat"
-    return FileSpec(name, amat_sha256, also_accepted=((f"{name}.gz", gz_sha256),))
+    return FileSpec(name, amat_sha256, also_accepted=((f"{name}.gz", gz_sha256),), size=amat_size)
 
 
-# sha256 values: those listed in the shared data README (shared/data/README.md), except the two
+# sha256 values and sizes (bytes, a download's cap): those listed in the shared data README (shared/data/README.md), except the two
 # Fashion-MNIST image files, which are absent there. Theirs come from tensorflow/datasets,
 # tensorflow_datasets/url_checksums/fashion_mnist.txt (commit 333639b37af6c6fedf3610a4a2d42f1c6ef6f7d5),
 # the file that README cites for the label files' sha256.
@@ -181,10 +181,10 @@ REGISTRY: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
         folder="mnist",
         files=_idx_files({
-            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            "train-images-idx3-ubyte.gz": ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9_912_422),
+            "train-labels-idx1-ubyte.gz": ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28_881),
+            "t10k-images-idx3-ubyte.gz": ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1_648_877),
+            "t10k-labels-idx1-ubyte.gz": ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4_542),
         }),
         split_sizes={"train": 60000, "test": 10000},
         image_shape=(28, 28),
@@ -195,10 +195,10 @@ REGISTRY: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(
         folder="fashion-mnist",
         files=_idx_files({
-            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            "train-images-idx3-ubyte.gz": ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26_421_880),
+            "train-labels-idx1-ubyte.gz": ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29_515),
+            "t10k-images-idx3-ubyte.gz": ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4_422_102),
+            "t10k-labels-idx1-ubyte.gz": ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5_148),
         }),
         split_sizes={"train": 60000, "test": 10000},
         image_shape=(28, 28),
@@ -214,16 +214,19 @@ REGISTRY: dict[str, DatasetSpec] = {
                 "train",
                 "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
                 "af247bd6075cf9adc4715459dcd5f13eaa99a2c92d8d81379a05da94770b6c0e",
+                78_400_000,  # bytes of the plain .amat
             ),
             _amat_file(
                 "valid",
                 "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
                 "533b71bc0198f4d73c54ae5fe6c96fc08dc3cf1b3fae24c5521dbc0452507e38",
+                15_680_000,  # bytes of the plain .amat
             ),
             _amat_file(
                 "test",
                 "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
                 "32a3c54d03504632bf9f131b4a148c7567aa6fc87da017049b044bdc14c2a0f2",
+                15_680_000,  # bytes of the plain .amat
             ),
         ),
         split_sizes={"train": 50000, "valid": 10000, "test": 10000},
@@ -235,7 +238,7 @@ REGISTRY: dict[str, DatasetSpec] = {
     "frey-face": DatasetSpec(
         folder="frey-face",
         files=(
-            FileSpec("frey_rawface.mat", "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64"),
+            FileSpec("frey_rawface.mat", "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64", size=1_100_584),
         ),
         split_sizes={"train": 1765, "test": 200},
         image_shape=(28, 20),

@@ -40,13 +40,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 class FileSpec:
     """One file a dataset needs.
 
-    `name` and `sha256` describe the file as downloads produce it (fetched as `<mirror><name>`);
+    `name`, `sha256` and `size` (bytes; None: not known) describe the file as downloads produce it
+    (fetched as `<mirror><name>`); a download is stopped as soon as it exceeds `size`.
     `also_accepted` lists other (name, sha256) forms read instead when present, e.g. a gzipped copy.
     """
 
     name: str
     sha256: str
     also_accepted: tuple[tuple[str, str], ...] = ()
+    size: int | None = None
 
     def forms(self) -> tuple[tuple[str, str], ...]:
         """Every accepted (name, sha256), in order of preference."""
@@ -102,31 +104,41 @@ def file_status(data_dir: Path, folder: str, file: FileSpec) -> FileStatus:
 
 
 def download_file(
-    urls: Sequence[str], dest: Path, sha256: str, *, timeout: float = DOWNLOAD_TIMEOUT_S
+    urls: Sequence[str], dest: Path, sha256: str, *, size: int | None = None, timeout: float = DOWNLOAD_TIMEOUT_S
 ) -> None:
-    """Fetch `dest` from the first of `urls` that serves bytes with the expected sha256.
+    """Fetch `dest` from the first of `urls` that serves bytes with the expected sha256 (and no
+    more than `size` bytes, when given: a larger answer is stopped there, not written to the end).
 
     Raises DataError listing why each URL failed; then nothing is left at `dest` or beside it.
     """
     failures = []
     for url in urls:
         try:
-            _fetch(url, dest, sha256, timeout)
+            _fetch(url, dest, sha256, timeout, size)
             return
         except (OSError, http.client.HTTPException, ValueError) as err:  # URLError is an OSError
             failures.append(f"{url}: {' '.join(str(err).split()) or type(err).__name__}")
     raise DataError("; ".join(failures) or f"{dest.name}: no download address known")
 
 
-def _fetch(url: str, dest: Path, sha256: str, timeout: float) -> None:
+def _fetch(url: str, dest: Path, sha256: str, timeout: float, size: int | None = None) -> None:
     """Stream `url` into a temporary file beside `dest`, hashing as it goes; rename it into place
-    only when the sha256 matches (ValueError otherwise). The temporary file never outlives the call."""
+    only when the sha256 matches (ValueError otherwise, and as soon as more than `size` bytes
+    arrive). The temporary file never outlives the call."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         digest = hashlib.sha256()
+        received = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(_CHUNK_BYTES):
+            announced = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+            if size is not None and announced and announced.isdigit() and int(announced) > size:
+                raise ValueError(f"announces {int(announced)} bytes, more than the expected {size}")
+            # never ask for more than one byte past the expected size: a larger answer stops there
+            while chunk := response.read(_CHUNK_BYTES if size is None else min(_CHUNK_BYTES, size + 1 - received)):
+                received += len(chunk)
+                if size is not None and received > size:
+                    raise ValueError(f"more than the expected {size} bytes; stopped")
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
@@ -151,7 +163,7 @@ def prepare_files(
     if download:
         for file in list(missing):
             try:
-                download_file([mirror + file.name for mirror in mirrors], folder / file.name, file.sha256)
+                download_file([mirror + file.name for mirror in mirrors], folder / file.name, file.sha256, size=file.size)
             except DataError as err:
                 failure = f"download failed ({err})"
                 break  # most likely offline: do not wait on the other files' mirrors too

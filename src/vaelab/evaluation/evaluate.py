@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,13 @@ from vaelab.builders import load_run
 from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.distributed import Placement, gather
+from vaelab.errors import RunError
 from vaelab.estimators.bounds import evaluate_bound, mean_and_standard_error
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
-from vaelab.runio import METRICS_FILE, append_metrics
+from vaelab.preflight import check_before_training
+from vaelab.runio import CONFIG_FILE, METRICS_FILE, append_metrics, directory_lock, read_metrics
 
 
 def evaluate_split(
@@ -70,8 +73,20 @@ def evaluate_run(
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Estimate L_k (and the ELBO) of ``split`` (its first ``num_images``; None: all) at the run's
-    last checkpoint, multiplying in ``precision`` ('fp32' or 'bf16'); appends the row to its metrics."""
+    last checkpoint, multiplying in ``precision`` ('fp32' or 'bf16'); appends the row to its metrics.
+
+    Holds the run's lock (it appends to the metrics): refused in one line while another process
+    trains or evaluates the run."""
+    if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
+        raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
+    with directory_lock(run_dir, "evaluate"):
+        return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision)
+
+
+def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision) -> dict[str, Any]:
     config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
+    check_before_training(dataclasses.replace(config, train=dataclasses.replace(config.train, eval_k=k)))  # memory for k samples
+    read_metrics(Path(run_dir) / METRICS_FILE)  # refuse a corrupt metrics file before the costly part, not after it
     row = {
         "epoch": checkpoint["epoch"],
         "step": checkpoint["step"],

@@ -18,7 +18,7 @@ from vaelab.errors import RunError
 from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.exact.quadrature import LATENT_DIM, QuadratureSettings, quadrature_log_marginal
-from vaelab.runio import write_json_atomic
+from vaelab.runio import CONFIG_FILE, directory_lock, write_json_atomic
 
 EXACT_KS = (1, 10, 100, 1000, 5000)  # each divides the largest, so one set of 5000 samples serves all
 NUM_LARGEST_GAPS = 10  # images listed with their gap at the largest k: a few can dominate the mean
@@ -54,9 +54,19 @@ def evaluate_exact(
     """log p(x), L_k and log p(x) - L_k of ``split`` (its first ``num_images``; None: all) at the
     run's last checkpoint, in nats; also written as JSON.
 
+    Holds the run's lock (it writes into the run): refused in one line while another process
+    trains or evaluates it.
+
     Raises:
-        RunError: the run's latent is not 2-D.
+        RunError: the run's latent is not 2-D, or the run is in use.
     """
+    if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
+        raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
+    with directory_lock(run_dir, "evaluate --exact"):
+        return _evaluate_exact(run_dir, split, data_dir, device, settings, num_images)
+
+
+def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images) -> dict[str, Any]:
     config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir, device)
     images = evaluation_images(config, dataset, split)[0][:num_images]
     batch_size = config.train.eval_batch_size

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 
 from vaelab.exact.counterexample import FIT_SMALLEST_K, light_tailed_gap  # noqa: E402
+from vaelab.runio import write_figure_atomic  # noqa: E402
 
 FIGURES = {"curves": "bound_vs_k", "counterexample": "counterexample"}
 PROPOSAL_LABELS = {
@@ -106,7 +107,7 @@ def write_figures(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     for key, draw in (("curves", curves_figure), ("counterexample", counterexample_figure)):
         figure = draw(results)
         for suffix in ("png", "pdf"):
-            figure.savefig(out_dir / f"{FIGURES[key]}.{suffix}", dpi=150, bbox_inches="tight")
+            write_figure_atomic(out_dir / f"{FIGURES[key]}.{suffix}", figure, dpi=150, bbox_inches="tight")
         plt.close(figure)
         paths.append(out_dir / f"{FIGURES[key]}.png")
     return paths

@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+import jinja2
+
 from vaelab.errors import RunError
 from vaelab.runio import write_text_atomic
 from vaelab.studies.bounds.figures import FIGURES
@@ -32,6 +34,11 @@ def write_page(out_dir: str | Path) -> Path:
         images = {key: png_data_uri(out_dir / f"{name}.png") for key, name in FIGURES.items()}
     except OSError as error:
         raise RunError(f"{out_dir}: cannot read the results and figures to draw the page from ({error.strerror}: {error.filename})") from None
-    page = render_page(PAGE_FILE, results=results, images=images, figures=FIGURES, columns=_table_columns(results["settings"]["ks"]))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise RunError(f"{out_dir / RESULTS_FILE}: not valid JSON ({type(error).__name__}); run 'vaelab bounds' again") from None
+    try:
+        page = render_page(PAGE_FILE, results=results, images=images, figures=FIGURES, columns=_table_columns(results["settings"]["ks"]))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, jinja2.UndefinedError) as error:
+        raise RunError(f"{out_dir / RESULTS_FILE}: not the results of 'vaelab bounds' ({type(error).__name__}: {error}); run it again") from None
     write_text_atomic(out_dir / PAGE_FILE, page)
     return out_dir / PAGE_FILE

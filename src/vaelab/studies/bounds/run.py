@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-from vaelab.errors import RunError
 from vaelab.estimators.bounds import block_bound, bound_curve, log_weights_in_chunks
 from vaelab.evaluation.exact import load_2d_run
 from vaelab.evaluation.protocol import evaluation_images, seeded_generator
@@ -34,7 +33,7 @@ from vaelab.exact.quadrature import LATENT_DIM, quadrature_log_marginal
 from vaelab.exact.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
 from vaelab.models import HelmholtzMachine
 from vaelab.models.sampling import sample
-from vaelab.runio import write_json_atomic
+from vaelab.runio import directory_lock, make_directory, write_json_atomic
 from vaelab.training import train
 
 RESULTS_FILE = "bounds.json"
@@ -171,10 +170,12 @@ def run_study(
     into ``out_dir/digits-run``.
     """
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"{out_dir}: cannot create the output directory ({error.strerror})") from None
+    make_directory(out_dir, "output directory")
+    with directory_lock(out_dir, "bounds"):  # a second `vaelab bounds` there is refused in one line
+        return _run_study(out_dir, run_dir, settings, data_dir, progress)
+
+
+def _run_study(out_dir: Path, run_dir, settings: StudySettings, data_dir, progress: bool) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(run_dir) if run_dir else train_digits_model(out_dir / TRAINED_RUN, settings, data_dir, progress)
     seconds = {"training": time.perf_counter() - started}

@@ -17,6 +17,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from vaelab.runio import write_figure_atomic
 from vaelab.studies.compare.summary import Series
 
 PANEL_INCHES = 4.2  # width and height of one algorithm's panel
@@ -27,10 +28,10 @@ _GREY = matplotlib.colormaps["gray"].with_extremes(bad="white")  # NaN: the gaps
 
 
 def save_figure(figure: Figure, stem: Path) -> Path:
-    """Write ``stem``.png and ``stem``.pdf; returns the PNG's path."""
+    """Write ``stem``.png and ``stem``.pdf, each atomically; returns the PNG's path."""
     png = stem.with_suffix(".png")
-    figure.savefig(png, dpi=DPI)
-    figure.savefig(stem.with_suffix(".pdf"))
+    write_figure_atomic(png, figure, dpi=DPI)
+    write_figure_atomic(stem.with_suffix(".pdf"), figure)
     return png
 
 

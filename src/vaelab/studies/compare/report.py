@@ -20,7 +20,7 @@ from vaelab.data import Dataset
 from vaelab.errors import RunError
 from vaelab.evaluation.protocol import evaluation_images, uses_binarization
 from vaelab.models import DiagonalGaussianLayer, HelmholtzMachine
-from vaelab.runio import CHECKPOINT_FILE, METRICS_FILE, read_metrics, write_text_atomic
+from vaelab.runio import CHECKPOINT_FILE, METRICS_FILE, directory_lock, make_directory, read_metrics, write_text_atomic
 from vaelab.studies.compare import analysis, figures
 from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,
@@ -50,6 +50,7 @@ MANIFOLD_TICKS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # values of z marked on its axes
 SAMPLE_GRID = (10, 10)  # rows, columns of prior samples
 TINY_SAMPLE_GRID = (6, 6)  # the same for tiny images (8 x 8 digits): fewer, larger tiles
 UNLABELLED_EXAMPLES = 10  # test images reconstructed when there are no classes to pick one of each
+FIGURE_NAMES = ("training", "samples", "reconstructions", "latent", "bound_vs_k", "manifold")  # the files _figures may write
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,21 @@ class _Run:
 def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> Report:
     """Write ``figures/*.png|pdf`` and a self-contained ``report.html`` into ``study_dir``.
 
+    Holds the study's lock: refused in one line while ``vaelab compare`` runs there (its
+    report would be rebuilt from runs still training). Every file is replaced atomically, so a
+    killed report leaves the previous figures and page whole.
+
     Raises:
-        RunError: ``study_dir`` is not a study, or one of its runs is unfinished (no checkpoint,
-            or no L_k curve for its last epoch: run the same ``vaelab compare`` again).
+        RunError: ``study_dir`` is not a study, is in use, or one of its runs is unfinished (no
+            checkpoint, or no L_k curve for its last epoch: run the same ``vaelab compare`` again).
     """
     study_dir = Path(study_dir)
     study = Study.load(study_dir)
+    with directory_lock(study_dir, "report"):
+        return _build_report(study_dir, study, data_dir)
+
+
+def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None) -> Report:
     config = study.run_config(study.algorithms[0])
     loaded = [_load_run(study_dir, algorithm, data_dir) for algorithm in study.algorithms]
     runs = {display_name(run.algorithm): run for run, _ in loaded}
@@ -88,10 +98,10 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
     shown = _examples(labels)
 
     figures_dir = study_dir / FIGURES_DIR
-    try:
-        figures_dir.mkdir(exist_ok=True)
-    except OSError as error:
-        raise RunError(f"{figures_dir}: cannot create the figures folder ({error.strerror})") from None
+    for path in (study_dir / REPORT_FILE, *(figures_dir / f"{name}{suffix}" for name in FIGURE_NAMES for suffix in (".png", ".pdf"))):
+        if path.is_dir():  # found now, not after the figures before it were replaced
+            raise RunError(f"{path}: is a directory; the report cannot be written there")
+    make_directory(figures_dir, "figures folder", parents=False)
     first = next(iter(runs.values()))
     model = _describe(config, first.model)  # the prior, likelihood and latents every caption names
     built, clipping = _figures(config, dataset, model, runs, images, means, shown)
@@ -265,7 +275,26 @@ def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None) -> t
             "run the same 'vaelab compare' again to finish the study"
         )
     metrics = read_metrics(directory / METRICS_FILE)
+    _check_metrics(directory / METRICS_FILE, metrics, checkpoint["epoch"])
     return _Run(algorithm, model, summarise_run(algorithm, metrics), metrics, curve), dataset
+
+
+# The numbers the report reads from each kind of row (vaelab.studies.compare.summary.summarise_run).
+_REPORTED = {"train": ("wall_seconds", "epoch_seconds", "bound"), "eval": ("wall_seconds", "k", "bound", "bound_stderr", "elbo", "elbo_stderr", "num_images")}
+
+
+def _check_metrics(path: Path, rows: list[dict[str, Any]], epoch: int) -> None:
+    """Raise RunError unless every training and evaluation row holds the numbers the report
+    reads, and epoch ``epoch`` (the checkpoint's) has its training row and test evaluation."""
+    for number, row in enumerate(rows, start=1):
+        missing = [key for key in _REPORTED.get(row["kind"], ()) if not isinstance(row.get(key), (int, float))]
+        if missing or (row["kind"] in _REPORTED and not isinstance(row.get("split"), str)):
+            raise RunError(f"{path}: row {number} ({row['kind']}) lacks {', '.join(missing) or 'split'}")
+    done = {(row["kind"], row["split"]) for row in rows if row["epoch"] == epoch and row["kind"] in _REPORTED}
+    if not {("train", "train"), ("eval", "test")} <= done:
+        raise RunError(
+            f"{path}: no training row and test evaluation for epoch {epoch} (that of its checkpoint); the run's metrics were lost or replaced"
+        )
 
 
 def _examples(labels: torch.Tensor | None) -> torch.Tensor:

@@ -10,6 +10,8 @@ saved results by :func:`vaelab.studies.compare.build_report`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,14 @@ from vaelab.errors import RunError
 from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
-from vaelab.runio import write_json_atomic
+from vaelab.preflight import check_before_training
+from vaelab.runio import directory_contents, directory_lock, make_directory, run_files, write_json_atomic
 from vaelab.studies.compare.report import Report, build_report
 from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,
     CURVE_KS,
+    FIGURES_DIR,
+    REPORT_FILE,
     STUDY_FILE,
     Study,
     algorithm_run_dir,
@@ -40,42 +45,70 @@ CURVE_STREAM = 0
 
 
 def compare(
-    study: Study, study_dir: str | Path, *, data_dir: str | Path | None = None, progress: bool = True, device: str = "auto"
+    study: Study,
+    study_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    overwrite: bool = False,
 ) -> Report | None:
     """Train (or continue) every algorithm of ``study`` in ``study_dir`` on ``device``, analyse,
     write the report and return it.
+
+    ``study_dir`` is locked while the study runs (:func:`vaelab.runio.directory_lock`; a second
+    ``compare`` or a ``report`` is refused in one line). A directory holding the same study is
+    continued; one holding a study with another config is replaced only with ``overwrite``; one
+    holding anything else is refused.
 
     Under torchrun every process trains (see :func:`vaelab.training.train`); rank 0 alone
     analyses and reports, and the other processes return None.
 
     Raises:
-        RunError: ``study_dir`` holds a study or a run with a different configuration (the
-            message names the differing keys), or cannot be written.
+        RunError: ``study_dir`` holds a study with a different configuration (the message names
+            the differing keys) and ``overwrite`` is not given, holds files that are not a
+            study, is in use, or cannot be written.
     """
     study_dir = Path(study_dir)
-    _refuse_a_different_study(study, study_dir)
-    try:
-        study_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"{study_dir}: cannot create the study directory ({error.strerror})") from None
-    study.save(study_dir)
-    main_process = True
-    for number, algorithm in enumerate(study.algorithms, start=1):
-        if progress:
-            tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
-        config = study.run_config(algorithm)
-        result = train(config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress, device=device)
-        if not result.metrics:  # a torchrun process other than rank 0
-            main_process = False
-            continue
-        epoch = max(row["epoch"] for row in result.metrics if row["kind"] == "train")  # that of the checkpoint
-        save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images)
-    return build_report(study_dir, data_dir=data_dir) if main_process else None
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone checks, locks and writes
+    for algorithm in study.algorithms:  # every option, before the first epoch of the first run
+        check_before_training(study.run_config(algorithm))
+    if main_process:
+        _check_study_directory(study, study_dir, overwrite)
+        make_directory(study_dir, "study directory")
+    with directory_lock(study_dir, "compare") if main_process else contextlib.nullcontext():
+        if main_process:
+            _check_study_directory(study, study_dir, overwrite)  # again, now that no one else writes
+            if overwrite:
+                _clear_study(study, study_dir)
+            study.save(study_dir)
+        for number, algorithm in enumerate(study.algorithms, start=1):
+            if progress:
+                tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
+            config = study.run_config(algorithm)
+            result = train(config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress, device=device)
+            if not result.metrics:  # a torchrun process other than rank 0
+                main_process = False
+                continue
+            epoch = max(row["epoch"] for row in result.metrics if row["kind"] == "train")  # that of the checkpoint
+            save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images)
+        return build_report(study_dir, data_dir=data_dir) if main_process else None
 
 
-def _refuse_a_different_study(study: Study, study_dir: Path) -> None:
-    """Raise if ``study_dir`` holds a study whose shared config differs (only epochs may grow)."""
+def _check_study_directory(study: Study, study_dir: Path, overwrite: bool) -> None:
+    """Raise if ``study_dir`` is not a directory, holds files that are not a study, or holds a
+    study whose shared config differs (only epochs may grow) and ``overwrite`` is not given."""
+    if not study_dir.exists():
+        return
+    if not study_dir.is_dir():
+        raise RunError(f"{study_dir}: exists and is not a directory; choose another --out")
     if not (study_dir / STUDY_FILE).exists():
+        others = directory_contents(study_dir)
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise RunError(f"{study_dir}: not empty and not a vaelab study (holds {shown}); choose a new or empty directory for --out")
+        return
+    if overwrite:
         return
     saved = Study.load(study_dir)
     algorithm = study.algorithms[0]
@@ -83,7 +116,29 @@ def _refuse_a_different_study(study: Study, study_dir: Path) -> None:
         key for key in config_differences(saved.run_config(algorithm), study.run_config(algorithm)) if key != "train.epochs"
     ]
     if differences:
-        raise RunError(f"{study_dir}: holds a study with a different config (differs in {', '.join(differences)}); choose another --out")
+        raise RunError(
+            f"{study_dir}: holds a study with a different config (differs in {', '.join(differences)}); "
+            "pass --overwrite to replace it, or choose another --out"
+        )
+
+
+def _clear_study(study: Study, study_dir: Path) -> None:
+    """Delete the files vaelab wrote into a study directory (its runs', those of the saved
+    study's algorithms and of ``study``'s), and nothing else."""
+    try:
+        algorithms = set(Study.load(study_dir).algorithms)
+    except RunError:  # an unreadable compare.json: it is replaced all the same
+        algorithms = set()
+    for algorithm in algorithms | set(study.algorithms):
+        run_dir = algorithm_run_dir(study_dir, algorithm)
+        if run_dir.is_dir():
+            with directory_lock(run_dir, "compare --overwrite"):
+                for path in run_files(run_dir):
+                    path.unlink()
+    figures_dir = study_dir / FIGURES_DIR
+    for path in [study_dir / STUDY_FILE, study_dir / REPORT_FILE, *(figures_dir.glob("*.png") if figures_dir.is_dir() else ()),
+                 *(figures_dir.glob("*.pdf") if figures_dir.is_dir() else ())]:
+        path.unlink(missing_ok=True)
 
 
 def save_bound_curve(

@@ -80,8 +80,8 @@ class Study:
             values = json.loads(path.read_text())
             shared = {**values["config"], "train": {**values["config"]["train"], "algorithm": values["algorithms"][0]}}
             return cls(tuple(values["algorithms"]), ExperimentConfig.from_dict(shared), values["curve_images"])
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ConfigError) as error:
-            raise RunError(f"{path}: not a valid study file ({type(error).__name__}: {error})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, IndexError, ValueError, ConfigError) as error:
+            raise RunError(f"{path}: not a valid study file ({type(error).__name__}: {str(error)[:200]})") from None
 
 
 def algorithm_run_dir(study_dir: str | Path, algorithm: str) -> Path:
@@ -95,6 +95,32 @@ def read_bound_curve(run_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunError(f"{path}: unreadable ({type(error).__name__}); run the same 'vaelab compare' again to recompute it") from None
+        curve = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise RunError(f"{path}: unreadable ({type(error).__name__}); delete it and run the same 'vaelab compare' again to recompute it") from None
+    problem = _bound_curve_problem(curve)
+    if problem:
+        raise RunError(f"{path}: not an L_k curve ({problem}); delete it and run the same 'vaelab compare' again to recompute it")
+    return curve
+
+
+def _bound_curve_problem(curve: Any) -> str | None:
+    """What is wrong with a parsed ``bound_curve.json``, or None."""
+    if not isinstance(curve, dict):
+        return f"a JSON {type(curve).__name__}, not an object"
+    for key in ("epoch", "num_images"):
+        value = curve.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{key} is {value!r}, not a non-negative integer"
+    images = curve.get("curve_images")
+    if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images <= 0):
+        return f"curve_images is {images!r}, not a positive integer or null"
+    if curve.get("k") != list(CURVE_KS):
+        return f"k is not {list(CURVE_KS)}"
+    for key in ("bound", "bound_stderr"):
+        values = curve.get(key)
+        if not isinstance(values, list) or len(values) != len(CURVE_KS) or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) for value in values
+        ):
+            return f"{key} is not a list of {len(CURVE_KS)} numbers"
+    return None

@@ -1,0 +1,88 @@
+"""Checks of a training config against its dataset and this machine, before anything is allocated or written.
+
+Every option is validated before the first epoch: an evaluation split the dataset lacks would
+otherwise fail after the first epoch's training (and on every resume); a size such as
+``--hidden 1000000000`` would otherwise reach the allocator (an 8 GB request on a shared machine
+is really made) and end in its traceback; a seed beyond 2**63 - 1 overflows torch's generator.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from vaelab.config import ExperimentConfig
+from vaelab.data.datasets import REGISTRY
+from vaelab.errors import ConfigError
+
+MAX_SEED = 2**63 - 1
+FLOAT_BYTES = 4
+# A parameter is held four times while training: its value, its gradient and Adam's two moments.
+COPIES_PER_PARAMETER = 4
+# Activations alive at once in a forward and backward pass, per hidden unit of every layer: the
+# pre-activation, the activation and their gradients.
+COPIES_PER_ACTIVATION = 4
+
+
+def check_before_training(config: ExperimentConfig) -> None:
+    """Raise ConfigError (one line) for a config that cannot run here: a seed torch cannot take,
+    an evaluation split the dataset lacks, or sizes needing more memory than is available."""
+    if config.seed > MAX_SEED:
+        raise ConfigError(f"--seed must be at most 2**63 - 1 = {MAX_SEED} (got {config.seed})")
+    spec = REGISTRY.get(config.data.dataset)
+    if spec is None:  # not a built-in dataset: load_dataset reports it
+        return
+    missing = [split for split in config.train.eval_splits if split not in spec.split_sizes]
+    if missing:
+        raise ConfigError(
+            f"dataset {config.data.dataset} has no {', '.join(missing)} split (it has {', '.join(spec.split_sizes)}); "
+            "choose --eval-splits among those"
+        )
+    needed = memory_needed(config, math.prod(spec.image_shape))
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"this config needs about {_gib(needed)} of memory for its parameters and batches, more than the "
+            f"{_gib(available)} available; reduce --hidden, --upper-hidden, --latent-dim, --batch-size, --num-samples or --eval-k"
+        )
+
+
+def memory_needed(config: ExperimentConfig, data_dim: int) -> int:
+    """A lower estimate, in bytes, of what training ``config`` on ``data_dim``-pixel images holds at once:
+    every parameter (with its gradient and Adam's moments) plus the larger of a training batch's
+    activations (batch_size x num_samples x groups rows through every layer, kept for the backward
+    pass) and an evaluation batch's (eval_batch_size x eval_k rows, one layer's input and output at
+    a time). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction."""
+    model = config.model
+    stacks = [(data_dim, model.hidden, model.latent_dims[0])]
+    stacks += [(lower, model.upper_hidden, upper) for lower, upper in zip(model.latent_dims, model.latent_dims[1:])]
+    parameters, units, widest = 0, 0, 0
+    for bottom, hidden, top in stacks:
+        for widths in ((bottom, *hidden, 2 * top), (top, *hidden[::-1], 2 * bottom)):  # recognition, generative
+            parameters += sum(a * b + b for a, b in zip(widths, widths[1:]))
+            units += sum(widths)
+            widest = max(widest, *widths)
+    parameters += (config.model.prior_components or 0) * data_dim  # at most: vamp pseudo-inputs
+    train = config.train
+    training = COPIES_PER_ACTIVATION * train.batch_size * train.num_samples * train.groups * units
+    evaluation = 2 * train.eval_batch_size * train.eval_k * widest  # no gradients: a layer's input and output at once
+    return FLOAT_BYTES * (COPIES_PER_PARAMETER * parameters + max(training, evaluation))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB"
