@@ -16,7 +16,6 @@ import socket
 import struct
 import threading
 import urllib.request
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -303,7 +302,10 @@ def truncation_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("name", ["images.gz", "split.amat", "split.amat.gz"])
-@settings(max_examples=50, deadline=timedelta(seconds=5))
+# No deadline: what is tested is the error raised, not speed; on a loaded machine one example (a
+# gzip stream or a text file parsed) can take longer than any fixed limit, and a deadline would
+# then fail the test, or flake it, for a reason that has nothing to do with truncation.
+@settings(max_examples=50, deadline=None)
 @given(fraction=st.floats(min_value=0, max_value=1, exclude_max=True))
 def test_truncated_files_always_raise_data_error(valid_files, truncation_dir, name, fraction):
     data = valid_files[name]

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.estimators import folding
 from vaelab.estimators.bounds import bound_curve, importance_weighted_bound
 from vaelab.exact.linear_gaussian import linear_gaussian_model
-from vaelab.models import build_model
 from vaelab.models.backend import matmul_precision
 
 DATA_DIM = 64

@@ -14,7 +14,7 @@ from vaelab.config import ModelConfig
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 from vaelab.exact.quadrature import QuadratureSettings, log_joint_at, log_marginal_2d, quadrature_log_marginal, square_grid
 from vaelab.models import HelmholtzMachine, StandardNormalPrior, StochasticLayer
-from vaelab.studies.bounds.run import ancestral_sample
+from vaelab.models.sampling import ancestral_sample
 
 
 def brute_force_log_marginal(model, x, points=1000, half_width=8.0):
@@ -35,7 +35,7 @@ def test_square_grid_tiles_the_square():
 def test_quadrature_matches_the_closed_form(linear_gaussian, noise_scale, gain):
     broad, _ = linear_gaussian
     model = linear_gaussian_model(gain * broad.generative.weight.detach(), broad.generative.bias.detach(), noise_scale)
-    x = ancestral_sample(model, 16, torch.Generator().manual_seed(0))
+    _, x = ancestral_sample(model, (16,), torch.Generator().manual_seed(0))
     result = log_marginal_2d(model, x)
     exact = linear_gaussian_log_marginal(model, x).detach()
     error = (result.log_marginal - exact).abs()

@@ -12,8 +12,8 @@ from torch.distributions import HalfNormal
 from vaelab.exact.counterexample import proposal_models
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal
 from vaelab.exact.sigmoid_belief import all_configurations, enumerated_log_marginal, sigmoid_belief_model
-from vaelab.models.sampling import sample
-from vaelab.studies.bounds.run import StudySettings, ancestral_sample, block_effective_sample_size, counterexample, repeated_bound_curve
+from vaelab.models.sampling import ancestral_sample, sample
+from vaelab.studies.bounds.run import StudySettings, block_effective_sample_size, counterexample, repeated_bound_curve
 
 
 def test_enumerated_marginal_is_a_distribution_over_x():
@@ -31,7 +31,7 @@ def test_enumerated_marginal_is_a_distribution_over_x():
 def _sigmoid_belief():
     generator = torch.Generator().manual_seed(3)
     model = sigmoid_belief_model(latent_dim=6, data_dim=12, generator=generator, weight_scale=1.0)
-    x = ancestral_sample(model, 32, generator)
+    _, x = ancestral_sample(model, (32,), generator)
     return model, x, enumerated_log_marginal(model, x)
 
 
@@ -75,7 +75,7 @@ def test_truncated_proposal_covers_only_the_quadrant_above_the_posterior_mean():
     generator = torch.Generator().manual_seed(0)
     weight = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
     model = proposal_models(weight, torch.zeros(3, dtype=torch.float64), noise_scale=0.5)["truncated"]
-    x = ancestral_sample(model, 4, generator)
+    _, x = ancestral_sample(model, (4,), generator)
     q = model.posterior(x)
     z = sample(q, (1000,), generator)  # [1000, 4, 2]
     mean = model.recognition.bias + x @ model.recognition.weight.T  # the posterior mean, [4, 2]

@@ -2,6 +2,8 @@
 
 ``Distribution.rsample`` draws from the global RNG; vaelab passes a generator instead so that a
 run's randomness is one seeded object, saved in checkpoints and restored on resume.
+:func:`ancestral_sample` draws (z, x) from a model's generative half: the sleep phase's dreams,
+the bounds study's synthetic data and the report's sample figure all come from it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import torch
 from torch.distributions import Bernoulli, Distribution, Independent, MixtureSameFamily, Normal, TransformedDistribution
 
 from vaelab.models.chain import Chain
+from vaelab.models.helmholtz import HelmholtzMachine
 
 
 def sample(
@@ -55,3 +58,21 @@ def _sample_mixture(mixture: MixtureSameFamily, sample_shape: torch.Size, genera
     probs = mixture.mixture_distribution.probs
     index = torch.multinomial(probs, max(sample_shape.numel(), 1), replacement=True, generator=generator).reshape(sample_shape)
     return sample(Independent(Normal(base.loc[index], base.scale[index]), 1), (), generator)
+
+
+@torch.no_grad()
+def ancestral_sample(
+    model: HelmholtzMachine, sample_shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, decoder_mean: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw from the generative model top-down: z ~ p_theta(z), then x ~ p_theta(x | z).
+
+    The draws are data (dreams, synthetic test points, figures), so no gradient reaches theta.
+    ``decoder_mean=True`` returns E_theta[x | z] (pixel probabilities or Gaussian means) in place
+    of a sample of x, as sample figures show; it draws nothing more from ``generator``.
+
+    Returns:
+        z ``sample_shape + [D_z]`` and x ``sample_shape + [D_x]``.
+    """
+    z = sample(model.prior_distribution(), sample_shape, generator)
+    likelihood = model.likelihood(z)
+    return z, likelihood.mean if decoder_mean else sample(likelihood, (), generator)

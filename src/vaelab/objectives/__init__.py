@@ -10,8 +10,8 @@ from vaelab.objectives.aevb import aevb
 from vaelab.objectives.core import ImportanceSamples, ObjectiveOutput, importance_samples, log_mean_exp
 from vaelab.objectives.iwae import ciwae, iwae, iwae_dreg, miwae, piwae
 from vaelab.objectives.registry import OBJECTIVES, Objective, check_config, get_objective, objective_from_config
-from vaelab.objectives.rws import rws, rws_dreg
-from vaelab.objectives.vimco import vimco
+from vaelab.objectives.rws import rws, rws_dreg, rws_dreg_phi_surrogate_from_log_weight, wake_phi_surrogate_from_log_weight
+from vaelab.objectives.vimco import leave_one_out_bounds, vimco, vimco_phi_surrogate_from_log_weight
 from vaelab.objectives.wake_sleep import wake_sleep
 
 __all__ = [
@@ -26,12 +26,16 @@ __all__ = [
     "importance_samples",
     "iwae",
     "iwae_dreg",
+    "leave_one_out_bounds",
     "log_mean_exp",
     "miwae",
     "objective_from_config",
     "piwae",
     "rws",
     "rws_dreg",
+    "rws_dreg_phi_surrogate_from_log_weight",
     "vimco",
+    "vimco_phi_surrogate_from_log_weight",
+    "wake_phi_surrogate_from_log_weight",
     "wake_sleep",
 ]

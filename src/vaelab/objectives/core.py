@@ -16,7 +16,7 @@ import torch
 from torch.distributions import Distribution
 
 from vaelab.models import HelmholtzMachine
-from vaelab.models.sampling import sample
+from vaelab.models.sampling import ancestral_sample, sample
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,7 @@ def sleep_phase(model: HelmholtzMachine, batch_size: int, num_samples: int, gene
 
     The dreams are data: no gradient reaches theta; x is sampled from the likelihood, not its mean.
     """
-    with torch.no_grad():
-        z_dream = sample(model.prior_distribution(), (num_samples, batch_size), generator)  # [m, B, D]
-        x_dream = sample(model.likelihood(z_dream), (), generator)  # [m, B, D_x]
+    z_dream, x_dream = ancestral_sample(model, (num_samples, batch_size), generator)  # [m, B, D], [m, B, D_x]
     return model.posterior(x_dream).log_prob(z_dream).mean(0)
 
 

@@ -8,6 +8,10 @@ estimate of KL(p_theta(z | x) || q_phi(z | x)) by one of
 Only scores of q are needed, so Bernoulli latents train as well as Gaussian ones. ``rws_dreg``
 replaces wake-phi by its doubly reparameterised form sum_i (w~_i - w~_i^2) d log w_i / dz_i dz_i / dphi
 (Tucker et al. 2018), for reparameterisable latents.
+
+The surrogates are written first as functions of log-weights ``[k, B]`` alone (as Le et al.'s
+``losses.py`` does), so that their arithmetic is testable on hand-made tensors; the objectives
+draw the samples and call them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,36 @@ from vaelab.objectives.core import (
 )
 
 
+def wake_phi_surrogate_from_log_weight(log_weight: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Wake-phi's surrogate sum_i w~_i log q_phi(z_i | x) ``[B]`` (Le et al. 2019).
+
+    Args:
+        log_weight: ``[k, B]`` log w_i; only their normalised values w~_i enter, without gradient.
+        log_q: ``[k, B]`` log q_phi(z_i | x) at detached samples z_i.
+
+    Returns:
+        ``[B]``; its gradient w.r.t. ``log_q`` is w~, so its phi-gradient is the self-normalised
+        importance-sampling estimate of E_{p_theta(z | x)}[d log q_phi(z | x) / dphi], i.e. minus
+        that of KL(p_theta(z | x) || q_phi(z | x)).
+    """
+    return (normalized_weights(log_weight) * log_q).sum(0)
+
+
+def rws_dreg_phi_surrogate_from_log_weight(log_weight: torch.Tensor, pathwise_log_weight: torch.Tensor) -> torch.Tensor:
+    """Wake-phi's doubly reparameterised surrogate sum_i (w~_i - w~_i^2) log w'_i ``[B]`` (Tucker et al. 2018).
+
+    Args:
+        log_weight: ``[k, B]`` log w_i; only their normalised values w~_i enter, without gradient.
+        pathwise_log_weight: ``[k, B]`` log w'_i, whose phi-gradient is the pathwise term
+            d log w_i / dz_i dz_i / dphi alone (:func:`vaelab.objectives.core.pathwise_log_weights`).
+
+    Returns:
+        ``[B]``; its gradient w.r.t. ``pathwise_log_weight`` is w~ - w~^2.
+    """
+    weights = normalized_weights(log_weight)
+    return ((weights - weights**2) * pathwise_log_weight).sum(0)
+
+
 def rws(
     model: HelmholtzMachine,
     x: torch.Tensor,
@@ -38,7 +72,7 @@ def rws(
     """
     samples = importance_samples(model, x, num_samples, generator, reparameterize=False)
     bound = log_mean_exp(samples.log_weights)
-    wake = (normalized_weights(samples.log_weights) * samples.log_proposal).sum(0)
+    wake = wake_phi_surrogate_from_log_weight(samples.log_weights, samples.log_proposal)
     if rws_phi == "wake":
         phi_surrogate = wake
     elif rws_phi in ("sleep", "mix"):
@@ -54,7 +88,6 @@ def rws_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, gen
     posterior = model.posterior(x)
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
-    weights = normalized_weights(samples.log_weights)
     stopped_log_prior = model.prior_distribution().log_prob(samples.z.detach())
-    phi_surrogate = ((weights - weights**2) * pathwise_log_weights(samples, posterior, stopped_log_prior)).sum(0)
+    phi_surrogate = rws_dreg_phi_surrogate_from_log_weight(samples.log_weights, pathwise_log_weights(samples, posterior, stopped_log_prior))
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)

@@ -15,7 +15,6 @@ The results are plain numbers, written to ``bounds.json``; figures and the page 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +23,14 @@ from typing import Any
 import torch
 
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-from vaelab.estimators.bounds import block_bound, bound_curve, log_weights_in_chunks
+from vaelab.estimators.bounds import block_bound, bound_curve, log_weights_in_chunks, mean_and_standard_error
 from vaelab.evaluation.exact import load_2d_run
 from vaelab.evaluation.protocol import evaluation_images, seeded_generator
 from vaelab.exact.counterexample import SCALE_FACTORS, fit_light_tailed_constant, limit_gap, proposal_models, samples_for_gap
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 from vaelab.exact.quadrature import LATENT_DIM, quadrature_log_marginal
 from vaelab.exact.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
-from vaelab.models import HelmholtzMachine
-from vaelab.models.sampling import sample
+from vaelab.models.sampling import ancestral_sample
 from vaelab.runio import directory_lock, make_directory, write_json_atomic
 from vaelab.training import train
 
@@ -59,13 +57,6 @@ class StudySettings:
 QUICK = StudySettings(ks=(1, 10, 100, 1000), repetitions=3, num_points=8, num_images=10, epochs=2)
 
 
-def ancestral_sample(model: HelmholtzMachine, num_points: int, generator: torch.Generator) -> torch.Tensor:
-    """x ``[num_points, D_x]`` from p(x): z ~ p(z), then x ~ p(x | z)."""
-    with torch.no_grad():
-        z = sample(model.prior_distribution(), (num_points,), generator)
-        return sample(model.likelihood(z), (), generator)
-
-
 def repeated_bound_curve(model, x, ks, repetitions, generator) -> torch.Tensor:
     """Mean over the rows of x of L_k, ``[repetitions, len(ks)]``: one fresh set of max(ks) samples per repetition."""
     curves = [bound_curve(model, x, ks, generator) for _ in range(repetitions)]
@@ -79,10 +70,9 @@ def block_effective_sample_size(log_weights: torch.Tensor, k: int) -> torch.Tens
 
 
 def _mean_and_stderr(per_repetition: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Mean and standard error over repetitions of ``[R, len(ks)]`` values (NaN errors when R = 1)."""
-    repetitions = per_repetition.shape[0]
-    stderr = per_repetition.std(0) / math.sqrt(repetitions) if repetitions > 1 else torch.full_like(per_repetition[0], math.nan)
-    return per_repetition.mean(0).tolist(), stderr.tolist()
+    """Mean and standard error over repetitions of ``[R, len(ks)]`` values, one k (column) at a time (NaN errors when R = 1)."""
+    means, stderrs = zip(*(mean_and_standard_error(column) for column in per_repetition.T))
+    return list(means), list(stderrs)
 
 
 def _curve(per_repetition: torch.Tensor, exact: float) -> dict[str, list[float]]:
@@ -103,7 +93,7 @@ def tractable_curves(settings: StudySettings, generator: torch.Generator) -> lis
     ]
     curves = []
     for name, title, method, model, log_marginal in models:
-        x = ancestral_sample(model, settings.num_points, generator)
+        _, x = ancestral_sample(model, (settings.num_points,), generator)
         with torch.no_grad():
             exact = log_marginal(model, x).mean().item()
         per_repetition = repeated_bound_curve(model, x, settings.ks, settings.repetitions, generator)
@@ -130,7 +120,7 @@ def counterexample(settings: StudySettings, generator: torch.Generator) -> dict[
     weight = q_matrix * torch.tensor([2.0, 1.0], dtype=torch.float64)  # orthogonal columns: a diagonal posterior
     bias = torch.randn(5, generator=generator, dtype=torch.float64)
     models = proposal_models(weight, bias, noise_scale=0.5)
-    x = ancestral_sample(models["matched"], settings.num_points, generator)
+    _, x = ancestral_sample(models["matched"], (settings.num_points,), generator)
     with torch.no_grad():
         exact = linear_gaussian_log_marginal(models["matched"], x)  # [N]
     proposals = {}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vaelab.models import HelmholtzMachine
-from vaelab.models.sampling import sample
+from vaelab.models.sampling import ancestral_sample, sample
 
 # Burda, Grosse & Salakhutdinov (2015), on latent space representation: unit u is active when Cov_x(E_q[z_u | x]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -51,7 +51,7 @@ def posterior_means(model: HelmholtzMachine, images: torch.Tensor, batch_size: i
 @torch.no_grad()
 def prior_sample_means(model: HelmholtzMachine, count: int, generator: torch.Generator) -> torch.Tensor:
     """E[x | z] ``[count, data_dim]`` at ``count`` draws z ~ p(z): the homework's Figure 2 'samples'."""
-    return decoder_means(model, sample(model.prior_distribution(), (count,), generator))
+    return ancestral_sample(model, (count,), generator, decoder_mean=True)[1]
 
 
 def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> tuple[int, torch.Tensor]:

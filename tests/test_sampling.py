@@ -1,0 +1,65 @@
+"""Ancestral sampling, the one function behind the sleep phase's dreams, the bounds study's
+synthetic data and the report's sample figure."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vaelab.builders import build_model
+from vaelab.config import ModelConfig
+from vaelab.models.sampling import ancestral_sample, sample
+from vaelab.objectives.core import sleep_phase
+from vaelab.studies.compare.analysis import prior_sample_means
+
+
+def test_ancestral_sample_has_the_marginal_of_the_linear_gaussian_model(linear_gaussian):
+    # z ~ N(0, I), x | z ~ N(W z + b, s^2 I) gives x ~ N(b, W W^T + s^2 I)
+    model, _ = linear_gaussian
+    weight, bias, noise = model.generative.weight.detach(), model.generative.bias.detach(), model.generative.scale.detach()
+    covariance = weight @ weight.T + torch.diag(noise**2)
+    n = 40_000
+    z, x = ancestral_sample(model, (n,), torch.Generator().manual_seed(0))
+    assert z.shape == (n, 2) and x.shape == (n, 5) and not z.requires_grad and not x.requires_grad
+    # Tolerances: 4 standard errors, sqrt(S_ii / n) for a mean and sqrt((S_ii S_jj + S_ij^2) / n) for a covariance
+    variances = covariance.diagonal()
+    assert ((x.mean(0) - bias).abs() <= 4 * (variances / n).sqrt()).all()
+    centred = x - bias
+    sample_covariance = centred.T @ centred / n
+    covariance_se = ((variances[:, None] * variances[None, :] + covariance**2) / n).sqrt()
+    assert ((sample_covariance - covariance).abs() <= 4 * covariance_se).all(), (sample_covariance - covariance) / covariance_se
+    assert (covariance_se < 0.05 * covariance.abs().max()).all()  # power: a wrong noise scale or a missing W W^T would show
+
+
+def test_ancestral_sample_is_the_prior_then_the_likelihood_on_one_generator():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=(4, 3), hidden=(8,), upper_hidden=(6,), latent="bernoulli", prior="bernoulli"), data_dim=10, likelihood="bernoulli")
+    z, x = ancestral_sample(model, (7, 2), torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)
+    expected_z = sample(model.prior_distribution(), (7, 2), generator)
+    expected_x = sample(model.likelihood(expected_z), (), generator)
+    assert z.shape == (7, 2, 7) and x.shape == (7, 2, 10)
+    assert torch.equal(z, expected_z) and torch.equal(x, expected_x)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_decoder_mean_returns_e_x_given_z_and_draws_nothing_more():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=2, hidden=(8,)), data_dim=6, likelihood="bernoulli")
+    generator = torch.Generator().manual_seed(3)
+    z, mean = ancestral_sample(model, (5,), generator, decoder_mean=True)
+    torch.testing.assert_close(mean, model.likelihood(z).mean)
+    after_z_alone = torch.Generator().manual_seed(3)
+    sample(model.prior_distribution(), (5,), after_z_alone)
+    assert torch.equal(generator.get_state(), after_z_alone.get_state())
+    torch.testing.assert_close(prior_sample_means(model, 5, torch.Generator().manual_seed(3)), mean)
+
+
+def test_sleep_phase_scores_q_at_the_ancestral_samples():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=2, hidden=(8,)), data_dim=6, likelihood="bernoulli")
+    z, x = ancestral_sample(model, (3, 4), torch.Generator().manual_seed(5))  # m = 3 dreams for each of B = 4 rows
+    expected = model.posterior(x).log_prob(z).mean(0)
+    torch.testing.assert_close(sleep_phase(model, 4, 3, torch.Generator().manual_seed(5)), expected)
+    assert math.isfinite(expected.sum().item())
