@@ -17,7 +17,7 @@ from tqdm import tqdm
 from vaelab.errors import RunError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.runio import write_json_atomic
-from vaelab.studies.reproduce.presets import Preset, final_k, row_config
+from vaelab.studies.reproduce.presets import Preset, final_images, final_k, row_config
 from vaelab.studies.reproduce.report import FINAL_FILE, REPRODUCE_FILE, ReproductionReport, build_report
 from vaelab.training import train
 
@@ -52,7 +52,7 @@ def reproduce(
         config = row_config(preset, row, budget)
         result = train(config, out / row.name, data_dir=data_dir, resume=True, progress=progress, device=device)
         epoch = max(r["epoch"] for r in result.metrics if r["kind"] == "train")
-        _save_final(result, config, final_k(preset, budget), epoch)
+        _save_final(result, config, final_k(preset, budget), final_images(budget), epoch)
     return build_report(out)
 
 
@@ -67,10 +67,11 @@ def _refuse_another_reproduction(out: Path, preset: str, budget: str) -> None:
         )
 
 
-def _save_final(result, config, k: int, epoch: int) -> None:
-    """Test L_k of the trained model at ``epoch``, saved as final.json unless saved for that epoch."""
+def _save_final(result, config, k: int, num_images: int | None, epoch: int) -> None:
+    """Test L_k of the trained model at ``epoch`` (on the first ``num_images`` test images, None:
+    all), saved as final.json unless saved for that epoch."""
     path = result.run_dir / FINAL_FILE
     if path.exists() and json.loads(path.read_text()).get("epoch") == epoch:
         return
-    row = evaluate_split(result.model, config, result.dataset, "test", k, epoch)  # on the model's device, one process
+    row = evaluate_split(result.model, config, result.dataset, "test", k, epoch, num_images=num_images)  # on the model's device, one process
     write_json_atomic(path, {**row, "epoch": epoch})
