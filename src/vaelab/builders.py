@@ -56,6 +56,8 @@ def initial_model(config: ExperimentConfig, dataset: Dataset) -> HelmholtzMachin
 def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMachine, torch.optim.Adam]:
     """The initial model and Adam with theta and phi as separate groups.
 
+    Adam's betas and epsilon are the config's (Burda et al. 2015: 0.9, 0.999, 1e-4); its learning
+    rate is the schedule's first, and training sets each epoch's (:mod:`vaelab.schedules`).
     Adam's fused kernel (one pass over each parameter instead of about ten) is used where this
     PyTorch has it for the parameters' device; it is Adam all the same.
     """
@@ -64,10 +66,12 @@ def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMach
         {"params": model.generative_parameters(), "name": "theta"},
         {"params": model.recognition_parameters(), "name": "phi"},
     ]
+    train = config.train
+    adam = {"lr": train.learning_rate, "betas": (train.adam_beta1, train.adam_beta2), "eps": train.adam_eps}
     try:
-        optimizer = torch.optim.Adam(groups, lr=config.train.learning_rate, fused=True)
+        optimizer = torch.optim.Adam(groups, **adam, fused=True)
     except RuntimeError:  # PyTorch < 2.4 fuses Adam on CUDA only
-        optimizer = torch.optim.Adam(groups, lr=config.train.learning_rate)
+        optimizer = torch.optim.Adam(groups, **adam)
     return model, optimizer
 
 

@@ -319,6 +319,38 @@ def _run_report(args: argparse.Namespace) -> int:
     return _print_report(report)
 
 
+def _add_reproduce_arguments(reproduce: argparse.ArgumentParser) -> None:
+    from vaelab.studies.reproduce.presets import BUDGETS
+
+    reproduce.add_argument("preset", nargs="?", help="preset to reproduce ('--list' shows them)")
+    reproduce.add_argument("--list", action="store_true", help="one line per preset: name, paper, table, published values")
+    reproduce.add_argument(
+        "--budget", choices=BUDGETS, default="smoke",
+        help="full: the published protocol; reduced: a stated fraction of it (e.g. 364 of 3,280 epochs); smoke: seconds (default: smoke)",
+    )
+    reproduce.add_argument("--rows", type=_argument_type(Kind("a comma-separated list of row names", lambda t: tuple(t.split(",")), bool)),
+                           help="comma-separated rows of the preset's table to run (default: all)")
+    reproduce.add_argument("--out", type=Path, help="reproduction directory (one run directory per row)")
+    _add_common(reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from vaelab.studies.reproduce.presets import get_preset, list_lines
+
+    if args.list:
+        print("\n".join(list_lines()))
+        return 0
+    if args.preset is None or args.out is None:
+        raise ConfigError("give a preset and --out DIR (or --list)")
+    from vaelab.studies.reproduce.run import reproduce
+
+    report = reproduce(get_preset(args.preset), args.budget, args.out, rows=args.rows, data_dir=args.data_dir,
+                       progress=not args.no_progress, device=args.device)
+    print("\n".join(report.lines))
+    print(f"report written to {report.markdown}")
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     """A subcommand: its one-line help, its description, its arguments and what runs it."""
@@ -363,6 +395,14 @@ COMMANDS = {
         "DIR/report.html. Run it again to continue a killed study.",
         _add_compare_arguments,
         _run_compare,
+    ),
+    "reproduce": Command(
+        "reproduce a published table: measured beside published",
+        "Train each row of a published table with the paper's protocol (one run directory per row, DIR/<row>/) under "
+        "--budget, measure the published L_k and write DIR/report.md: measured beside published, the gap in nats, "
+        "whether it lies in the band, and the learning curve so far. Run it again to continue a killed reproduction.",
+        _add_reproduce_arguments,
+        _run_reproduce,
     ),
     "report": Command(
         "rebuild a study's figures and report",

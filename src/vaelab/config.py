@@ -28,6 +28,7 @@ LATENTS = ("gaussian", "bernoulli")
 RWS_PHI_UPDATES = ("wake", "sleep", "mix")
 SPLITS = ("train", "valid", "test")
 MATMUL_PRECISIONS = ("fp32", "bf16")  # see vaelab.models.backend.matmul_precision
+LR_SCHEDULES = ("constant", "burda")  # see vaelab.schedules
 # Components of a prior when ``prior_components`` is not given: mixture of Gaussians, VampPrior.
 DEFAULT_PRIOR_COMPONENTS = {"mixture": 10, "vamp": 500}
 MAX_SEED = 2**63 - 1  # torch generators take seeds in [0, 2^63 - 1] here
@@ -74,6 +75,8 @@ WIDTHS = Kind(
 UNIT_INTERVAL = Kind("a number in [0, 1]", float, lambda v: _is_number(v) and 0 <= v <= 1)
 LEARNING_RATE = Kind("a number in (0, 1)", float, lambda v: _is_number(v) and 0 < v < 1)
 NAME = Kind("a non-empty name", str, lambda v: isinstance(v, str) and v != "")
+ADAM_BETA = Kind("a number in [0, 1)", float, lambda v: _is_number(v) and 0 <= v < 1)
+POSITIVE_NUMBER = Kind("a positive number", float, lambda v: _is_number(v) and v > 0)
 
 
 def one_of(choices: tuple[str, ...]) -> Kind:
@@ -210,7 +213,18 @@ class TrainConfig:
     ciwae_beta: float = option(0.5, UNIT_INTERVAL, "ciwae: weight of the ELBO against L_k")
     epochs: int = option(100, POSITIVE_INT, "training epochs")
     batch_size: int = option(100, POSITIVE_INT, "minibatch size")
-    learning_rate: float = option(1e-3, LEARNING_RATE, "Adam learning rate", flag="--lr")
+    learning_rate: float = option(1e-3, LEARNING_RATE, "Adam learning rate (the schedule's first)", flag="--lr")
+    lr_schedule: str = option(
+        "constant",
+        one_of(LR_SCHEDULES),
+        "learning rate per epoch: constant, or burda (Burda et al. 2015: 3^i epochs at lr * 10^(-i/7), i = 0, 1, ...)",
+    )
+    adam_beta1: float = option(0.9, ADAM_BETA, "Adam's beta1 (decay of the gradient's running mean)")
+    adam_beta2: float = option(0.999, ADAM_BETA, "Adam's beta2 (decay of the squared gradient's running mean)")
+    adam_eps: float = option(1e-8, POSITIVE_NUMBER, "Adam's epsilon (Burda et al. 2015 used 1e-4)")
+    train_size: int | None = option(
+        None, POSITIVE_INT, "train on a fixed subset of this many training images (none: all of them)", optional=True
+    )
     eval_every: int = option(10, POSITIVE_INT, "evaluate L_k every this many epochs (and at the last)")
     eval_k: int = option(1000, POSITIVE_INT, "k of the L_k evaluations")
     eval_splits: tuple[str, ...] = option(("train", "test"), list_of(SPLITS), "comma-separated splits to evaluate")

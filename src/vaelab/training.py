@@ -47,6 +47,7 @@ from vaelab.runio import (
     save_checkpoint,
     write_json_atomic,
 )
+from vaelab.schedules import learning_rate_at
 
 
 class NumericalError(RunError):
@@ -123,6 +124,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
     loop = _Loop(objective, model, optimizer, noise_generator, groups, parameters, placement)
     for epoch in range(epoch + 1, config.train.epochs + 1):
         started = time.perf_counter()
+        for group in optimizer.param_groups:  # the schedule is a function of the epoch: resume needs no more state
+            group["lr"] = learning_rate_at(config.train, epoch)
         epoch_images = (
             binarize(train_images, "dynamic", data_generator)
             if config.data.binarization == "dynamic" and uses_binarization(config, dataset)

@@ -17,6 +17,7 @@ from vaelab.errors import RunError
 
 SPLIT_TAGS = {split: tag for tag, split in enumerate(SPLITS)}  # entropy of a split's random streams
 TRAIN_SUBSET_TAG = 99  # entropy of the fixed train subset of ``eval_train_size`` images
+TRAINING_SUBSET_TAG = 98  # entropy of the fixed subset of ``train_size`` training images
 
 
 def seeded_generator(*entropy: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -52,8 +53,12 @@ def evaluation_images(config: ExperimentConfig, dataset: Dataset, split: str) ->
 
 
 def training_images(config: ExperimentConfig, dataset: Dataset) -> torch.Tensor:
-    """The training split as the objective sees it before any per-epoch (dynamic) binarization."""
+    """The training split as the objective sees it before any per-epoch (dynamic) binarization:
+    all of it, or the fixed subset of ``train_size`` images (the same for every seed and run)."""
     images = dataset.splits["train"].images
+    subset = config.train.train_size
+    if subset is not None and subset < images.shape[0]:
+        images = images[torch.randperm(images.shape[0], generator=seeded_generator(config.data.binarization_seed, TRAINING_SUBSET_TAG))[:subset]]
     if uses_binarization(config, dataset) and config.data.binarization != "dynamic":
         images = binarize(images, config.data.binarization, seeded_generator(config.data.binarization_seed, SPLIT_TAGS["train"]))
     return images

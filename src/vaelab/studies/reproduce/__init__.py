@@ -1,0 +1,1 @@
+"""Reproductions of published tables: presets as data, their runs and their reports."""

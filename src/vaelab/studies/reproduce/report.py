@@ -1,0 +1,128 @@
+"""The report of a reproduction, from its saved results alone (it never trains).
+
+For each row of the preset: the published NLL, the measured one (-L_k on the test set, with its
+standard error), the gap in nats (measured - published: positive is worse than published), whether
+the measurement lies in the preset's band, the epochs trained out of the published budget and the
+wall time; for partial budgets, the learning curve so far (test -L_100 at each evaluation, an upper
+bound on -L_5000) against the published endpoint. Written as ``report.md`` and ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaelab.errors import RunError
+from vaelab.runio import METRICS_FILE, read_metrics, write_json_atomic, write_text_atomic
+from vaelab.studies.reproduce.presets import Preset, get_preset, row_config
+
+REPRODUCE_FILE = "reproduce.json"
+FINAL_FILE = "final.json"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+
+
+@dataclass
+class ReproductionReport:
+    preset: Preset
+    budget: str
+    rows: list[dict[str, Any]]
+    markdown: Path
+    claim_holds: bool | None
+
+    @property
+    def lines(self) -> list[str]:
+        """One line per row that has a measurement, for the terminal."""
+        lines = []
+        for row in self.rows:
+            if row["measured"] is None:
+                continue
+            published = "no published number" if row["published"] is None else f"published {row['published']:.2f}"
+            verdict = "" if row["gap"] is None else f", gap {row['gap']:+.2f} nats, {'in' if row['in_band'] else 'outside'} the ±{self.preset.band:g} band"
+            lines.append(
+                f"{self.preset.name} {row['name']}: measured {row['measured']:.2f} ± {row['stderr']:.2f} (L_{row['k']}, "
+                f"epoch {row['epoch']}/{row['full_epochs']}, {self.budget}), {published}{verdict}; {row['wall_seconds']:.0f} s"
+            )
+        if self.claim_holds is not None:
+            lines.append(f"{self.preset.name}: the published ordering {' < '.join(self.preset.claim)} (NLL) {'holds' if self.claim_holds else 'does NOT hold'}")
+        return lines
+
+
+def build_report(out: str | Path) -> ReproductionReport:
+    """Read ``out`` (written by :func:`vaelab.studies.reproduce.run.reproduce`) and write its report."""
+    out = Path(out)
+    path = out / REPRODUCE_FILE
+    if not path.is_file():
+        raise RunError(f"{out}: not a reproduction (no {REPRODUCE_FILE}); 'vaelab reproduce NAME --out DIR' makes one")
+    saved = json.loads(path.read_text())
+    preset, budget = get_preset(saved["preset"]), saved["budget"]
+    rows = [_row_result(preset, row, budget, out / row.name) for row in preset.rows]
+    measured = {row["name"]: row["measured"] for row in rows}
+    claim_holds = None
+    if preset.claim and all(measured[name] is not None for name in preset.claim):
+        claim_holds = all(measured[a] < measured[b] for a, b in zip(preset.claim, preset.claim[1:]))
+    write_json_atomic(out / REPORT_JSON, {"preset": preset.name, "budget": budget, "band": preset.band, "rows": rows, "claim_holds": claim_holds})
+    write_text_atomic(out / REPORT_MD, _markdown(preset, budget, rows, claim_holds))
+    return ReproductionReport(preset, budget, rows, out / REPORT_MD, claim_holds)
+
+
+def _row_result(preset: Preset, row, budget: str, run_dir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "name": row.name, "label": row.label, "published": row.published, "full_epochs": preset.train.epochs,
+        "budget_epochs": row_config(preset, row, budget).train.epochs,
+        "measured": None, "stderr": None, "k": None, "test_images": None, "epoch": None, "gap": None, "in_band": None, "wall_seconds": None, "curve": [], "curve_k": None, "curve_split": None,
+    }
+    metrics = read_metrics(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else []
+    evaluations = [m for m in metrics if m["kind"] == "eval"]  # test L_100; the smoke budget's: train L_2
+    result["curve"] = [[m["epoch"], -m["bound"]] for m in evaluations]
+    result["curve_k"] = evaluations[-1]["k"] if evaluations else None
+    result["curve_split"] = evaluations[-1]["split"] if evaluations else None
+    train_rows = [m for m in metrics if m["kind"] == "train"]
+    final_path = run_dir / FINAL_FILE
+    if not final_path.exists():
+        return result
+    final = json.loads(final_path.read_text())
+    result.update(measured=-final["bound"], stderr=final["bound_stderr"], k=final["k"], epoch=final["epoch"], test_images=final["num_images"])
+    result["wall_seconds"] = (train_rows[-1]["wall_seconds"] if train_rows else 0.0) + final["eval_seconds"]
+    if row.published is not None:
+        result["gap"] = result["measured"] - row.published
+        result["in_band"] = abs(result["gap"]) <= preset.band
+    return result
+
+
+def _markdown(preset: Preset, budget: str, rows: list[dict[str, Any]], claim_holds: bool | None) -> str:
+    lines = [
+        f"# Reproduction of {preset.name} ({budget} budget)",
+        "",
+        f"{preset.paper}. {preset.table}.",
+        "",
+        f"Band: ±{preset.band:g} nats ({preset.band_source}). {preset.notes}".rstrip(),
+        "",
+        "| row | published NLL | measured NLL | k | epochs (of published) | gap (nats) | in band | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row["measured"] is None:
+            lines.append(f"| {row['label']} | {_number(row['published'])} | not run | | | | | |")
+            continue
+        lines.append(
+            f"| {row['label']} | {_number(row['published'])} | {row['measured']:.2f} ± {row['stderr']:.2f} | {row['k']} ({row['test_images']} images) | "
+            f"{row['epoch']} ({row['full_epochs']}) | {_number(row['gap'], '+.2f')} | "
+            f"{'-' if row['in_band'] is None else 'yes' if row['in_band'] else 'no'} | {row['wall_seconds']:.0f} |"
+        )
+    if claim_holds is not None:
+        lines += ["", f"Published ordering (NLL, best first: {', '.join(preset.claim)}): {'holds' if claim_holds else 'does not hold'}."]
+    partial = [row for row in rows if row["curve"] and row["epoch"] is not None and row["epoch"] < row["full_epochs"]]
+    if partial:
+        lines += ["", "## Learning curves so far against the published endpoint", ""]
+        lines += ["-L_k at each evaluation (epoch: nats); with k below the published one, an upper bound on its -L_k.", ""]
+        for row in partial:
+            curve = ", ".join(f"{epoch}: {nll:.2f}" for epoch, nll in row["curve"])
+            lines.append(f"- {row['label']}, {row['curve_split']} -L_{row['curve_k']} (published {_number(row['published'])} at epoch {row['full_epochs']}): {curve}")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)

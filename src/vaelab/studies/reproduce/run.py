@@ -1,0 +1,77 @@
+"""``vaelab reproduce``: train each row of a preset under a budget, measure the published L_k, report.
+
+One run directory per row (``OUT/<row>/``), trained through :func:`vaelab.training.train` with
+``resume=True``, so a killed reproduction continues when run again and a finished row is not
+retrained. After training, the published test L_k (e.g. L_5000) is measured once and saved as
+``OUT/<row>/final.json``; it is skipped when already saved for the same checkpoint epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vaelab.errors import RunError
+from vaelab.evaluation.evaluate import evaluate_split
+from vaelab.runio import write_json_atomic
+from vaelab.studies.reproduce.presets import Preset, final_images, final_k, row_config
+from vaelab.studies.reproduce.report import FINAL_FILE, REPRODUCE_FILE, ReproductionReport, build_report
+from vaelab.training import train
+
+
+def reproduce(
+    preset: Preset,
+    budget: str,
+    out: str | Path,
+    *,
+    rows: Sequence[str] | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    device: str = "auto",
+) -> ReproductionReport:
+    """Train (or continue) ``rows`` of ``preset`` (default: all) under ``budget`` in ``out``,
+    measure each row's final test L_k and write the report.
+
+    Raises:
+        RunError: ``out`` holds another preset's or budget's reproduction, or cannot be written.
+    """
+    out = Path(out)
+    selected = [preset.row(name) for name in rows] if rows else list(preset.rows)
+    _refuse_another_reproduction(out, preset.name, budget)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"{out}: cannot create the reproduction directory ({error.strerror})") from None
+    write_json_atomic(out / REPRODUCE_FILE, {"preset": preset.name, "budget": budget})
+    for number, row in enumerate(selected, start=1):
+        if progress:
+            tqdm.write(f"{preset.name} {row.name} ({number}/{len(selected)}): {out / row.name}")
+        config = row_config(preset, row, budget)
+        result = train(config, out / row.name, data_dir=data_dir, resume=True, progress=progress, device=device)
+        epoch = max(r["epoch"] for r in result.metrics if r["kind"] == "train")
+        _save_final(result, config, final_k(preset, budget), final_images(budget), epoch)
+    return build_report(out)
+
+
+def _refuse_another_reproduction(out: Path, preset: str, budget: str) -> None:
+    path = out / REPRODUCE_FILE
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    if (saved.get("preset"), saved.get("budget")) != (preset, budget):
+        raise RunError(
+            f"{out}: holds the reproduction of {saved.get('preset')} at budget {saved.get('budget')}; choose another --out"
+        )
+
+
+def _save_final(result, config, k: int, num_images: int | None, epoch: int) -> None:
+    """Test L_k of the trained model at ``epoch`` (on the first ``num_images`` test images, None:
+    all), saved as final.json unless saved for that epoch."""
+    path = result.run_dir / FINAL_FILE
+    if path.exists() and json.loads(path.read_text()).get("epoch") == epoch:
+        return
+    row = evaluate_split(result.model, config, result.dataset, "test", k, epoch, num_images=num_images)  # on the model's device, one process
+    write_json_atomic(path, {**row, "epoch": epoch})
