@@ -90,7 +90,7 @@ def row_config(preset: Preset, row: Row, budget: str) -> ExperimentConfig:
         eval_k=CURVE_K, eval_splits=("test",),
     )
     if budget == "reduced":
-        train = dataclasses.replace(train, epochs=preset.reduced_epochs, eval_every=max(1, preset.reduced_epochs // 20))
+        train = dataclasses.replace(train, epochs=preset.reduced_epochs, eval_every=max(1, preset.reduced_epochs // 10))
     elif budget == "full":
         train = dataclasses.replace(train, eval_every=max(1, train.epochs // 40))
     else:
