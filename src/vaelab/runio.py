@@ -171,7 +171,6 @@ def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -
             )
 
 
-@contextlib.contextmanager
 def make_directory(path: Path, what: str = "directory", *, parents: bool = True) -> None:
     """Create ``path`` (and its parents) if absent; a failure is a one-line :class:`RunError`
     naming it as ``what`` (e.g. 'run directory')."""
@@ -181,6 +180,7 @@ def make_directory(path: Path, what: str = "directory", *, parents: bool = True)
         raise RunError(f"{path}: cannot create the {what} ({error.strerror})") from None
 
 
+@contextlib.contextmanager
 def open_run_directory(run_dir: str | Path, command: str, *, resume: bool, overwrite: bool):
     """Create ``run_dir`` if needed and hold its lock while the block runs, after
     :func:`check_run_directory` (checked before creating anything, and again under the lock);
