@@ -18,6 +18,11 @@ sandwich's width bounds the forward estimate's error there (Grosse et al. 2015, 
 
 Choices, each a setting of :class:`AISSettings`:
 
+- Start: q(z|x) by default (cheap: q is already near the posterior); ``start='prior'`` walks
+  from p(z) instead (Wu et al. 2017; q replaced by p(z) in every formula above), which needs more
+  steps but does not inherit q's blind spots: a chain started from q rarely reaches a posterior
+  mode far outside q, and the weights cannot count mass no chain visits.
+
 - Schedule: sigmoidal (Grosse et al. 2015, Wu et al. 2017): beta ~ sigmoid(delta (2 t - 1)),
   t uniform on [0, 1], rescaled to end at exactly 0 and 1: dense near both ends, where
   log f_j changes fastest per unit of beta.
@@ -43,7 +48,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution
 
 from vaelab.errors import ConfigError
 from vaelab.estimators.bounds import DEFAULT_MAX_ROWS
@@ -51,6 +55,9 @@ from vaelab.models import BernoulliLayer, BernoulliPrior, HelmholtzMachine
 from vaelab.models.sampling import sample
 
 __all__ = ["AISResult", "AISSettings", "BDMCResult", "annealing_schedule", "bdmc", "decoder_passes", "evaluate_ais", "forward_ais", "reverse_ais", "simulate"]
+
+
+STARTS = ("proposal", "prior")
 
 
 @dataclass(frozen=True)
@@ -65,12 +72,15 @@ class AISSettings:
     adaptation_rate: float = 1.0
     pilot_chains: int = 2
     schedule_sharpness: float = 4.0  # delta of the sigmoidal schedule
+    start: str = "proposal"  # the path's first distribution: 'proposal' q(z|x), or 'prior' p(z) (Wu et al. 2017)
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.chains < 1 or self.leapfrog_steps < 1 or self.pilot_chains < 1:
             raise ConfigError(f"AIS needs steps >= 0, chains >= 1, leapfrog_steps >= 1, pilot_chains >= 1 (got {self})")
         if not 0 < self.target_acceptance < 1 or self.initial_step_size <= 0 or self.schedule_sharpness <= 0:
             raise ConfigError(f"AIS needs 0 < target_acceptance < 1 and a positive step size and sharpness (got {self})")
+        if self.start not in STARTS:
+            raise ConfigError(f"AIS start must be one of {', '.join(STARTS)} (got {self.start!r})")
 
 
 @dataclass(frozen=True)
@@ -150,31 +160,38 @@ class _State:
 
 
 class _Target:
-    """log q(z|x) and log p(x, z) of one batch of images, with their gradients in z."""
+    """log q(z|x) (or log p(z) when the path starts at the prior) and log p(x, z) of one batch of images,
+    with their gradients in z."""
 
-    def __init__(self, model: HelmholtzMachine, x: torch.Tensor):
+    def __init__(self, model: HelmholtzMachine, x: torch.Tensor, start: str):
         with torch.no_grad():  # the distributions' parameters are constants here: gradients go to z only
-            self.posterior = model.posterior(x)
             self.prior = model.prior_distribution()
+            self.initial = model.posterior(x) if start == "proposal" else self.prior
         self.model, self.x = model, x
+
+    def draw(self, chains: int, generator: torch.Generator | None) -> torch.Tensor:
+        """``[chains, B, D]`` draws of the initial distribution (the prior has no batch shape: B draws per chain)."""
+        shape = (chains,) if self.initial is not self.prior else (chains, self.x.shape[0])
+        with torch.no_grad():
+            return sample(self.initial, shape, generator)
+
+    def scale(self, generator: torch.Generator | None, draws: int = 64) -> torch.Tensor:
+        """The initial distribution's per-dimension standard deviation ``[B, D]``: exact for a Gaussian, else from
+        ``draws`` samples (two-layer chains)."""
+        try:
+            scale = self.initial.stddev.detach()
+        except NotImplementedError:
+            scale = self.draw(draws, generator).std(0)
+        return scale.expand(self.x.shape[0], -1)
 
     def __call__(self, z: torch.Tensor) -> _State:
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
-            log_q = self.posterior.log_prob(z)
+            log_q = self.initial.log_prob(z)
             (grad_q,) = torch.autograd.grad(log_q.sum(), z)
             log_p = self.prior.log_prob(z) + self.model.log_likelihood(self.x, z)
             (grad_p,) = torch.autograd.grad(log_p.sum(), z)
         return _State(z.detach(), log_q.detach(), log_p.detach(), grad_q, grad_p)
-
-
-def _proposal_scale(posterior: Distribution, generator: torch.Generator | None, draws: int = 64) -> torch.Tensor:
-    """q's per-dimension standard deviation ``[B, D]``: exact for a Gaussian q, else from ``draws`` samples (two-layer q)."""
-    try:
-        return posterior.stddev.detach()
-    except NotImplementedError:
-        with torch.no_grad():
-            return sample(posterior, (draws,), generator).std(0)
 
 
 def _hmc(target: _Target, state: _State, beta: float, step: torch.Tensor, scale: torch.Tensor, leapfrog_steps: int, generator) -> tuple[_State, torch.Tensor]:
@@ -226,8 +243,7 @@ def _anneal(target, z, betas, step_sizes, scale, settings, generator, adapt, bar
 def _pilot_step_sizes(target, x, scale, settings, generator, bar) -> torch.Tensor:
     """``[T, B]`` step sizes adapted by a pilot forward run of ``pilot_chains`` chains (float64)."""
     step_sizes = torch.full((settings.steps, x.shape[0]), settings.initial_step_size, dtype=torch.float64, device=x.device)
-    with torch.no_grad():
-        z = sample(target.posterior, (settings.pilot_chains,), generator)
+    z = target.draw(settings.pilot_chains, generator)
     betas = annealing_schedule(settings.steps, settings.schedule_sharpness)
     return _anneal(target, z, betas, step_sizes, scale, settings, generator, True, bar)[2]
 
@@ -244,10 +260,9 @@ def forward_ais(
         ConfigError: the model has Bernoulli latents.
     """
     _refuse_discrete_latents(model)
-    target = _Target(model, x)
-    with torch.no_grad():
-        z = sample(target.posterior, (settings.chains,), generator)
-    scale = _proposal_scale(target.posterior, generator) if settings.steps else None
+    target = _Target(model, x, settings.start)
+    z = target.draw(settings.chains, generator)
+    scale = target.scale(generator) if settings.steps else None
     step_sizes = _pilot_step_sizes(target, x, scale, settings, generator, bar) if settings.steps else torch.zeros(0, x.shape[0], dtype=torch.float64)
     betas = annealing_schedule(settings.steps, settings.schedule_sharpness)
     log_weights, acceptance, step_sizes = _anneal(target, z, betas, step_sizes, scale, settings, generator, False, bar)
@@ -269,8 +284,8 @@ def reverse_ais(
     forward run finds them. ``log_marginal`` is the upper bound -log-mean-exp(log w_rev).
     """
     _refuse_discrete_latents(model)
-    target = _Target(model, x)
-    scale = _proposal_scale(target.posterior, generator) if settings.steps else None
+    target = _Target(model, x, settings.start)
+    scale = target.scale(generator) if settings.steps else None
     if step_sizes is None:
         step_sizes = _pilot_step_sizes(target, x, scale, settings, generator, bar) if settings.steps else torch.zeros(0, x.shape[0], dtype=torch.float64)
     betas = annealing_schedule(settings.steps, settings.schedule_sharpness).flip(0)
