@@ -90,3 +90,46 @@ def test_quadrature_needs_a_2d_latent():
     model = build_model(ModelConfig(latent_dim=3, hidden=(4,)), data_dim=5, likelihood="bernoulli")
     with pytest.raises(ValueError, match="2-D latent"):
         log_marginal_2d(model, torch.zeros(1, 5))
+
+
+class TwoBumps(StochasticLayer):
+    """log p(x | z) = log [N(z; mu_1, s^2 I) + a N(z; mu_2, s^2 I)] with x = (mu_1, mu_2, log a) ``[5]``.
+
+    Under p(z) = N(0, I) the posterior has a major mode near mu_1 and a minor one near mu_2, and
+    p(x) = N(mu_1; 0, (1 + s^2) I) + a N(mu_2; 0, (1 + s^2) I) exactly (a Gaussian convolution).
+    Only ``log_prob`` is used: the quadrature never samples x.
+    """
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def log_prob(self, inputs, value):
+        bump = lambda mean: Independent(Normal(mean, self.scale), 1).log_prob(inputs)
+        return torch.logaddexp(bump(value[..., 0:2]), value[..., 4] + bump(value[..., 2:4]))
+
+    def log_marginal(self, x):
+        spread = Independent(Normal(torch.zeros(2, dtype=x.dtype), math.sqrt(1 + self.scale**2)), 1)
+        return torch.logaddexp(spread.log_prob(x[:, 0:2]), x[:, 4] + spread.log_prob(x[:, 2:4]))
+
+
+def test_a_separated_minor_mode_gets_its_own_fine_grid():
+    # The defect of issue 15: the locating grids narrow onto the major mode and the final box left out a minor mode
+    # holding ~1% of the mass, so log p(x) came out low by -log(1 - 0.01) ~ 0.01 nats, unseen by the error estimate.
+    layer = TwoBumps(scale=0.1)
+    model = HelmholtzMachine(StandardNormalPrior(2).double(), layer, nn.Identity(), 2)
+    x = torch.tensor(
+        [
+            [0.0, 0.0, 2.5, 0.0, math.log(0.22)],  # minor mode (1% of the mass) 25 posterior sd to the right
+            [0.5, -0.5, -2.0, 2.0, math.log(0.1)],  # minor mode (1%) far up and to the left
+            [0.0, 0.0, 1.5, 1.5, math.log(0.002)],  # a tiny one (2e-4 of the mass): below the threshold for its own grid
+            [0.3, 0.2, 0.0, 0.0, -math.inf],  # unimodal
+        ],
+        dtype=torch.float64,
+    )
+    settings = QuadratureSettings()
+    result = log_marginal_2d(model, x, settings)
+    exact = layer.log_marginal(x)
+    error = (result.log_marginal - exact).abs()
+    assert error.max() < 1e-3, error  # was [0.0099, 0.0109, 2e-4, 0] before the fix
+    assert (result.error >= error).all() and (result.error < settings.tolerance).all(), (result.error, error)
