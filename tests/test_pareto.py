@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from vaelab.studies.bounds.run import ancestral_sample
 from vaelab.estimators.bounds import log_weights_in_chunks
 from vaelab.estimators.pareto import MIN_SAMPLES, RELIABLE_BELOW, pareto_k_hat, tail_length
 from vaelab.exact.counterexample import proposal_models
+from vaelab.studies.bounds.run import ancestral_sample
 
 
 def generalized_pareto_log_samples(shape: float, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
