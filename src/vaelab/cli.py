@@ -353,12 +353,14 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
 @dataclass(frozen=True)
 class Command:
-    """A subcommand: its one-line help, its description, its arguments and what runs it."""
+    """A subcommand: its one-line help, its description, its arguments, what runs it, and what to
+    tell the user after an interrupt (only ``train`` has --resume)."""
 
     help: str
     description: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    after_interrupt: str  # what an interrupted run left, and how to go on
 
 
 COMMANDS = {
@@ -367,12 +369,14 @@ COMMANDS = {
         "Train one model; writes config.json, environment.json, metrics.jsonl and checkpoint.pt into --out.",
         _add_train_arguments,
         _run_train,
+        "the last checkpoint is intact (continue with --resume)",
     ),
     "evaluate": Command(
         "estimate L_k of a trained run",
         "Estimate L_k of a run's last checkpoint; prints mean and standard error and appends them to the run's metrics.",
         _add_evaluate_arguments,
         _run_evaluate,
+        "nothing was written (evaluation has nothing to resume: run it again)",
     ),
     "bounds": Command(
         "L_k against k beside exact log p(x), and the counterexample with unbounded weights",
@@ -381,12 +385,14 @@ COMMANDS = {
         "and bounds.html into --out.",
         _add_bounds_arguments,
         _run_bounds,
+        "run the same command again (its training run continues from its checkpoint)",
     ),
     "datasets": Command(
         "list datasets and their local files",
         "List every dataset, whether its files are present locally, and their sha256.",
         _add_datasets_arguments,
         _run_datasets,
+        "nothing was changed",
     ),
     "compare": Command(
         "train several algorithms alike and report on them",
@@ -395,6 +401,7 @@ COMMANDS = {
         "DIR/report.html. Run it again to continue a killed study.",
         _add_compare_arguments,
         _run_compare,
+        "every finished epoch is saved (run the same command again to continue the study)",
     ),
     "reproduce": Command(
         "reproduce a published table: measured beside published",
@@ -403,12 +410,14 @@ COMMANDS = {
         "whether it lies in the band, and the learning curve so far. Run it again to continue a killed reproduction.",
         _add_reproduce_arguments,
         _run_reproduce,
+        "every finished epoch is saved (run the same command again to continue the reproduction)",
     ),
     "report": Command(
         "rebuild a study's figures and report",
         "Rebuild the figures and report.html of a study written by 'vaelab compare', from its saved results; never trains.",
         _add_report_arguments,
         _run_report,
+        "the previous figures and report are intact (run it again)",
     ),
 }
 
@@ -425,17 +434,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name == command:
             spec.add_arguments(subparser)
     return parser
-# What to do after an interrupted command: only `train` has --resume.
-_AFTER_INTERRUPT = {
-    "train": "the last checkpoint is intact (continue with --resume)",
-    "compare": "every finished epoch is saved (run the same command again to continue the study)",
-    "evaluate": "nothing was written (evaluation has nothing to resume: run it again)",
-    "report": "the previous figures and report are intact (run it again)",
-    "bounds": "run the same command again (its training run continues from its checkpoint)",
-    "datasets": "nothing was changed",
-}
-
-
 MAX_THREADS_PER_CORE = 8  # beyond this, threads only cost memory (a stack each) and switching
 
 
@@ -474,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:
         signum = getattr(interrupt, "signum", signal.SIGINT)
         what = "terminated" if signum == signal.SIGTERM else "interrupted"
-        print(f"vaelab {args.command}: {what}; {_AFTER_INTERRUPT[args.command]}", file=sys.stderr)
+        print(f"vaelab {args.command}: {what}; {COMMANDS[args.command].after_interrupt}", file=sys.stderr)
         return 128 + signum
     finally:
         if previous is not None:
