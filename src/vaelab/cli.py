@@ -79,10 +79,10 @@ def flag_of(spec: dataclasses.Field) -> str:
 
 def _add_experiment_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """One option per config field, with the field's kind, help and default (as recorded in config.json)."""
-    from vaelab.data import DATASET_NAMES
     from vaelab.objectives import OBJECTIVES
 
-    dynamic_choices = {"algorithm": tuple(OBJECTIVES), "dataset": DATASET_NAMES}
+    # --dataset takes a name or a path: load_dataset answers an unknown one in one line
+    dynamic_choices = {"algorithm": tuple(OBJECTIVES)}
     for _, spec in _experiment_fields():
         flag = flag_of(spec)
         if flag in exclude:

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vaelab.builders import build_run
+from vaelab.builders import build_run, check_data_unchanged, dataset_of
 from vaelab.config import ExperimentConfig, config_differences
-from vaelab.data import Dataset, binarize, load_dataset
+from vaelab.data import Dataset, binarize
 from vaelab.distributed import Placement, average_gradients, barrier, gather_objects, setup, teardown
 from vaelab.errors import RunError
 from vaelab.evaluation.evaluate import evaluate_split
@@ -93,7 +93,9 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RunError(f"{run_dir}: cannot create the run directory ({error.strerror})") from None
-    dataset = load_dataset(config.data.dataset, data_dir)
+    dataset = dataset_of(config.data, data_dir)
+    if resume:
+        check_data_unchanged(run_dir, dataset)
     model, optimizer = build_run(config, dataset)
     model.to(placement.device)
     data_generator = seeded_generator(config.seed)  # minibatch order and dynamic binarization: shared by all processes
