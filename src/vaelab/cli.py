@@ -212,10 +212,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.exact:
         from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
 
-        print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images))))
+        print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images, progress=not args.no_progress))))
         print(f"written to {exact_file(args.run_dir, args.split)}")
         return 0
-    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images, precision=args.precision)
+    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images, precision=args.precision, progress=not args.no_progress)
     print(
         f"{row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats "
         f"(ELBO {row['elbo']:.3f}; {row['num_images']} images, epoch {row['epoch']}, {row['eval_seconds']:.1f} s)"
