@@ -148,6 +148,7 @@ def _add_train_arguments(train: argparse.ArgumentParser) -> None:
     _add_experiment_options(train)
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--tensorboard", action="store_true", help="also log scalars and image grids under <out>/tensorboard (needs tensorboard)")
     _add_common(train)
 
 
@@ -183,7 +184,8 @@ def _run_train(args: argparse.Namespace) -> int:
     check_experiment(args, config, (config.train.algorithm,))
     if not args.no_progress:
         print(plan(config, (config.train.algorithm,), args.out))
-    result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, device=args.device)
+    result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, device=args.device,
+                   tensorboard=args.tensorboard)
     if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     if args.no_progress:  # with progress, training printed every evaluation as it came

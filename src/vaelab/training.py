@@ -26,7 +26,7 @@ from vaelab.data import Dataset, binarize
 from vaelab.distributed import Placement, average_gradients, barrier, gather_objects, setup, teardown
 from vaelab.errors import RunError
 from vaelab.evaluation.evaluate import evaluate_split
-from vaelab.evaluation.protocol import seeded_generator, training_images, uses_binarization
+from vaelab.evaluation.protocol import evaluation_images, seeded_generator, training_images, uses_binarization
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import check_config, objective_from_config
@@ -43,6 +43,7 @@ from vaelab.runio import (
     save_checkpoint,
     write_json_atomic,
 )
+from vaelab.tracking import TensorBoardLog, require_tensorboard
 
 
 class NumericalError(RunError):
@@ -66,12 +67,15 @@ def train(
     resume: bool = False,
     progress: bool = True,
     device: str = "auto",
+    tensorboard: bool = False,
 ) -> RunResult:
     """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files.
     The first SIGINT lets the current epoch finish and checkpoint, then raises KeyboardInterrupt;
     a second one interrupts at once (the previous checkpoint stays intact).
+    ``tensorboard``: also log every epoch's rows and image grids under ``run_dir/tensorboard``
+    (:mod:`vaelab.tracking`; needs the tensorboard package).
 
     Raises:
         ConfigError: the algorithm cannot train the model as configured (the registry's rules).
@@ -79,15 +83,17 @@ def train(
             ``config``, it cannot be written, or a loss or gradient became non-finite.
     """
     check_config(config)
+    if tensorboard:
+        require_tensorboard()  # before any training
     placement = setup(device)
     try:
         with _stop_requests() as stop:
-            return _train(config, Path(run_dir), data_dir, resume, progress and placement.is_main, placement, stop)
+            return _train(config, Path(run_dir), data_dir, resume, progress and placement.is_main, placement, stop, tensorboard)
     finally:
         teardown(placement)
 
 
-def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunResult:
+def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorboard=False) -> RunResult:
     if placement.is_main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +115,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
 
     objective = objective_from_config(config.train)
     train_images = training_images(config, dataset)
+    log = _tensorboard_log(config, dataset, run_dir) if tensorboard and placement.is_main else None
     metrics_path = run_dir / METRICS_FILE
     parameters = list(model.parameters())
     for epoch in range(epoch + 1, config.train.epochs + 1):
@@ -160,6 +167,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         if placement.is_main:
             for row in rows:
                 append_metrics(metrics_path, row)
+            if log is not None:
+                log.write(rows, model)
             save_checkpoint(
                 run_dir / CHECKPOINT_FILE,
                 {
@@ -177,7 +186,14 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         state = {"epoch": epoch}
         if _any_process(stop.requested, placement):
             raise KeyboardInterrupt
+    if log is not None:
+        log.close()
     return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path) if placement.is_main else [])
+
+
+def _tensorboard_log(config: ExperimentConfig, dataset: Dataset, run_dir: Path) -> TensorBoardLog:
+    shape = (1, *dataset.image_shape) if dataset.flat else dataset.data_shape
+    return TensorBoardLog(run_dir, shape, evaluation_images(config, dataset, "test")[0], config.seed)
 
 
 # What a checkpoint holds (written at the end of every epoch by ``_train``).
