@@ -52,7 +52,9 @@ MODELS = {  # model variants of the contract test
     "two-layer-mixture": ModelConfig(latent_dim=(4, 2), hidden=(8,), upper_hidden=(6,), prior="mixture", prior_components=3),
     "vamp": ModelConfig(latent_dim=3, hidden=(8,), prior="vamp", prior_components=4),
     "bernoulli": ModelConfig(latent_dim=(4, 3), hidden=(8,), upper_hidden=(6,), latent="bernoulli", prior="bernoulli"),
+    "conv": ModelConfig(latent_dim=3, architecture="conv"),  # strided convolutions over x as a 2x5 image
 }
+DATA_SHAPES = {"conv": (1, 2, 5)}  # the others see x as a flat [10]
 
 
 def test_every_objective_states_its_reported_bound():
@@ -70,7 +72,7 @@ def _contract_cases():
 @pytest.mark.parametrize("name, variant", list(_contract_cases()))
 def test_objective_contract(name, variant):
     torch.manual_seed(0)
-    model = build_model(MODELS[variant], data_dim=10, likelihood="bernoulli")
+    model = build_model(MODELS[variant], data_dim=10, likelihood="bernoulli", data_shape=DATA_SHAPES.get(variant))
     x = torch.bernoulli(torch.full((5, 10), 0.3), generator=torch.Generator().manual_seed(0))
     k = SAMPLES.get(name, 6)
     output = OBJECTIVES[name].function(model, x, num_samples=k, generator=torch.Generator().manual_seed(7), **OPTIONS.get(name, {}))

@@ -6,46 +6,139 @@ resumed or evaluated run rebuilds exactly the model it was trained with.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from vaelab.config import ExperimentConfig, ModelConfig
+from vaelab.config import DataConfig, ExperimentConfig, ModelConfig
 from vaelab.data import Dataset, load_dataset
 from vaelab.distributed import resolve_device
-from vaelab.errors import RunError
+from vaelab.errors import ConfigError, DataError, RunError
 from vaelab.models import BernoulliLayer, DiagonalGaussianLayer, HelmholtzMachine, VampPrior
+from vaelab.models.conv import ConvDecoder, ConvEncoder
+from vaelab.models.networks import NetworkLayer
 from vaelab.models.priors import build_prior
-from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, load_checkpoint, load_model_state
+from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, load_checkpoint, load_model_state
 
 LIKELIHOOD_LAYERS = {"bernoulli": BernoulliLayer, "gaussian": DiagonalGaussianLayer}
 LATENT_LAYERS = {"gaussian": DiagonalGaussianLayer, "bernoulli": BernoulliLayer}
 
 
-def build_model(config: ModelConfig, data_dim: int, likelihood: str) -> HelmholtzMachine:
-    """The MLP Helmholtz machine of ``config`` for data of ``data_dim`` pixels.
+def build_model(config: ModelConfig, data_dim: int, likelihood: str, data_shape: tuple[int, ...] | None = None) -> HelmholtzMachine:
+    """The Helmholtz machine of ``config`` for data of ``data_dim`` values, each example of ``data_shape``
+    (default ``(data_dim,)``; ``(C, H, W)`` for images).
 
     ``likelihood`` is the dataset's ('bernoulli' or 'gaussian'); ``config.likelihood`` overrides it
-    unless it is 'auto'. x <-> z_1 networks have ``config.hidden`` units, z_l <-> z_{l+1} networks
-    ``config.upper_hidden``.
+    unless it is 'auto'. x <-> z_1 networks are MLPs with ``config.hidden`` units, the conv networks
+    of :mod:`vaelab.models.conv`, or the user's factories (:func:`network_factory`); z_l <-> z_{l+1}
+    networks are MLPs with ``config.upper_hidden`` units.
     """
     if config.likelihood != "auto":
         likelihood = config.likelihood
+    data_shape = tuple(data_shape or (data_dim,))
     dims, latent_layer = config.latent_dims, LATENT_LAYERS[config.latent]
-    generative = LIKELIHOOD_LAYERS[likelihood](dims[0], data_dim, config.hidden, config.activation)
-    recognition = latent_layer(data_dim, dims[0], config.hidden, config.activation)
+    if config.architecture == "mlp" and config.encoder is None:
+        generative = LIKELIHOOD_LAYERS[likelihood](dims[0], data_dim, config.hidden, config.activation)
+        recognition = latent_layer(data_dim, dims[0], config.hidden, config.activation)
+    else:
+        generative, recognition = _network_layers(config, data_shape, dims[0], likelihood)
     upper_generative = [latent_layer(upper, lower, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
     upper_recognition = [latent_layer(lower, upper, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
     prior = build_prior(config.prior, dims[-1], config.prior_size, data_dim, recognition)
-    return HelmholtzMachine(prior, generative, recognition, dims, upper_generative, upper_recognition)
+    return HelmholtzMachine(prior, generative, recognition, dims, upper_generative, upper_recognition, data_shape)
+
+
+def _network_layers(config: ModelConfig, data_shape: tuple[int, ...], latent_dim: int, likelihood: str) -> tuple[NetworkLayer, NetworkLayer]:
+    """p(x | z_1) and q(z_1 | x) around the conv networks or the user's factories."""
+    heads = 2 if likelihood == "gaussian" else 1
+    decoder_shape = (2, *data_shape) if heads == 2 else data_shape
+    if config.encoder is None:  # architecture conv
+        if len(data_shape) != 3:
+            raise ConfigError(f"--architecture conv needs image data [C, H, W] (this data is vectors of {data_shape[0]})")
+        encoder, decoder = ConvEncoder(data_shape, latent_dim), ConvDecoder(data_shape, latent_dim, heads)
+        names = ("the conv encoder", "the conv decoder")
+    else:
+        encoder = network_factory(config.encoder, "--encoder")(data_shape=data_shape, latent_dim=latent_dim)
+        decoder = network_factory(config.decoder, "--decoder")(data_shape=data_shape, latent_dim=latent_dim)
+        names = (f"--encoder {config.encoder}", f"--decoder {config.decoder}")
+        for network, name in zip((encoder, decoder), names):
+            if not isinstance(network, nn.Module):
+                raise ConfigError(f"{name}: returned a {type(network).__name__}, not a torch.nn.Module")
+    return (
+        NetworkLayer(decoder, (latent_dim,), decoder_shape, likelihood, names[1]),
+        NetworkLayer(encoder, data_shape, (2 * latent_dim,), "gaussian", names[0]),
+    )
+
+
+def network_factory(path: str, flag: str = "--encoder") -> Any:
+    """The callable named by ``MODULE:FACTORY`` (MODULE a module on the Python path or a ``.py`` file).
+
+    Raises ConfigError (one line, naming the path) when it cannot be imported or is not callable.
+    """
+    module_name, _, attribute = path.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            module = _module_from_file(Path(module_name))
+        else:
+            module = importlib.import_module(module_name)
+    except Exception as error:  # any failure of the user's module is reported in one line
+        raise ConfigError(f"{flag} {path}: cannot import {module_name} ({type(error).__name__}: {error})") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ConfigError(f"{flag} {path}: {module_name} has no callable {attribute!r}")
+    return factory
+
+
+def _module_from_file(path: Path) -> Any:
+    """Import a ``.py`` file once, as a module named after its absolute path."""
+    name = "vaelab_user_" + hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]
+    if name in sys.modules:
+        return sys.modules[name]
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file {path}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def check_networks(model: HelmholtzMachine, images: torch.Tensor) -> None:
+    """Run q(z_1 | x) and p(x | z_1) once on ``images`` ``[B, D]``: a network that fails, returns the
+    wrong shape or non-finite numbers is answered here, in one line naming it, before any training."""
+    for layer, inputs in ((model.recognition, images), (model.generative, torch.zeros(images.shape[0], model.latent_dims[0]))):
+        if not isinstance(layer, NetworkLayer):
+            continue
+        try:
+            with torch.no_grad():
+                outputs = layer.parameters_of(inputs)
+        except Exception as error:  # the user's network, any failure: one line naming it
+            message = str(error) if isinstance(error, ValueError) and str(error).startswith(layer.name) else f"{layer.name}: failed on a batch of {inputs.shape[0]} ({type(error).__name__}: {error})"
+            raise ConfigError(message.splitlines()[0]) from None
+        if not torch.isfinite(outputs).all():
+            raise ConfigError(f"{layer.name}: returned non-finite values (NaN or inf) on a batch of {inputs.shape[0]}")
 
 
 def initial_model(config: ExperimentConfig, dataset: Dataset) -> HelmholtzMachine:
     """The model of ``config``, initialised from ``config.seed`` (output biases and pseudo-inputs from the data)."""
-    torch.manual_seed(config.seed)  # nn.Linear initialisers draw from the global RNG
-    model = build_model(config.model, dataset.data_dim, dataset.likelihood)
+    torch.manual_seed(config.seed)  # nn.Linear initialisers (and the user's factories) draw from the global RNG
+    model = build_model(config.model, dataset.data_dim, dataset.likelihood, dataset.data_shape)
     train_images = dataset.splits["train"].images
+    # after every initialiser has drawn: the probe draws nothing, so it cannot shift them
+    check_networks(model, train_images[:2])
     if isinstance(model.generative, BernoulliLayer):
         model.generative.init_output_bias(train_images.mean(0))
     if isinstance(model.prior, VampPrior):  # pseudo-inputs start at random training images
@@ -75,9 +168,50 @@ def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMach
     return model, optimizer
 
 
-def load_run(
-    run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
-) -> tuple[ExperimentConfig, HelmholtzMachine, Dataset, dict[str, Any]]:
+def dataset_of(config: DataConfig, data_dir: str | Path | None = None) -> Dataset:
+    """The dataset of ``config``: by name from the data folder, or by path (held-out test split as configured)."""
+    return load_dataset(config.dataset, data_dir, test_fraction=config.test_fraction, split_seed=config.split_seed)
+
+
+def check_data_unchanged(run_dir: str | Path, dataset: Dataset) -> None:
+    """Refuse (DataError, one line) when data given by path differs from what ``run_dir`` was trained on.
+
+    environment.json records path -> sha256 of what was read; a built-in dataset's files are
+    checked against fixed checksums on every load instead, so only paths are compared here.
+    """
+    try:
+        recorded = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text()).get("data_files_sha256", {})
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable environment.json is the run-directory checks' to report
+    for path, sha256 in dataset.files.items():
+        if path == dataset.name and path in recorded and recorded[path] != sha256:
+            raise DataError(f"{path}: the data changed since {run_dir} was trained on it (sha256 {sha256[:12]}..., recorded {recorded[path][:12]}...)")
+
+
+@dataclass
+class LoadedRun:
+    """A trained run read back: its config, the model at its last checkpoint (in eval mode), the
+    dataset and the checkpoint. Unpacks as ``config, model, dataset, checkpoint``."""
+
+    config: ExperimentConfig
+    model: HelmholtzMachine
+    dataset: Dataset
+    checkpoint: dict[str, Any]
+    run_dir: Path
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.config, self.model, self.dataset, self.checkpoint))
+
+    def log_likelihood_bound(self, x: torch.Tensor, k: int = 1000, seed: int = 0, batch_size: int = 100) -> torch.Tensor:
+        """One-draw L_k ``[B]`` in nats for new x ``[B, *data_shape]`` or ``[B, D]`` with values in [0, 1],
+        scored as given (binarize grey x yourself for a Bernoulli model to get a normalised bound)."""
+        from vaelab.estimators.bounds import evaluate_bound  # estimation sits above construction
+
+        images = x.reshape(x.shape[0], -1).float()
+        return evaluate_bound(self.model, images, k, torch.Generator().manual_seed(seed), batch_size)
+
+
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu") -> LoadedRun:
     """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``.
 
     Takes no lock: the files it reads are replaced atomically, so it reads a consistent snapshot
@@ -87,15 +221,17 @@ def load_run(
         RunError: not a run; a config or checkpoint that is unreadable, of another shape, or
             whose model does not fit the config; a parameter holding NaN or infinity (refused
             before any evaluation, naming the tensor).
+        DataError: data given by path changed since the run was trained on it.
     """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
     config = ExperimentConfig.load(run_dir / CONFIG_FILE)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    dataset = load_dataset(config.data.dataset, data_dir)
+    dataset = dataset_of(config.data, data_dir)
+    check_data_unchanged(run_dir, dataset)
     model = initial_model(config, dataset)
     load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT_FILE)
     model.to(resolve_device(device))
     model.eval()
-    return config, model, dataset, checkpoint
+    return LoadedRun(config, model, dataset, checkpoint, run_dir)

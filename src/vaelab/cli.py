@@ -82,10 +82,10 @@ def flag_of(spec: dataclasses.Field) -> str:
 
 def _add_experiment_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """One option per config field, with the field's kind, help and default (as recorded in config.json)."""
-    from vaelab.data import DATASET_NAMES
     from vaelab.objectives import OBJECTIVES
 
-    dynamic_choices = {"algorithm": tuple(OBJECTIVES), "dataset": DATASET_NAMES}
+    # --dataset takes a name or a path: load_dataset answers an unknown one in one line
+    dynamic_choices = {"algorithm": tuple(OBJECTIVES)}
     for _, spec in _experiment_fields():
         flag = flag_of(spec)
         if flag in exclude:
@@ -152,6 +152,7 @@ def _add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; alone, with the run's recorded config")
     train.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoint, metrics and config are deleted)")
+    train.add_argument("--tensorboard", action="store_true", help="also log scalars and image grids under <out>/tensorboard (needs tensorboard)")
     _add_common(train)
 
 
@@ -193,7 +194,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if not args.no_progress:
         print(plan(config, (config.train.algorithm,), args.out))
     result = train(
-        config, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, device=args.device
+        config, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        device=args.device, tensorboard=args.tensorboard,
     )
     if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
         return 0
@@ -223,10 +225,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.exact:
         from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
 
-        print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images))))
+        print("\n".join(summary_lines(evaluate_exact(args.run_dir, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images, progress=not args.no_progress))))
         print(f"written to {exact_file(args.run_dir, args.split)}")
         return 0
-    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images, precision=args.precision)
+    row = evaluate_run(args.run_dir, args.k, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images, precision=args.precision, progress=not args.no_progress)
     print(
         f"{row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats "
         f"(ELBO {row['elbo']:.3f}; {row['num_images']} images, epoch {row['epoch']}, {row['eval_seconds']:.1f} s)"

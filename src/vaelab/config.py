@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ PRIORS = ("standard-normal", "mixture", "vamp", "bernoulli")
 LATENTS = ("gaussian", "bernoulli")
 RWS_PHI_UPDATES = ("wake", "sleep", "mix")
 SPLITS = ("train", "valid", "test")
+ARCHITECTURES = ("mlp", "conv")
 MATMUL_PRECISIONS = ("fp32", "bf16")  # see vaelab.models.backend.matmul_precision
 LR_SCHEDULES = ("constant", "burda")  # see vaelab.schedules
 # Components of a prior when ``prior_components`` is not given: mixture of Gaussians, VampPrior.
@@ -77,6 +79,23 @@ LEARNING_RATE = Kind("a number in (0, 1)", float, lambda v: _is_number(v) and 0 
 NAME = Kind("a non-empty name", str, lambda v: isinstance(v, str) and v != "")
 ADAM_BETA = Kind("a number in [0, 1)", float, lambda v: _is_number(v) and 0 <= v < 1)
 POSITIVE_NUMBER = Kind("a positive number", float, lambda v: _is_number(v) and v > 0)
+FRACTION = Kind("a number in (0, 1)", float, lambda v: _is_number(v) and 0 < v < 1)
+FACTORY = Kind(
+    "MODULE:FACTORY, e.g. mynets:encoder or path/to/nets.py:encoder",
+    str,
+    lambda v: isinstance(v, str) and v.count(":") >= 1 and all(v.rpartition(":")[::2]),
+)
+
+
+def is_path_name(name: str) -> bool:
+    """True when a dataset name (or a factory's module) is a file-system path rather than a name:
+    it has a separator or ends in .npz or .py. Such paths are stored absolute in config.json, so
+    evaluate, resume and report find them again from any working directory."""
+    return "/" in name or os.sep in name or name.endswith((".npz", ".py"))
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def one_of(choices: tuple[str, ...]) -> Kind:
@@ -126,17 +145,23 @@ class DataConfig:
     ``none`` keeps grey values as Bernoulli targets (not a normalised likelihood). Evaluation
     splits are binarized once with ``binarization_seed`` (dynamic and static alike) so that
     L_k figures are comparable across runs and algorithms. Which dataset names exist is the data
-    layer's to say (:func:`vaelab.data.load_dataset`).
+    layer's to say (:func:`vaelab.data.load_dataset`). ``dataset`` may instead be a path to a
+    ``.npz`` file or a folder of images (stored absolute); where such data has no test split,
+    ``test_fraction`` of its train split, drawn with ``split_seed``, is held out as the test split.
     """
 
-    dataset: str = option("digits", NAME, "dataset by name; 'vaelab datasets' lists them")
+    dataset: str = option("digits", NAME, "dataset by name ('vaelab datasets' lists them), or a path to a .npz file or a folder of images")
     binarization: str = option(
         "dynamic", one_of(BINARIZATIONS), "how grey pixels become Bernoulli targets for training; 'none' is not a normalised likelihood"
     )
     binarization_seed: int = option(0, SEED, "seed of the fixed binarization of evaluation splits")
+    test_fraction: float = option(0.1, FRACTION, "data by path without a test split: the fraction of train images held out as the test split")
+    split_seed: int = option(0, SEED, "data by path without a test split: seed of which train images are held out")
 
     def __post_init__(self) -> None:
         _validate_fields(self)
+        if is_path_name(self.dataset):
+            object.__setattr__(self, "dataset", _absolute(self.dataset))
 
 
 @dataclass(frozen=True)
@@ -147,7 +172,11 @@ class ModelConfig:
     the IWAE paper's two-layer model). ``hidden`` are the x <-> z_1 networks' widths,
     ``upper_hidden`` those between stochastic layers. ``latent`` is the latents' type: Gaussian, or
     Bernoulli (a sigmoid belief network, with the ``bernoulli`` prior). ``prior_components`` is
-    the mixture's or VampPrior's size (default 10 and 500).
+    the mixture's or VampPrior's size (default 10 and 500). ``architecture`` is the x <-> z_1
+    networks' kind: MLPs of ``hidden`` widths, or ``conv``, strided convolutions down and transposed
+    convolutions up (:mod:`vaelab.models.conv`). ``encoder`` and ``decoder`` instead name the user's
+    network factories as ``MODULE:FACTORY`` (a module on the Python path, or a ``.py`` file, stored
+    absolute), each called as ``FACTORY(data_shape=..., latent_dim=...)`` (:mod:`vaelab.models.networks`).
     """
 
     latent_dim: int | tuple[int, ...] = option(2, WIDTHS, "dimension of z, or one per stochastic layer from x up, e.g. 100,50")
@@ -160,11 +189,27 @@ class ModelConfig:
     prior_components: int | None = option(
         None, POSITIVE_INT, "components of the mixture or pseudo-inputs of the vamp prior (none: 10 and 500)", optional=True
     )
+    architecture: str = option("mlp", one_of(ARCHITECTURES), "the x <-> z_1 networks: MLPs of --hidden widths, or conv (strided convolutions, image data)")
+    encoder: str | None = option(None, FACTORY, "your encoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
+    decoder: str | None = option(None, FACTORY, "your decoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
 
     def __post_init__(self) -> None:
         if _is_int(self.latent_dim):
             object.__setattr__(self, "latent_dim", (self.latent_dim,))
         _validate_fields(self)
+        for name in ("encoder", "decoder"):
+            value = getattr(self, name)
+            if value is not None and is_path_name(value.rpartition(":")[0]):
+                module, _, factory = value.rpartition(":")
+                object.__setattr__(self, name, f"{_absolute(module)}:{factory}")
+        _require((self.encoder is None) == (self.decoder is None), "--encoder and --decoder go together: give both factories or neither")
+        _require(
+            self.architecture == "mlp" or self.encoder is None, "--encoder/--decoder replace the built-in networks; leave --architecture at mlp"
+        )
+        _require(
+            self.latent == "gaussian" or (self.architecture == "mlp" and self.encoder is None),
+            "conv and user networks take Gaussian latents (their encoder gives a mean and a raw scale)",
+        )
         if len(self.latent_dim) == 1:  # one stochastic layer is stored as its width
             object.__setattr__(self, "latent_dim", self.latent_dim[0])
         _require(

@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vaelab.builders import build_run
+from vaelab.builders import build_run, check_data_unchanged, dataset_of
 from vaelab.config import ExperimentConfig, config_differences
-from vaelab.data import Dataset, binarize, load_dataset
+from vaelab.data import Dataset, binarize
 from vaelab.distributed import Placement, average_gradients, barrier, gather_objects, setup, teardown
 from vaelab.errors import ConfigError, Interrupted, RunError
 from vaelab.evaluation.evaluate import evaluate_split
-from vaelab.evaluation.protocol import seeded_generator, training_images, uses_binarization
+from vaelab.evaluation.protocol import evaluation_images, seeded_generator, training_images, uses_binarization
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import check_config, objective_from_config
@@ -48,6 +48,7 @@ from vaelab.runio import (
     write_json_atomic,
 )
 from vaelab.schedules import learning_rate_at
+from vaelab.tracking import TensorBoardLog, require_tensorboard
 
 
 class NumericalError(RunError):
@@ -72,13 +73,15 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
+    tensorboard: bool = False,
 ) -> RunResult:
     """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files.
     The first SIGINT or SIGTERM lets the current epoch finish and checkpoint, then raises
     :class:`~vaelab.errors.Interrupted`; a second one interrupts at once (the previous checkpoint
-    stays intact).
+    stays intact). ``tensorboard``: also log every epoch's rows and image grids under
+    ``run_dir/tensorboard`` (:mod:`vaelab.tracking`; needs the tensorboard package).
 
     ``run_dir`` is locked while training (:func:`vaelab.runio.directory_lock`). A directory that
     holds a run is continued only with ``resume`` and replaced only with ``overwrite``
@@ -92,19 +95,23 @@ def train(
     """
     check_config(config)
     check_before_training(config)  # before anything is allocated or written
+    if tensorboard:
+        require_tensorboard()  # before any training
     placement = setup(device)
     run_dir = Path(run_dir)
     # rank 0 alone writes, so it alone checks, creates and locks the directory
     directory = open_run_directory(run_dir, "train", resume=resume, overwrite=overwrite) if placement.is_main else contextlib.nullcontext()
     try:
         with _stop_requests() as stop, directory:
-            return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop)
+            return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop, tensorboard)
     finally:
         teardown(placement)
 
 
-def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunResult:
-    dataset = load_dataset(config.data.dataset, data_dir)
+def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorboard=False) -> RunResult:
+    dataset = dataset_of(config.data, data_dir)
+    if resume:
+        check_data_unchanged(run_dir, dataset)
     model, optimizer = build_run(config, dataset)
     model.to(placement.device)
     data_generator = seeded_generator(config.seed)  # minibatch order and dynamic binarization: shared by all processes
@@ -118,6 +125,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
 
     objective = objective_from_config(config.train)
     train_images = training_images(config, dataset)
+    log = _tensorboard_log(config, dataset, run_dir) if tensorboard and placement.is_main else None
     metrics_path = run_dir / METRICS_FILE
     parameters = list(model.parameters())
     groups = (model.generative_parameters(), model.recognition_parameters())  # theta, phi: listed once, not per step
@@ -175,7 +183,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         ]
         if epoch % config.train.eval_every == 0 or epoch == config.train.epochs:
             for split in config.train.eval_splits:
-                row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch, placement)
+                row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch, placement, progress=progress)
                 wall_seconds += row["eval_seconds"]
                 rows.append({**base, **row, "wall_seconds": wall_seconds})
                 if progress:
@@ -184,6 +192,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         if placement.is_main:
             for row in rows:
                 append_metrics(metrics_path, row)
+            if log is not None:
+                log.write(rows, model)
             save_checkpoint(
                 run_dir / CHECKPOINT_FILE,
                 {
@@ -201,7 +211,14 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop) -> RunR
         state = {"epoch": epoch}
         if _any_process(stop.requested, placement):
             raise Interrupted(stop.signum)
+    if log is not None:
+        log.close()
     return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path) if placement.is_main else [])
+
+
+def _tensorboard_log(config: ExperimentConfig, dataset: Dataset, run_dir: Path) -> TensorBoardLog:
+    shape = (1, *dataset.image_shape) if dataset.flat else dataset.data_shape
+    return TensorBoardLog(run_dir, shape, evaluation_images(config, dataset, "test")[0], config.seed)
 
 
 # What a checkpoint holds (written at the end of every epoch by ``_train``).

@@ -41,7 +41,12 @@ class Dataset:
 
     likelihood: 'bernoulli' or 'gaussian', the observation model the data is meant for.
     is_binary: True when every pixel is already exactly 0 or 1.
-    files: absolute path -> sha256 of every file read ({} for the embedded digits).
+    files: absolute path -> sha256 of every file read ({} for the embedded digits); for a
+        dataset given by path (:mod:`vaelab.data.user`) one entry, the path and the sha256 of
+        what was read from it.
+    channels: colour channels C; a row of a split holds C planes of height x width, channels first.
+    flat: True for vector data ``[N, D]`` (its ``image_shape`` only says how to draw it).
+    num_labels: classes of a user dataset (None: 10 where labelled, as every built-in one).
     """
 
     name: str
@@ -50,17 +55,27 @@ class Dataset:
     likelihood: str
     is_binary: bool
     files: dict[str, str]
+    channels: int = 1
+    flat: bool = False
+    num_labels: int | None = None
 
     @property
     def data_dim(self) -> int:
-        """Pixels per image, height * width."""
+        """Values per image, channels * height * width."""
         height, width = self.image_shape
-        return height * width
+        return self.channels * height * width
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """The shape networks see one example in: ``(C, H, W)`` for images, ``(D,)`` for vectors."""
+        return (self.data_dim,) if self.flat else (self.channels, *self.image_shape)
 
     @property
     def num_classes(self) -> int | None:
-        """10 where the dataset is labelled, else None."""
-        return NUM_CLASSES if self.splits["train"].labels is not None else None
+        """The number of classes where the dataset is labelled, else None."""
+        if self.splits["train"].labels is None:
+            return None
+        return self.num_labels or NUM_CLASSES
 
 
 @dataclass(frozen=True)
@@ -253,18 +268,33 @@ DATASET_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 def _spec(name: str) -> DatasetSpec:
     if name not in REGISTRY:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}, or give a path to a .npz file or a folder of images")
     return REGISTRY[name]
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, download: bool | None = None) -> Dataset:
-    """Load a dataset by name from `<data folder>/<name>/` (see `resolve_data_dir`).
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool | None = None,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+) -> Dataset:
+    """Load a dataset by name from `<data folder>/<name>/` (see `resolve_data_dir`), or by path.
 
-    Missing files are downloaded when `download` is True, or when it is None and the environment
-    variable VAELAB_OFFLINE is not set to 1; every file's sha256 is checked.
+    A name that is not a known dataset and looks like a path (it has a '/', ends in .npz or
+    exists) is read by :func:`vaelab.data.user.load_path`: a .npz file or a folder of images,
+    whose missing test split is a ``test_fraction`` of its train split drawn with ``split_seed``.
+    Missing files of a named dataset are downloaded when `download` is True, or when it is None
+    and the environment variable VAELAB_OFFLINE is not set to 1; every file's sha256 is checked.
     Raises DataError (one line) for missing, corrupt or unexpected files; ConfigError for an
     unknown name.
     """
+    if name not in REGISTRY:
+        from vaelab.data.user import load_path, looks_like_path  # user.py imports this module
+
+        if looks_like_path(name):
+            return load_path(name, test_fraction=test_fraction, split_seed=split_seed)
     spec = _spec(name)
     if download is None:
         download = os.environ.get("VAELAB_OFFLINE") != "1"

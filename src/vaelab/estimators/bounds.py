@@ -19,6 +19,7 @@ from vaelab.estimators import folding
 from vaelab.models import HelmholtzMachine
 from vaelab.models.sampling import sample
 from vaelab.objectives.core import block_bound, importance_samples
+from vaelab.progress import image_batches
 
 __all__ = ["block_bound", "bound_curve", "evaluate_bound", "importance_weighted_bound", "log_weights_in_chunks", "mean_and_standard_error"]
 
@@ -86,15 +87,17 @@ def bound_curve(
     ks: tuple[int, ...],
     generator: torch.Generator | None = None,
     batch_size: int = 100,
+    progress: str | None = None,
 ) -> dict[int, torch.Tensor]:
     """Per-image L_k ``[N]`` for every k in ``ks``, from one set of max(ks) samples per image.
 
     Every k must divide max(ks) (e.g. 1, 2, 5, 10, ..., 1000): the cost is that of L_max(ks) alone.
+    ``progress``: the title of a progress bar with an ETA (None: none).
     """
     total = max(ks)
     parameter = next(model.parameters())
     curves: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
-    for batch in images.split(batch_size):
+    for batch in image_batches(images, batch_size, progress):
         log_weights = log_weights_in_chunks(model, batch.to(parameter.device), total, generator).cpu()
         for k in ks:
             curves[k].append(block_bound(log_weights, k))
@@ -108,12 +111,14 @@ def evaluate_bound(
     k: int,
     generator: torch.Generator | None = None,
     batch_size: int = 100,
+    progress: str | None = None,
 ) -> torch.Tensor:
-    """L_k for every row of ``images`` ``[N, D_x]``, in batches; returns ``[N]`` nats."""
+    """L_k for every row of ``images`` ``[N, D_x]``, in batches; returns ``[N]`` nats.
+    ``progress``: the title of a progress bar with an ETA (None: none)."""
     parameter = next(model.parameters())
     bounds = [
         importance_weighted_bound(model, batch.to(parameter.device), k, generator).cpu()
-        for batch in images.split(batch_size)
+        for batch in image_batches(images, batch_size, progress)
     ]
     return torch.cat(bounds)
 

@@ -50,9 +50,10 @@ def evaluate_exact(
     device: str = "cpu",
     settings: QuadratureSettings = QuadratureSettings(),
     num_images: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """log p(x), L_k and log p(x) - L_k of ``split`` (its first ``num_images``; None: all) at the
-    run's last checkpoint, in nats; also written as JSON.
+    run's last checkpoint, in nats; also written as JSON. ``progress``: a bar with an ETA for each pass.
 
     Holds the run's lock (it writes into the run): refused in one line while another process
     trains or evaluates it.
@@ -63,18 +64,18 @@ def evaluate_exact(
     if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
     with directory_lock(run_dir, "evaluate --exact"):
-        return _evaluate_exact(run_dir, split, data_dir, device, settings, num_images)
+        return _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress)
 
 
-def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images) -> dict[str, Any]:
+def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress) -> dict[str, Any]:
     config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir, device)
     images = evaluation_images(config, dataset, split)[0][:num_images]
     batch_size = config.train.eval_batch_size
     started = time.perf_counter()
-    exact = quadrature_log_marginal(model, images, settings, batch_size)
+    exact = quadrature_log_marginal(model, images, settings, batch_size, f"{split} quadrature" if progress else None)
     quadrature_seconds = time.perf_counter() - started
     generator = seeded_generator(config.seed, checkpoint["epoch"], SPLIT_TAGS[split], max(EXACT_KS), device=next(model.parameters()).device)
-    bounds = bound_curve(model, images, EXACT_KS, generator, batch_size)
+    bounds = bound_curve(model, images, EXACT_KS, generator, batch_size, f"{split} L_k, k up to {max(EXACT_KS)}" if progress else None)
     log_marginal, log_marginal_stderr = mean_and_standard_error(exact.log_marginal)
     result = {
         "split": split,

@@ -51,6 +51,7 @@ import torch
 
 from vaelab.estimators.bounds import DEFAULT_MAX_ROWS
 from vaelab.models import HelmholtzMachine
+from vaelab.progress import image_batches
 
 LATENT_DIM = 2
 
@@ -267,11 +268,16 @@ def _fine_estimate(model, x, loc, frame, points, half_width, coarse, max_rows, b
 
 @torch.no_grad()
 def quadrature_log_marginal(
-    model: HelmholtzMachine, images: torch.Tensor, settings: QuadratureSettings = QuadratureSettings(), batch_size: int = 100
+    model: HelmholtzMachine,
+    images: torch.Tensor,
+    settings: QuadratureSettings = QuadratureSettings(),
+    batch_size: int = 100,
+    progress: str | None = None,
 ) -> QuadratureResult:
-    """:func:`log_marginal_2d` of every row of ``images`` ``[N, D_x]``, in batches; ``[N]`` tensors on the CPU."""
+    """:func:`log_marginal_2d` of every row of ``images`` ``[N, D_x]``, in batches; ``[N]`` tensors on the CPU.
+    ``progress``: the title of a progress bar with an ETA (None: none)."""
     device = model.prior_distribution().mean.device
-    results = [log_marginal_2d(model, batch.to(device), settings) for batch in images.split(batch_size)]
+    results = [log_marginal_2d(model, batch.to(device), settings) for batch in image_batches(images, batch_size, progress)]
     return QuadratureResult(
         log_marginal=torch.cat([result.log_marginal.cpu() for result in results]),
         error=torch.cat([result.error.cpu() for result in results]),

@@ -24,6 +24,8 @@ class HelmholtzMachine(nn.Module):
         upper_generative: layers l = 1..L-1 mapping z_{l+1} to p(z_l | z_{l+1}) (none for one layer).
         upper_recognition: layers l = 1..L-1 mapping z_l to q(z_{l+1} | z_l).
         latent_dims: (D_1, ..., D_L); an int for one layer.
+        data_shape: the shape of one example, e.g. ``(C, H, W)``; x is held flat, ``[..., prod(data_shape)]``
+            (default: unknown, the flat ``(data_dim,)`` that ``sample`` then returns).
     """
 
     def __init__(
@@ -34,8 +36,10 @@ class HelmholtzMachine(nn.Module):
         latent_dims: int | tuple[int, ...],
         upper_generative: list[nn.Module] = (),
         upper_recognition: list[nn.Module] = (),
+        data_shape: tuple[int, ...] | None = None,
     ):
         super().__init__()
+        self.data_shape = None if data_shape is None else tuple(data_shape)
         self.prior = prior
         self.generative = generative
         self.recognition = recognition
@@ -75,3 +79,19 @@ class HelmholtzMachine(nn.Module):
     def recognition_parameters(self) -> list[nn.Parameter]:
         """phi: the recognition networks' parameters."""
         return [*self.recognition.parameters(), *self.upper_recognition.parameters()]
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q_phi(z | x) for x ``[B, *data_shape]`` (or flat ``[B, data_dim]``): a ``torch.distributions``
+        object with batch shape ``[B]`` and event ``[latent_dim]``."""
+        return self.posterior(x.reshape(x.shape[0], -1))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
+        """n images ``[n, *data_shape]`` from z ~ p(z): E[x | z] (``mean=True``: Bernoulli
+        probabilities, Gaussian means), else a draw x ~ p(x | z)."""
+        from vaelab.models.sampling import sample  # sampling imports chain, as this module does
+
+        z = sample(self.prior_distribution(), (n,), generator)
+        likelihood = self.likelihood(z)
+        x = likelihood.mean if mean else sample(likelihood, (), generator)
+        return x.reshape(n, *self.data_shape) if self.data_shape else x

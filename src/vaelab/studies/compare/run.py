@@ -91,7 +91,7 @@ def compare(
                 main_process = False
                 continue
             epoch = max(row["epoch"] for row in result.metrics if row["kind"] == "train")  # that of the checkpoint
-            save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images)
+            save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images, progress)
         return build_report(study_dir, data_dir=data_dir) if main_process else None
 
 
@@ -142,7 +142,13 @@ def _clear_study(study: Study, study_dir: Path) -> None:
 
 
 def save_bound_curve(
-    run_dir: Path, config: ExperimentConfig, model: HelmholtzMachine, dataset: Dataset, epoch: int, curve_images: int | None
+    run_dir: Path,
+    config: ExperimentConfig,
+    model: HelmholtzMachine,
+    dataset: Dataset,
+    epoch: int,
+    curve_images: int | None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Test L_k for every k in ``CURVE_KS`` of ``model`` (the run's checkpoint of ``epoch``), saved as
     ``bound_curve.json``.
@@ -156,7 +162,9 @@ def save_bound_curve(
         return saved
     images = curve_test_images(config, dataset, curve_images)
     generator = seeded_generator(config.seed, epoch, SPLIT_TAGS["test"], CURVE_STREAM, device=next(model.parameters()).device)
-    per_image = bound_curve(model, images, CURVE_KS, generator, config.train.eval_batch_size)
+    per_image = bound_curve(
+        model, images, CURVE_KS, generator, config.train.eval_batch_size, f"{config.train.algorithm} L_k curve" if progress else None
+    )
     estimates = [mean_and_standard_error(per_image[k]) for k in CURVE_KS]
     curve = {
         "epoch": epoch,

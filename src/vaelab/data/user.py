@@ -1,0 +1,287 @@
+"""The user's own data: a ``.npz`` file, a folder of images, NumPy arrays or a ``torch.utils.data.Dataset``.
+
+Every source becomes the same :class:`~vaelab.data.datasets.Dataset` as the built-in ones: float32
+images ``[N, D]`` in [0, 1] per split, each image flattened channels-first (D = C * H * W, so a
+network reshapes a row to ``[C, H, W]``), int64 labels ``[N]`` where there are any.
+
+Accepted arrays: ``[N, H, W]`` (grey), ``[N, H, W, C]`` (C = 1, 3 or 4 channels, last, as image
+files and NumPy hold them) or ``[N, D]`` (vectors); dtype uint8 (0..255) or floating point in
+[0, 1]. Without a test split a seeded fraction of the train split is held out as the test split
+(``test_fraction``, ``split_seed``: both in the run's config.json).
+
+Memory: the splits are held as float32, 4 bytes a pixel, plus the transient uint8 copy while
+reading: 60,000 28x28 images take 188 MB, 50,000 32x32x3 ones 614 MB. A data set larger than
+about a third of the machine's memory does not fit; loading then fails with PyTorch's or
+NumPy's out-of-memory error (there is no streaming from disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaelab.data.datasets import Dataset, Split
+from vaelab.errors import DataError
+
+SPLIT_NAMES = ("train", "valid", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def looks_like_path(name: str) -> bool:
+    """True when a dataset name is meant as a path: it has a separator, ends in .npz, or exists."""
+    return os.sep in name or "/" in name or name.endswith(".npz") or os.path.exists(name)
+
+
+def load_path(path: str | os.PathLike, *, test_fraction: float = 0.1, split_seed: int = 0) -> Dataset:
+    """The dataset at ``path``: a ``.npz`` file or a folder of images (see the module docstring).
+
+    Raises DataError (one line) when the path is missing or its contents are not usable.
+    """
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        arrays, digest = _read_image_folder(path)
+        likelihood = "bernoulli"
+    elif path.is_file():
+        arrays, digest = _read_npz(path)
+        likelihood = str(arrays.pop("likelihood", "bernoulli"))
+        if likelihood not in LIKELIHOODS:
+            raise DataError(f"{path}: 'likelihood' must be one of {', '.join(LIKELIHOODS)} (got {likelihood!r})")
+    else:
+        raise DataError(f"{path}: no such file or folder (a dataset path is a .npz file or a folder of images)")
+    dataset = dataset_from_arrays(
+        **arrays, name=str(path), likelihood=likelihood, test_fraction=test_fraction, split_seed=split_seed, where=str(path)
+    )
+    return _with_files(dataset, {str(path): digest})
+
+
+def dataset_from_arrays(
+    train: Any,
+    test: Any = None,
+    valid: Any = None,
+    train_labels: Any = None,
+    test_labels: Any = None,
+    valid_labels: Any = None,
+    *,
+    name: str = "arrays",
+    likelihood: str = "bernoulli",
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    where: str | None = None,
+) -> Dataset:
+    """A dataset from arrays (NumPy or torch) as in the module docstring, for use from Python.
+
+    ``likelihood`` is the observation model the data is meant for ('bernoulli' for binary or
+    grey images, 'gaussian' for continuous values). Without ``test`` a ``test_fraction`` of
+    ``train`` (chosen with ``split_seed``) becomes the test split.
+    """
+    where = where or name
+    if likelihood not in LIKELIHOODS:
+        raise DataError(f"{where}: likelihood must be one of {', '.join(LIKELIHOODS)} (got {likelihood!r})")
+    given = {"train": (train, train_labels), "valid": (valid, valid_labels), "test": (test, test_labels)}
+    splits: dict[str, Split] = {}
+    shape = None
+    for split, (images, labels) in given.items():
+        if images is None:
+            if labels is not None:
+                raise DataError(f"{where}: has {split}_labels but no {split} images")
+            continue
+        images, labels = _numpy(images), None if labels is None else _numpy(labels)
+        flat, split_shape = _to_unit_rows(images, f"{where}: {split}")
+        if shape is not None and split_shape != shape:
+            raise DataError(f"{where}: {split} images are {_shape_text(split_shape)}, train images {_shape_text(shape)}")
+        shape = split_shape
+        splits[split] = Split(flat, _labels(labels, len(flat), f"{where}: {split}_labels"))
+    if "test" not in splits:
+        splits = _hold_out(splits, test_fraction, split_seed, where)
+    channels, height, width, flat_data = shape
+    values = torch.cat([split.images for split in splits.values()])
+    return Dataset(
+        name=name,
+        splits=splits,
+        image_shape=(height, width),
+        likelihood=likelihood,
+        is_binary=bool(((values == 0) | (values == 1)).all()),
+        files={},
+        channels=channels,
+        flat=flat_data,
+        num_labels=_num_labels(splits),
+    )
+
+
+def dataset_from_torch(dataset: Any, test: Any = None, **options: Any) -> Dataset:
+    """A dataset from ``torch.utils.data.Dataset`` objects whose items are images (tensors or
+    arrays, channels first ``[C, H, W]`` as torchvision gives them, or ``[H, W]``) or
+    (image, label) pairs; ``options`` as :func:`dataset_from_arrays`."""
+    arrays: dict[str, Any] = {}
+    for split, source in (("train", dataset), ("test", test)):
+        if source is None:
+            continue
+        items = [source[index] for index in range(len(source))]
+        pairs = [item if isinstance(item, (tuple, list)) else (item, None) for item in items]
+        images = np.stack([_numpy(image) for image, _ in pairs])
+        if images.ndim == 4:  # torchvision's [N, C, H, W] -> the [N, H, W, C] of arrays and files
+            images = images.transpose(0, 2, 3, 1)
+        arrays[split] = images
+        if all(label is not None for _, label in pairs):
+            arrays[f"{split}_labels"] = np.array([int(label) for _, label in pairs])
+    return dataset_from_arrays(**arrays, **options)
+
+
+def _numpy(values: Any) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _shape_text(shape: tuple[int, int, int, bool]) -> str:
+    channels, height, width, flat = shape
+    return f"vectors of {height * width}" if flat else f"{height}x{width}x{channels}"
+
+
+def _to_unit_rows(images: np.ndarray, where: str) -> tuple[torch.Tensor, tuple[int, int, int, bool]]:
+    """``[N, H, W]``, ``[N, H, W, C]`` or ``[N, D]`` -> float32 ``[N, C*H*W]`` (channels first) in [0, 1]
+    and (C, H, W, flat)."""
+    if images.ndim not in (2, 3, 4) or len(images) == 0:
+        raise DataError(f"{where}: expected a non-empty array [N, H, W], [N, H, W, C] or [N, D] (got shape {list(images.shape)})")
+    if images.ndim == 4 and images.shape[-1] not in (1, 3, 4):
+        raise DataError(f"{where}: the last axis of [N, H, W, C] must be 1, 3 or 4 channels (got {images.shape[-1]})")
+    if images.dtype == np.uint8:
+        scale = 255.0
+    elif np.issubdtype(images.dtype, np.floating) or images.dtype == np.bool_:
+        scale = 1.0
+        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise DataError(f"{where}: floating-point images must lie in [0, 1] (got values in [{images.min()}, {images.max()}])")
+    else:
+        raise DataError(f"{where}: images must be uint8 (0-255) or floats in [0, 1] (got {images.dtype})")
+    if images.ndim == 2:
+        shape = (1, *image_shape_of(images.shape[1]), True)
+    else:
+        if images.ndim == 3:
+            images = images[..., None]
+        images = images.transpose(0, 3, 1, 2)  # [N, C, H, W]: the layout convolutions take
+        shape = (images.shape[1], images.shape[2], images.shape[3], False)
+    flat = torch.from_numpy(np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32))
+    if scale != 1.0:
+        flat /= scale
+    return flat, shape
+
+
+def _labels(labels: np.ndarray | None, count: int, where: str) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise DataError(f"{where}: labels must be {count} non-negative integers, one per image (got shape {list(labels.shape)}, {labels.dtype})")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def _num_labels(splits: dict[str, Split]) -> int | None:
+    labels = [split.labels for split in splits.values()]
+    if any(label is None for label in labels):
+        return None
+    return int(max(label.max() for label in labels)) + 1
+
+
+def _hold_out(splits: dict[str, Split], fraction: float, seed: int, where: str) -> dict[str, Split]:
+    """Move a seeded ``fraction`` of the train split (at least one image) into a new test split."""
+    train = splits["train"]
+    count = len(train.images)
+    held = max(1, round(fraction * count))
+    if not 0 < fraction < 1 or held >= count:
+        raise DataError(f"{where}: has no test split, and holding out {fraction} of {count} train images leaves none to train on")
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(count))
+    test, rest = order[:held].sort().values, order[held:].sort().values
+    pick = lambda index: Split(train.images[index], None if train.labels is None else train.labels[index])  # noqa: E731
+    return {**splits, "train": pick(rest), "test": pick(test)}
+
+
+def _with_files(dataset: Dataset, files: dict[str, str]) -> Dataset:
+    from dataclasses import replace
+
+    return replace(dataset, files=files)
+
+
+def _read_npz(path: Path) -> tuple[dict[str, Any], str]:
+    """The arrays of a ``.npz`` and the sha256 of its bytes (read once)."""
+    data = path.read_bytes()
+    try:
+        import io
+
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    allowed = {*SPLIT_NAMES, *(f"{split}_labels" for split in SPLIT_NAMES), "likelihood"}
+    unknown = sorted(set(arrays) - allowed)
+    if "train" not in arrays or unknown:
+        problem = f"unknown array(s) {', '.join(unknown)}" if unknown else "no 'train' array"
+        raise DataError(f"{path}: {problem}; a dataset .npz holds train and optionally valid, test, their _labels and likelihood")
+    if "likelihood" in arrays:
+        arrays["likelihood"] = arrays["likelihood"].item() if arrays["likelihood"].ndim == 0 else str(arrays["likelihood"])
+    return arrays, hashlib.sha256(data).hexdigest()
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_image_folder(root: Path) -> tuple[dict[str, Any], str]:
+    """A folder of images: ``train/``, ``valid/``, ``test/`` sub-folders give splits (else the
+    folder is the train split); within a split, class sub-folders give labels (sorted names ->
+    0, 1, ...). Returns the arrays and one sha256 over every file's relative path and bytes."""
+    split_folders = {split: root / split for split in SPLIT_NAMES if (root / split).is_dir()}
+    if split_folders and "train" not in split_folders:
+        raise DataError(f"{root}: has {', '.join(split_folders)}/ but no train/ sub-folder")
+    split_folders = split_folders or {"train": root}
+    classes = sorted({p.name for folder in split_folders.values() for p in folder.iterdir() if p.is_dir()} - set(SPLIT_NAMES))
+    digest = hashlib.sha256()
+    arrays: dict[str, Any] = {}
+    mode = None
+    for split, folder in split_folders.items():
+        entries: list[tuple[Path, int | None]] = [(p, None) for p in _image_files(folder)]
+        if classes:
+            if entries:
+                raise DataError(f"{folder}: holds both images and class sub-folders; put every image in a class folder")
+            entries = [(p, label) for label, name in enumerate(classes) if (folder / name).is_dir() for p in _image_files(folder / name)]
+        if not entries:
+            raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        images, mode = _read_images([p for p, _ in entries], root, digest, mode)
+        arrays[split] = images
+        if classes:
+            arrays[f"{split}_labels"] = np.array([label for _, label in entries], dtype=np.int64)
+    return arrays, digest.hexdigest()
+
+
+def _read_images(paths: list[Path], root: Path, digest: Any, mode: str | None) -> tuple[np.ndarray, str]:
+    """uint8 ``[N, H, W]`` (grey) or ``[N, H, W, 3]`` (colour) from image files, all of one size."""
+    from PIL import Image, UnidentifiedImageError
+
+    pictures = []
+    for path in paths:
+        data = path.read_bytes()
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + hashlib.sha256(data).digest())
+        try:
+            with Image.open(path) as image:
+                image.load()
+                pictures.append(image.copy())
+        except (UnidentifiedImageError, OSError) as error:
+            raise DataError(f"{path}: not a readable image ({error})") from None
+    # grey when every image is grey, across splits (the first split read decides for the rest)
+    mode = mode or ("L" if all(p.mode in ("1", "L", "I;16", "I") for p in pictures) else "RGB")
+    size = pictures[0].size
+    for path, picture in zip(paths, pictures):
+        if picture.size != size:
+            raise DataError(f"{path}: is {picture.size[0]}x{picture.size[1]}, the others {size[0]}x{size[1]}; all images must have one size")
+    return np.stack([np.asarray(p.convert(mode), dtype=np.uint8) for p in pictures]), mode
+
+
+def image_shape_of(data_dim: int) -> tuple[int, int]:
+    """A tile shape for vectors of ``data_dim``: square where it can be, else one row."""
+    side = math.isqrt(data_dim)
+    return (side, side) if side * side == data_dim else (1, data_dim)
