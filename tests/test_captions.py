@@ -94,6 +94,16 @@ def test_mosaic_upsamples_tiny_images_into_square_blocks():
     np.testing.assert_array_equal(tiled[:, 9:], np.kron(images[0, 1].reshape(3, 4), np.ones((2, 2))))
 
 
+def test_mosaic_draws_colour_images_channels_last():
+    # two 3 x 2 x 2 colour images, stored flat and channels first as datasets hold them
+    images = np.arange(2 * 12, dtype=float).reshape(1, 2, 12) / 24
+    tiled = mosaic(images, (3, 2, 2), gap=1, scale=1)
+    assert tiled.shape == (2, 2 * 2 + 1, 3)
+    np.testing.assert_array_equal(tiled[:, :2], images[0, 0].reshape(3, 2, 2).transpose(1, 2, 0))
+    assert np.isnan(tiled[:, 2]).all()
+    np.testing.assert_array_equal(tiled[:, 3:], images[0, 1].reshape(3, 2, 2).transpose(1, 2, 0))
+
+
 def _tile_css_pixels(figure, grid_columns: int, image_width: int, page_width: float = 1016.0) -> float:
     """How wide one tile of the first panel is in CSS pixels, once the PNG is scaled to fit a report
     column of ``page_width`` (main's 1080 px less its padding)."""

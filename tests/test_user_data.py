@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -167,6 +168,17 @@ def test_npz_through_train_evaluate_compare_and_report(npz_path, tmp_path, capsy
     for args in (["evaluate", str(run), "--k", "5"], ["train", "--dataset", str(npz_path), *TINY, "--epochs", "2", "--resume", "--out", str(run)]):
         status, error = run_main(args, capsys)
         assert status == 1 and error.count("\n") == 1 and "the data changed since" in error and str(npz_path) in error, error
+
+
+@pytest.mark.slow
+def test_colour_npz_through_compare_draws_colour_tiles(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "colour.npz"
+    np.savez(path, train=rng.integers(0, 256, (120, 8, 8, 3), dtype=np.uint8), test=rng.integers(0, 256, (30, 8, 8, 3), dtype=np.uint8))
+    study = tmp_path / "study"
+    assert main(["compare", "--dataset", str(path), *TINY, "--curve-images", "10", "--out", str(study)]) == 0
+    samples = matplotlib.image.imread(study / "figures" / "samples.png")
+    assert samples[..., :3].std(axis=-1).max() > 0.05  # colour pixels, not grey ones
 
 
 def test_image_folder_through_train_evaluate_and_load_run(tmp_path, monkeypatch):

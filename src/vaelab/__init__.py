@@ -29,6 +29,9 @@ _PUBLIC = {
     "importance_weighted_bound": "vaelab.estimators.bounds",
     "evaluate_run": "vaelab.evaluation.evaluate",
     "load_run": "vaelab.builders",
+    "LoadedRun": "vaelab.builders",
+    "dataset_from_arrays": "vaelab.data.user",
+    "dataset_from_torch": "vaelab.data.user",
     "train": "vaelab.training",
 }
 

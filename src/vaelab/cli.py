@@ -285,6 +285,7 @@ def _add_compare_arguments(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--curve-images", type=positive_int, help="test images for the L_k-against-k figure, a fixed subset (default: all)")
     compare.add_argument("--out", type=Path, required=True, help="study directory")
     compare.add_argument("--overwrite", action="store_true", help="replace a study in --out that has another config (its runs, figures and report are deleted)")
+    compare.add_argument("--tensorboard", action="store_true", help="each run also logs scalars and image grids under <run>/tensorboard (needs tensorboard)")
     _add_common(compare)
 
 
@@ -297,7 +298,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     study = Study(args.algorithms, config, args.curve_images)
     if not args.no_progress:
         print(plan(config, args.algorithms, args.out))
-    report = compare(study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device, overwrite=args.overwrite)
+    report = compare(
+        study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device, overwrite=args.overwrite,
+        tensorboard=args.tensorboard,
+    )
     if report is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     return _print_report(report)

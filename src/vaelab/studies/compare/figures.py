@@ -74,7 +74,7 @@ def manifold_figure(
             (None: means are probabilities, nothing is clipped).
     """
     figure, axes_list = _panel_figure(len(panels))
-    height, width = image_shape
+    height, width = image_shape[-2:]
     scale = tile_scale(image_shape)
     size = next(iter(panels.values())).shape[0]
     positions = np.array(list(ticks.values()))
@@ -124,7 +124,7 @@ def reconstructions_figure(rows: dict[str, np.ndarray], image_shape: tuple[int, 
     figure = Figure(figsize=(image_width + 2.0, image_width * tiled.shape[0] / tiled.shape[1] + 0.6), layout="constrained")
     axes = figure.add_subplot()
     _show(axes, tiled)
-    height = image_shape[0] * scale
+    height = image_shape[-2] * scale
     axes.set_yticks(np.arange(len(rows)) * (height + 1) + (height - 1) / 2, list(rows))
     axes.set_xticks([])
     axes.tick_params(left=False)
@@ -193,20 +193,23 @@ def tile_scale(image_shape: tuple[int, int]) -> int:
     MNIST or Frey faces. Upsampled pixels stay square blocks in the PNG and the PDF (where viewers
     would otherwise smooth an 8 x 8 image into a blur), and the 1-pixel gaps between tiles become
     thin next to the tiles."""
-    return max(1, MIN_TILE_PIXELS // min(image_shape))
+    return max(1, MIN_TILE_PIXELS // min(image_shape[-2:]))
 
 
-def mosaic(images: np.ndarray, image_shape: tuple[int, int], gap: int, scale: int = 1) -> np.ndarray:
-    """Tile flat images ``[rows, columns, H * W]``, each upsampled ``scale`` times (nearest neighbour),
-    into one ``[rows * (s H + gap) - gap, columns * (s W + gap) - gap]`` array, with NaN in the gaps."""
+def mosaic(images: np.ndarray, image_shape: tuple[int, ...], gap: int, scale: int = 1) -> np.ndarray:
+    """Tile flat images ``[rows, columns, C * H * W]`` (``image_shape`` is ``(H, W)``, or ``(C, H, W)``
+    channels first for colour), each upsampled ``scale`` times (nearest neighbour), into one
+    ``[rows * (s H + gap) - gap, columns * (s W + gap) - gap]`` array (``[..., C]`` for colour), with
+    NaN in the gaps."""
     rows, columns = images.shape[:2]
-    height, width = image_shape
-    pictures = images.reshape(rows, columns, height, width).repeat(scale, axis=2).repeat(scale, axis=3)
+    channels, (height, width) = (image_shape[0] if len(image_shape) == 3 else 1), image_shape[-2:]
+    pictures = images.reshape(rows, columns, channels, height, width).repeat(scale, axis=3).repeat(scale, axis=4)
     height, width = height * scale, width * scale
-    tiles = np.full((rows, columns, height + gap, width + gap), np.nan)
-    tiles[:, :, :height, :width] = pictures
-    tiled = tiles.transpose(0, 2, 1, 3).reshape(rows * (height + gap), columns * (width + gap))
-    return tiled[: tiled.shape[0] - gap, : tiled.shape[1] - gap]
+    tiles = np.full((rows, columns, channels, height + gap, width + gap), np.nan)
+    tiles[..., :height, :width] = pictures
+    tiled = tiles.transpose(0, 3, 1, 4, 2).reshape(rows * (height + gap), columns * (width + gap), channels)
+    tiled = tiled[: tiled.shape[0] - gap, : tiled.shape[1] - gap]
+    return tiled[..., 0] if channels == 1 else tiled
 
 
 def _panel_title(name: str, clipped: dict[str, float] | None) -> str:
@@ -217,7 +220,10 @@ def _panel_title(name: str, clipped: dict[str, float] | None) -> str:
 def _show(axes, tiled: np.ndarray) -> None:
     """Draw a mosaic on the grey scale. Interpolation 'auto' keeps pixels crisp when magnified 3x or
     more (8 x 8 digits) and smooths when shrinking (large grids), so no pixel row is dropped."""
-    axes.imshow(tiled, cmap=_GREY, vmin=0, vmax=1, interpolation="auto")
+    if tiled.ndim == 3:  # colour: the gaps white, values clipped to [0, 1] as the grey scale clips them
+        axes.imshow(np.clip(np.nan_to_num(tiled, nan=1.0), 0, 1), interpolation="auto")
+    else:
+        axes.imshow(tiled, cmap=_GREY, vmin=0, vmax=1, interpolation="auto")
 
 
 def _panel_figure(count: int) -> tuple[Figure, list]:

@@ -165,7 +165,7 @@ def _figures(
         means: display name -> posterior means ``[N, latent_dim]`` of ``images``.
         shown: ``[n]`` indices of the test images to reconstruct.
     """
-    image_shape, grey, labels = dataset.image_shape, dataset.splits["test"].images, dataset.splits["test"].labels
+    image_shape, grey, labels = _drawn_shape(dataset), dataset.splits["test"].images, dataset.splits["test"].labels
     splits = [split for split in config.train.eval_splits if split in ("train", "test")]
     originals = {"test image": images[shown].numpy()}
     if not torch.equal(grey[shown], images[shown]):  # binarized for evaluation: show both
@@ -245,9 +245,14 @@ def _decoded_latents(model: ModelDescription, means: torch.Tensor) -> torch.Tens
     return means
 
 
+def _drawn_shape(dataset: Dataset) -> tuple[int, ...]:
+    """How one example is drawn: ``(H, W)`` on the grey scale, ``(C, H, W)`` for colour images."""
+    return (dataset.channels, *dataset.image_shape) if dataset.channels > 1 else dataset.image_shape
+
+
 def _sample_grid(image_shape: tuple[int, int]) -> tuple[int, int]:
     """Rows and columns of prior samples: fewer for tiny images, so that each stays readable."""
-    return SAMPLE_GRID if min(image_shape) >= 16 else TINY_SAMPLE_GRID
+    return SAMPLE_GRID if min(image_shape[-2:]) >= 16 else TINY_SAMPLE_GRID
 
 
 def _grid_coverage(config: ExperimentConfig, runs: dict[str, _Run], image_shape: tuple[int, int]) -> dict[str, float]:
@@ -259,7 +264,7 @@ def _grid_coverage(config: ExperimentConfig, runs: dict[str, _Run], image_shape:
 def _manifold_size(image_shape: tuple[int, int]) -> int:
     """Tiles per side of the latent-manifold grid: Kingma & Welling's 20 for MNIST-sized images, 10 for
     tiny ones (8 x 8 digits) so that every tile stays readable."""
-    return 20 if min(image_shape) >= 16 else 10
+    return 20 if min(image_shape[-2:]) >= 16 else 10
 
 
 def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None) -> tuple[_Run, Dataset]:

@@ -52,9 +52,10 @@ def compare(
     progress: bool = True,
     device: str = "auto",
     overwrite: bool = False,
+    tensorboard: bool = False,
 ) -> Report | None:
     """Train (or continue) every algorithm of ``study`` in ``study_dir`` on ``device``, analyse,
-    write the report and return it.
+    write the report and return it. ``tensorboard``: each run also logs under its ``tensorboard/``.
 
     ``study_dir`` is locked while the study runs (:func:`vaelab.runio.directory_lock`; a second
     ``compare`` or a ``report`` is refused in one line). A directory holding the same study is
@@ -86,7 +87,10 @@ def compare(
             if progress:
                 tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
             config = study.run_config(algorithm)
-            result = train(config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress, device=device)
+            result = train(
+                config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress, device=device,
+                tensorboard=tensorboard,
+            )
             if not result.metrics:  # a torchrun process other than rank 0
                 main_process = False
                 continue
