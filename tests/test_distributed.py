@@ -70,4 +70,5 @@ def test_two_processes_train_like_one(tmp_path):
             assert abs(a["bound"] - b["bound"]) < 1.0, (a, b)
     environment = (tmp_path / "two" / "environment.json").read_text()
     assert '"processes": 2' in environment
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pt", "config.json", "environment.json", "metrics.jsonl"]
+    # rank 0 alone wrote files: the run's four and its lock file (kept, unlocked, for the next writer)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [".vaelab.lock", "checkpoint.pt", "config.json", "environment.json", "metrics.jsonl"]
