@@ -7,12 +7,23 @@ import math
 import pytest
 import torch
 
+from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
-from vaelab.estimators.ais import STARTS, AISSettings, annealing_schedule, bdmc, decoder_passes, evaluate_ais, forward_ais
+from vaelab.estimators.ais import (
+    STARTS,
+    AISSettings,
+    annealing_schedule,
+    bdmc,
+    decoder_passes,
+    evaluate_ais,
+    forward_ais,
+)
 from vaelab.estimators.bounds import importance_weighted_bound
-from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
-from vaelab.models import build_model
+from vaelab.exact.linear_gaussian import (
+    linear_gaussian_log_marginal,
+    linear_gaussian_model,
+)
 
 
 @pytest.fixture(scope="module")
