@@ -182,7 +182,7 @@ def _add_datasets_arguments(datasets: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from vaelab.runio import CONFIG_FILE
+    from vaelab.runio import CONFIG_FILE, check_run_directory
     from vaelab.training import train
 
     if args.resume and args.overwrite:
@@ -192,6 +192,7 @@ def _run_train(args: argparse.Namespace) -> int:
     config = experiment_config(args)
     check_experiment(args, config, (config.train.algorithm,))
     if not args.no_progress:
+        check_run_directory(args.out, resume=args.resume, overwrite=args.overwrite)  # refuse before announcing the plan
         print(plan(config, (config.train.algorithm,), args.out))
     result = train(
         config, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
