@@ -9,8 +9,17 @@ import torch
 
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
-from vaelab.estimators.bounds import block_bound, bound_curve, evaluate_bound, importance_weighted_bound, mean_and_standard_error
-from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
+from vaelab.estimators.bounds import (
+    block_bound,
+    bound_curve,
+    evaluate_bound,
+    importance_weighted_bound,
+    mean_and_standard_error,
+)
+from vaelab.exact.linear_gaussian import (
+    linear_gaussian_log_marginal,
+    linear_gaussian_model,
+)
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import log_mean_exp
 

@@ -83,7 +83,6 @@ def test_resume_of_a_finished_run_is_a_no_op(tmp_path):
     "args,fragments",
     [
         (["train", "--epochs", "-1", "--out", "x"], ["--epochs", "positive integer", "'-1'"]),
-        (["train", "--dataset", "cifar", "--out", "x"], ["--dataset", "invalid choice", "cifar"]),
         (["train", "--algorithm", "gan", "--out", "x"], ["--algorithm", "invalid choice"]),
         (["train", "--hidden", "0", "--out", "x"], ["--hidden", "positive integers"]),
         (["train", "--lr", "2", "--out", "x"], ["--lr", "(0, 1)"]),
@@ -112,6 +111,9 @@ def test_bad_options_get_one_line(tmp_path, args, fragments):
         (["--algorithm", "iwae", "--groups", "3"], "--groups applies to miwae and piwae only, not to iwae"),
         (["--algorithm", "wake-sleep", "--kl", "monte-carlo"], "--kl applies to aevb only"),
         (["--prior-components", "5"], "prior_components applies to the mixture and vamp priors only"),
+        # --dataset takes a name or a path, so the data layer answers (before the run directory is made)
+        (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["--dataset", "no/such/data.npz"], "no/such/data.npz: no such file or folder"),
     ],
 )
 def test_configurations_that_cannot_train_get_one_line(tmp_path, args, fragment):

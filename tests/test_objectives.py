@@ -10,7 +10,10 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
-from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
+from vaelab.exact.linear_gaussian import (
+    linear_gaussian_log_marginal,
+    linear_gaussian_model,
+)
 from vaelab.objectives import aevb, importance_samples, wake_sleep
 from vaelab.objectives.core import sleep_phase
 

@@ -11,8 +11,17 @@ from torch.distributions import Independent, Normal
 
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
-from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
-from vaelab.exact.quadrature import QuadratureSettings, log_joint_at, log_marginal_2d, quadrature_log_marginal, square_grid
+from vaelab.exact.linear_gaussian import (
+    linear_gaussian_log_marginal,
+    linear_gaussian_model,
+)
+from vaelab.exact.quadrature import (
+    QuadratureSettings,
+    log_joint_at,
+    log_marginal_2d,
+    quadrature_log_marginal,
+    square_grid,
+)
 from vaelab.models import HelmholtzMachine, StandardNormalPrior, StochasticLayer
 from vaelab.models.sampling import ancestral_sample
 

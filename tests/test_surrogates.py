@@ -10,8 +10,14 @@ from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.objectives import importance_samples, rws, vimco
 from vaelab.objectives.core import log_mean_exp
-from vaelab.objectives.rws import rws_dreg_phi_surrogate_from_log_weight, wake_phi_surrogate_from_log_weight
-from vaelab.objectives.vimco import leave_one_out_bounds, vimco_phi_surrogate_from_log_weight
+from vaelab.objectives.rws import (
+    rws_dreg_phi_surrogate_from_log_weight,
+    wake_phi_surrogate_from_log_weight,
+)
+from vaelab.objectives.vimco import (
+    leave_one_out_bounds,
+    vimco_phi_surrogate_from_log_weight,
+)
 
 # k = 3 samples of B = 2 examples; the second column is spread wide, so its weights are far from uniform.
 LOG_WEIGHT = torch.tensor([[-1.0, 0.5], [0.2, -4.0], [-0.3, 2.5]], dtype=torch.float64)

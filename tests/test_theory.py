@@ -11,9 +11,18 @@ from torch.distributions import HalfNormal
 
 from vaelab.exact.counterexample import proposal_models
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal
-from vaelab.exact.sigmoid_belief import all_configurations, enumerated_log_marginal, sigmoid_belief_model
+from vaelab.exact.sigmoid_belief import (
+    all_configurations,
+    enumerated_log_marginal,
+    sigmoid_belief_model,
+)
 from vaelab.models.sampling import ancestral_sample, sample
-from vaelab.studies.bounds.run import StudySettings, block_effective_sample_size, counterexample, repeated_bound_curve
+from vaelab.studies.bounds.run import (
+    StudySettings,
+    block_effective_sample_size,
+    counterexample,
+    repeated_bound_curve,
+)
 
 
 def test_enumerated_marginal_is_a_distribution_over_x():

@@ -23,11 +23,22 @@ from vaelab.config import DataConfig, ExperimentConfig, ModelConfig
 from vaelab.data import Dataset, load_dataset
 from vaelab.distributed import resolve_device
 from vaelab.errors import ConfigError, DataError, RunError
-from vaelab.models import BernoulliLayer, DiagonalGaussianLayer, HelmholtzMachine, VampPrior
+from vaelab.models import (
+    BernoulliLayer,
+    DiagonalGaussianLayer,
+    HelmholtzMachine,
+    VampPrior,
+)
 from vaelab.models.conv import ConvDecoder, ConvEncoder
 from vaelab.models.networks import NetworkLayer
 from vaelab.models.priors import build_prior
-from vaelab.runio import CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, load_checkpoint, load_model_state
+from vaelab.runio import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    ENVIRONMENT_FILE,
+    load_checkpoint,
+    load_model_state,
+)
 
 LIKELIHOOD_LAYERS = {"bernoulli": BernoulliLayer, "gaussian": DiagonalGaussianLayer}
 LATENT_LAYERS = {"gaussian": DiagonalGaussianLayer, "bernoulli": BernoulliLayer}
@@ -205,7 +216,9 @@ class LoadedRun:
     def log_likelihood_bound(self, x: torch.Tensor, k: int = 1000, seed: int = 0, batch_size: int = 100) -> torch.Tensor:
         """One-draw L_k ``[B]`` in nats for new x ``[B, *data_shape]`` or ``[B, D]`` with values in [0, 1],
         scored as given (binarize grey x yourself for a Bernoulli model to get a normalised bound)."""
-        from vaelab.estimators.bounds import evaluate_bound  # estimation sits above construction
+        from vaelab.estimators.bounds import (
+            evaluate_bound,  # estimation sits above construction
+        )
 
         images = x.reshape(x.shape[0], -1).float()
         return evaluate_bound(self.model, images, k, torch.Generator().manual_seed(seed), batch_size)

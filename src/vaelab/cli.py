@@ -128,9 +128,12 @@ def check_experiment(args: argparse.Namespace, config: ExperimentConfig, algorit
     on the command line that none of them reads (e.g. ``--groups`` with ``--algorithm iwae``).
     Both rules are the objective registry's."""
     from vaelab.objectives.registry import check_config, readers, unread_options
+    from vaelab.preflight import check_before_training
 
     for algorithm in algorithms:
-        check_config(dataclasses.replace(config, train=dataclasses.replace(config.train, algorithm=algorithm)))
+        run_config = dataclasses.replace(config, train=dataclasses.replace(config.train, algorithm=algorithm))
+        check_config(run_config)
+        check_before_training(run_config)  # the dataset exists, its splits, sizes against memory
     flags = {spec.name: flag_of(spec) for _, spec in _experiment_fields()}
     for option in unread_options(given_options(args), algorithms):
         raise ConfigError(f"{flags[option]} applies to {' and '.join(readers(option))} only, not to {', '.join(algorithms)}")

@@ -3,7 +3,7 @@
 Every option is validated before the first epoch: an evaluation split the dataset lacks would
 otherwise fail after the first epoch's training (and on every resume); a size such as
 ``--hidden 1000000000`` would otherwise reach the allocator (an 8 GB request on a shared machine
-is really made) and end in its traceback; a seed beyond 2**63 - 1 overflows torch's generator.
+is really made) and end in its traceback; an unknown dataset would otherwise leave an empty run directory.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import math
 import os
 
 from vaelab.config import ExperimentConfig
-from vaelab.data.datasets import REGISTRY
+from vaelab.data.datasets import REGISTRY, check_dataset_name
 from vaelab.errors import ConfigError
 
-MAX_SEED = 2**63 - 1
 FLOAT_BYTES = 4
 # A parameter is held four times while training: its value, its gradient and Adam's two moments.
 COPIES_PER_PARAMETER = 4
@@ -25,12 +24,12 @@ COPIES_PER_ACTIVATION = 4
 
 
 def check_before_training(config: ExperimentConfig) -> None:
-    """Raise ConfigError (one line) for a config that cannot run here: a seed torch cannot take,
-    an evaluation split the dataset lacks, or sizes needing more memory than is available."""
-    if config.seed > MAX_SEED:
-        raise ConfigError(f"--seed must be at most 2**63 - 1 = {MAX_SEED} (got {config.seed})")
+    """Raise ConfigError or DataError (one line) for a config that cannot run here: a dataset that is
+    neither a known name nor an existing path, an evaluation split the dataset lacks, or sizes
+    needing more memory than is available. (Seeds beyond 2^63 - 1 are the config's to refuse.)"""
+    check_dataset_name(config.data.dataset)
     spec = REGISTRY.get(config.data.dataset)
-    if spec is None:  # not a built-in dataset: load_dataset reports it
+    if spec is None:  # data given by path: its splits and size are known once it is read
         return
     missing = [split for split in config.train.eval_splits if split not in spec.split_sizes]
     if missing:

@@ -24,10 +24,22 @@ from tqdm import tqdm
 from vaelab.builders import build_run, check_data_unchanged, dataset_of
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset, binarize
-from vaelab.distributed import Placement, average_gradients, barrier, gather_objects, setup, teardown
+from vaelab.distributed import (
+    Placement,
+    average_gradients,
+    barrier,
+    gather_objects,
+    setup,
+    teardown,
+)
 from vaelab.errors import ConfigError, Interrupted, RunError
 from vaelab.evaluation.evaluate import evaluate_split
-from vaelab.evaluation.protocol import evaluation_images, seeded_generator, training_images, uses_binarization
+from vaelab.evaluation.protocol import (
+    evaluation_images,
+    seeded_generator,
+    training_images,
+    uses_binarization,
+)
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import check_config, objective_from_config

@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab.data.download import FileSpec, FileStatus, file_status, prepare_files, resolve_data_dir
+from vaelab.data.download import (
+    FileSpec,
+    FileStatus,
+    file_status,
+    prepare_files,
+    resolve_data_dir,
+)
 from vaelab.data.readers import read_amat, read_frey_mat, read_labelled_images
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, DataError
 
 NUM_CLASSES = 10  # every labelled dataset here (digits, MNIST, Fashion-MNIST) has ten classes
 
@@ -156,7 +162,9 @@ def _read_binarized_mnist(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str
 
 def _read_frey_face(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Split]:
     """All faces from one MAT file, split once with a fixed seed; no labels."""
-    from sklearn.model_selection import train_test_split  # imported here, see _read_digits
+    from sklearn.model_selection import (
+        train_test_split,  # imported here, see _read_digits
+    )
 
     count = sum(spec.split_sizes.values())
     faces = read_frey_mat(paths["frey_rawface.mat"], count=count, image_shape=spec.image_shape)
@@ -272,6 +280,20 @@ def _spec(name: str) -> DatasetSpec:
     return REGISTRY[name]
 
 
+def check_dataset_name(name: str) -> None:
+    """Raise, in one line, for a dataset name that is neither a known dataset nor an existing path
+    (ConfigError listing the names; DataError for a path that does not exist): checked before a
+    run directory is made."""
+    if name in REGISTRY:
+        return
+    from vaelab.data.user import looks_like_path  # user.py imports this module
+
+    if not looks_like_path(name):
+        _spec(name)  # raises the unknown-dataset error
+    if not os.path.exists(os.path.expanduser(name)):
+        raise DataError(f"{name}: no such file or folder")
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -291,7 +313,10 @@ def load_dataset(
     unknown name.
     """
     if name not in REGISTRY:
-        from vaelab.data.user import load_path, looks_like_path  # user.py imports this module
+        from vaelab.data.user import (  # user.py imports this module
+            load_path,
+            looks_like_path,
+        )
 
         if looks_like_path(name):
             return load_path(name, test_fraction=test_fraction, split_seed=split_seed)

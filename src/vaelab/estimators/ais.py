@@ -52,7 +52,7 @@ import torch
 from vaelab.errors import ConfigError
 from vaelab.estimators.bounds import DEFAULT_MAX_ROWS
 from vaelab.models import BernoulliLayer, BernoulliPrior, HelmholtzMachine
-from vaelab.models.sampling import sample
+from vaelab.models.sampling import ancestral_sample, sample
 
 __all__ = ["AISResult", "AISSettings", "BDMCResult", "annealing_schedule", "bdmc", "decoder_passes", "evaluate_ais", "forward_ais", "reverse_ais", "simulate"]
 
@@ -344,8 +344,8 @@ def evaluate_ais(
 @torch.no_grad()
 def simulate(model: HelmholtzMachine, num_images: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x ``[N, D_x]``, z ``[N, D]``) from the model: z ~ p(z), x ~ p(x | z); z is an exact draw of p(z | x)."""
-    z = sample(model.prior_distribution(), (num_images,), generator)
-    return sample(model.likelihood(z), (), generator), z
+    z, x = ancestral_sample(model, (num_images,), generator)
+    return x, z
 
 
 def bdmc(

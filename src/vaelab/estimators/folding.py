@@ -41,7 +41,12 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from vaelab.models import BernoulliLayer, DiagonalGaussianLayer, HelmholtzMachine, backend
+from vaelab.models import (
+    BernoulliLayer,
+    DiagonalGaussianLayer,
+    HelmholtzMachine,
+    backend,
+)
 from vaelab.models.layers import MIN_SCALE
 
 # Fold a block when its folded product is under this fraction of the dense one's width. The

@@ -17,7 +17,13 @@ from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_gen
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
 from vaelab.preflight import check_before_training
-from vaelab.runio import CONFIG_FILE, METRICS_FILE, append_metrics, directory_lock, read_metrics
+from vaelab.runio import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    append_metrics,
+    directory_lock,
+    read_metrics,
+)
 
 
 def evaluate_split(

@@ -17,7 +17,11 @@ from vaelab.builders import load_run
 from vaelab.errors import RunError
 from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
-from vaelab.exact.quadrature import LATENT_DIM, QuadratureSettings, quadrature_log_marginal
+from vaelab.exact.quadrature import (
+    LATENT_DIM,
+    QuadratureSettings,
+    quadrature_log_marginal,
+)
 from vaelab.runio import CONFIG_FILE, directory_lock, write_json_atomic
 
 EXACT_KS = (1, 10, 100, 1000, 5000)  # each divides the largest, so one set of 5000 samples serves all

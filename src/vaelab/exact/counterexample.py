@@ -23,9 +23,18 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import AffineTransform, HalfNormal, Independent, TransformedDistribution
+from torch.distributions import (
+    AffineTransform,
+    HalfNormal,
+    Independent,
+    TransformedDistribution,
+)
 
-from vaelab.exact.linear_gaussian import AffineGaussian, linear_gaussian_model, linear_gaussian_posterior
+from vaelab.exact.linear_gaussian import (
+    AffineGaussian,
+    linear_gaussian_model,
+    linear_gaussian_posterior,
+)
 from vaelab.models import HelmholtzMachine
 
 # Posterior standard deviations per proposal standard deviation (c above).

@@ -3,7 +3,12 @@
 from vaelab.models.chain import Chain
 from vaelab.models.helmholtz import HelmholtzMachine
 from vaelab.models.layers import BernoulliLayer, DiagonalGaussianLayer, StochasticLayer
-from vaelab.models.priors import BernoulliPrior, MixturePrior, StandardNormalPrior, VampPrior
+from vaelab.models.priors import (
+    BernoulliPrior,
+    MixturePrior,
+    StandardNormalPrior,
+    VampPrior,
+)
 
 __all__ = [
     "BernoulliLayer",

@@ -89,7 +89,9 @@ class HelmholtzMachine(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
         """n images ``[n, *data_shape]`` from z ~ p(z): E[x | z] (``mean=True``: Bernoulli
         probabilities, Gaussian means), else a draw x ~ p(x | z)."""
-        from vaelab.models.sampling import sample  # sampling imports chain, as this module does
+        from vaelab.models.sampling import (
+            sample,  # sampling imports chain, as this module does
+        )
 
         z = sample(self.prior_distribution(), (n,), generator)
         likelihood = self.likelihood(z)

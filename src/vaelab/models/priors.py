@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Categorical, Independent, MixtureSameFamily, Normal
+from torch.distributions import (
+    Bernoulli,
+    Categorical,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+)
 from torch.nn import functional as F
 
 

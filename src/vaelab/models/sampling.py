@@ -9,7 +9,14 @@ the bounds study's synthetic data and the report's sample figure all come from i
 from __future__ import annotations
 
 import torch
-from torch.distributions import Bernoulli, Distribution, Independent, MixtureSameFamily, Normal, TransformedDistribution
+from torch.distributions import (
+    Bernoulli,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    TransformedDistribution,
+)
 
 from vaelab.models.chain import Chain
 from vaelab.models.helmholtz import HelmholtzMachine

@@ -7,11 +7,31 @@ rules: the ``TrainConfig`` fields it reads, the latents it takes, its minimum k.
 """
 
 from vaelab.objectives.aevb import aevb
-from vaelab.objectives.core import ImportanceSamples, ObjectiveOutput, importance_samples, log_mean_exp
+from vaelab.objectives.core import (
+    ImportanceSamples,
+    ObjectiveOutput,
+    importance_samples,
+    log_mean_exp,
+)
 from vaelab.objectives.iwae import ciwae, iwae, iwae_dreg, miwae, piwae
-from vaelab.objectives.registry import OBJECTIVES, Objective, check_config, get_objective, objective_from_config
-from vaelab.objectives.rws import rws, rws_dreg, rws_dreg_phi_surrogate_from_log_weight, wake_phi_surrogate_from_log_weight
-from vaelab.objectives.vimco import leave_one_out_bounds, vimco, vimco_phi_surrogate_from_log_weight
+from vaelab.objectives.registry import (
+    OBJECTIVES,
+    Objective,
+    check_config,
+    get_objective,
+    objective_from_config,
+)
+from vaelab.objectives.rws import (
+    rws,
+    rws_dreg,
+    rws_dreg_phi_surrogate_from_log_weight,
+    wake_phi_surrogate_from_log_weight,
+)
+from vaelab.objectives.vimco import (
+    leave_one_out_bounds,
+    vimco,
+    vimco_phi_surrogate_from_log_weight,
+)
 from vaelab.objectives.wake_sleep import wake_sleep
 
 __all__ = [

@@ -19,7 +19,12 @@ import math
 import torch
 
 from vaelab.models import HelmholtzMachine
-from vaelab.objectives.core import ObjectiveOutput, importance_samples, log_mean_exp, normalized_weights
+from vaelab.objectives.core import (
+    ObjectiveOutput,
+    importance_samples,
+    log_mean_exp,
+    normalized_weights,
+)
 
 
 def leave_one_out_bounds(log_weights: torch.Tensor) -> torch.Tensor:

@@ -23,11 +23,25 @@ from typing import Any
 import torch
 
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-from vaelab.estimators.bounds import block_bound, bound_curve, log_weights_in_chunks, mean_and_standard_error
+from vaelab.estimators.bounds import (
+    block_bound,
+    bound_curve,
+    log_weights_in_chunks,
+    mean_and_standard_error,
+)
 from vaelab.evaluation.exact import load_2d_run
 from vaelab.evaluation.protocol import evaluation_images, seeded_generator
-from vaelab.exact.counterexample import SCALE_FACTORS, fit_light_tailed_constant, limit_gap, proposal_models, samples_for_gap
-from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
+from vaelab.exact.counterexample import (
+    SCALE_FACTORS,
+    fit_light_tailed_constant,
+    limit_gap,
+    proposal_models,
+    samples_for_gap,
+)
+from vaelab.exact.linear_gaussian import (
+    linear_gaussian_log_marginal,
+    linear_gaussian_model,
+)
 from vaelab.exact.quadrature import LATENT_DIM, quadrature_log_marginal
 from vaelab.exact.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
 from vaelab.models.sampling import ancestral_sample

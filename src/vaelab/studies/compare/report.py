@@ -20,7 +20,14 @@ from vaelab.data import Dataset
 from vaelab.errors import RunError
 from vaelab.evaluation.protocol import evaluation_images, uses_binarization
 from vaelab.models import DiagonalGaussianLayer, HelmholtzMachine
-from vaelab.runio import CHECKPOINT_FILE, METRICS_FILE, directory_lock, make_directory, read_metrics, write_text_atomic
+from vaelab.runio import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    directory_lock,
+    make_directory,
+    read_metrics,
+    write_text_atomic,
+)
 from vaelab.studies.compare import analysis, figures
 from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,

@@ -25,7 +25,13 @@ from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
 from vaelab.preflight import check_before_training
-from vaelab.runio import directory_contents, directory_lock, make_directory, run_files, write_json_atomic
+from vaelab.runio import (
+    directory_contents,
+    directory_lock,
+    make_directory,
+    run_files,
+    write_json_atomic,
+)
 from vaelab.studies.compare.report import Report, build_report
 from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,

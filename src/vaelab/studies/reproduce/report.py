@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.errors import RunError
-from vaelab.runio import METRICS_FILE, read_metrics, write_json_atomic, write_text_atomic
+from vaelab.runio import (
+    METRICS_FILE,
+    read_metrics,
+    write_json_atomic,
+    write_text_atomic,
+)
 from vaelab.studies.reproduce.presets import Preset, get_preset, row_config
 
 REPRODUCE_FILE = "reproduce.json"

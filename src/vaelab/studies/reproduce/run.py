@@ -18,7 +18,12 @@ from vaelab.errors import RunError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.runio import write_json_atomic
 from vaelab.studies.reproduce.presets import Preset, final_images, final_k, row_config
-from vaelab.studies.reproduce.report import FINAL_FILE, REPRODUCE_FILE, ReproductionReport, build_report
+from vaelab.studies.reproduce.report import (
+    FINAL_FILE,
+    REPRODUCE_FILE,
+    ReproductionReport,
+    build_report,
+)
 from vaelab.training import train
 
 
