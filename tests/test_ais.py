@@ -68,6 +68,7 @@ def test_ais_tightens_with_steps(correlated):
     assert means[0] > means[10] > means[100] > -0.3, means
 
 
+@pytest.mark.slow
 def test_ais_matches_the_closed_form_within_monte_carlo_error(correlated):
     model, x, exact = correlated
     gap = exact - forward_ais(model, x, AISSettings(steps=100, chains=8), torch.Generator().manual_seed(0)).log_marginal
@@ -85,6 +86,7 @@ def test_ais_from_the_prior_matches_the_closed_form(correlated):
     assert -3 * stderr < gap.mean() < 3 * stderr + 0.05, (gap.mean(), stderr)
 
 
+@pytest.mark.slow
 def test_bdmc_sandwiches_the_exact_log_marginal(correlated):
     model, _, _ = correlated
     result = bdmc(model, 24, AISSettings(steps=50, chains=4), torch.Generator().manual_seed(7))

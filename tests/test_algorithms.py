@@ -127,6 +127,7 @@ def _mean_and_se(draws):
 
 
 @pytest.mark.parametrize("standard, doubly", [("iwae", "iwae-dreg"), ("rws", "rws-dreg")])
+@pytest.mark.slow
 def test_dreg_phi_gradient_agrees_in_expectation_and_has_lower_variance(linear_gaussian, standard, doubly):
     model, x = linear_gaussian
     with torch.no_grad():
@@ -160,6 +161,7 @@ def test_phi_gradients_with_a_vamp_prior_agree_in_expectation():
         assert reference_mean.abs().max() > 10 * difference_se.max()  # power: the gradient is many SE from zero
 
 
+@pytest.mark.slow
 def test_rws_wake_phi_matches_self_normalised_importance_sampling_of_the_posterior(linear_gaussian):
     # wake-phi estimates E_{p(z|x)}[d log q_phi(z|x) / dphi]; on the linear-Gaussian model the
     # exact posterior N(m, S) gives it in closed form through E_p[log q(z)] =
@@ -191,6 +193,7 @@ def _exact_expected_bound(model, x, k):
     return (log_probability.exp() * log_mean_exp(log_w[tuples], dim=1)).sum(0)
 
 
+@pytest.mark.slow
 def test_vimco_phi_gradient_is_unbiased_on_a_small_discrete_model():
     model = sigmoid_belief_model(latent_dim=3, data_dim=6, generator=torch.Generator().manual_seed(0))
     x = torch.bernoulli(torch.full((3, 6), 0.5, dtype=torch.float64), generator=torch.Generator().manual_seed(1))

@@ -41,6 +41,7 @@ def test_chunked_bound_is_exact_when_weights_are_constant(k, max_rows):
     torch.testing.assert_close(bound, linear_gaussian_log_marginal(model, x))
 
 
+@pytest.mark.slow
 def test_bound_is_below_log_marginal_increases_with_k_and_converges(linear_gaussian):
     model, x = linear_gaussian
     exact = linear_gaussian_log_marginal(model, x)  # [64]

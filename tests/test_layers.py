@@ -78,10 +78,12 @@ def _loaded_after(statement: str) -> set[str]:
         ("from vaelab.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass", {"torch"}),
     ],
 )
+@pytest.mark.slow
 def test_a_layer_does_not_load_what_is_above_it(statement, forbidden):
     assert not _loaded_after(statement) & forbidden
 
 
+@pytest.mark.slow
 def test_public_names_of_the_root_load_on_first_use():
     loaded = _loaded_after("import vaelab\nassert callable(vaelab.train) and vaelab.ExperimentConfig().seed == 0")
     assert "vaelab.training" in loaded and "torch" in loaded

@@ -53,6 +53,7 @@ def test_list_prints_one_line_per_preset_with_its_published_values(capsys):
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.slow
 def test_every_presets_smoke_budget_runs(name, tmp_path, shared_data_dir):
     report = reproduce(get_preset(name), "smoke", tmp_path, data_dir=shared_data_dir, progress=False)
     assert len(report.rows) == len(get_preset(name).rows)
@@ -66,6 +67,7 @@ def test_every_presets_smoke_budget_runs(name, tmp_path, shared_data_dir):
     assert json.loads((tmp_path / "report.json").read_text())["budget"] == "smoke"
 
 
+@pytest.mark.slow
 def test_a_killed_reproduction_continues_and_a_finished_row_is_not_retrained(tmp_path, shared_data_dir):
     preset = get_preset("kingma2013")
     # "killed" after the first row: only aevb ran

@@ -95,6 +95,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_leaves
     assert status == 0, stderr
 
 
+@pytest.mark.slow
 def test_two_train_resume_processes_at_once_one_is_refused_and_the_metrics_are_not_doubled(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "vaelab", "train", *TINY, "--epochs", "6", "--out", str(out), "--resume"]
@@ -178,6 +179,7 @@ def test_a_run_killed_in_its_first_epoch_resumes_with_the_same_config_only(tmp_p
 # 3. Signals --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_at_a_checkpoint_with_one_line_and_exit_143(tmp_path):
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "vaelab", "train", *TINY, "--epochs", "500", "--out", str(out)],
@@ -257,6 +259,7 @@ main(["report", sys.argv[1]])
 """
 
 
+@pytest.mark.slow
 def test_a_kill_during_report_leaves_every_previous_figure_whole_and_the_next_start_cleans_up(study):
     before = snapshot(study)
     killed = subprocess.run([sys.executable, "-c", KILL_DURING_REPORT, str(study)], env=ENV, capture_output=True, text=True, timeout=300)
@@ -533,6 +536,7 @@ def test_a_corrupted_run_file_gives_evaluate_and_resume_one_line_and_changes_not
 
 @CORRUPTION_SETTINGS
 @given(name=st.sampled_from(["compare.json", "aevb/checkpoint.pt", "aevb/config.json", "aevb/metrics.jsonl", "aevb/bound_curve.json"]), corruption=corruptions)
+@pytest.mark.slow
 def test_a_corrupted_study_file_gives_report_one_line_and_changes_nothing(finished_study, tmp_path_factory, name, corruption):
     study = tmp_path_factory.mktemp("corrupt") / "study"
     shutil.copytree(finished_study, study)

@@ -30,11 +30,13 @@ def _runtime_settings(arguments: list[str], **env: str) -> str:
     return completed.stderr
 
 
+@pytest.mark.slow
 def test_a_policy_the_user_set_is_kept():
     settings = _runtime_settings(["-c", CLI], OMP_WAIT_POLICY="ACTIVE")
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in settings and "GOMP_SPINCOUNT = '0'" not in settings
 
 
+@pytest.mark.slow
 def test_policy_is_passive_in_the_vaelab_command():
     assert "GOMP_SPINCOUNT = '0'" in _runtime_settings(["-m", "vaelab", "datasets"])
 

@@ -149,6 +149,7 @@ def test_an_image_folder_of_mixed_sizes_gets_one_line(tmp_path):
         load_dataset(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_npz_through_train_evaluate_compare_and_report(npz_path, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--dataset", str(npz_path), *TINY, "--out", str(run)]) == 0

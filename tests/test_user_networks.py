@@ -69,6 +69,7 @@ def run_main(args, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("networks", ["conv", "user"])
+@pytest.mark.slow
 def test_compare_evaluate_and_report_with_conv_and_user_networks(networks, user_module, tmp_path, capsys):
     options = ["--architecture", "conv"] if networks == "conv" else ["--encoder", f"{user_module}:encoder", "--decoder", f"{user_module}:decoder"]
     study = tmp_path / "study"
