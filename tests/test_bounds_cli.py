@@ -65,6 +65,7 @@ def run_3d(tmp_path_factory):
 
 
 @pytest.mark.parametrize("command", [["evaluate", "RUN", "--exact"], ["bounds", "--run", "RUN", "--out", "OUT"]])
+@pytest.mark.slow
 def test_exact_log_marginal_needs_a_2d_latent(run_3d, tmp_path, capsys, command):
     # in this process (the CLI's main, as the console script calls it): no interpreter start-up per case
     arguments = [str(run_3d) if part == "RUN" else str(tmp_path / "out") if part == "OUT" else part for part in command]

@@ -76,6 +76,7 @@ def hold_lock(directory: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_leaves_no_stale_lock(run):
     holder = hold_lock(run)
     try:
@@ -277,6 +278,7 @@ def test_a_kill_during_report_leaves_every_previous_figure_whole_and_the_next_st
     assert not list(study.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_report_of_a_study_being_written_is_refused(study):
     holder = hold_lock(study)
     try:
@@ -526,6 +528,7 @@ CORRUPTION_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
 
 @CORRUPTION_SETTINGS
 @given(name=st.sampled_from(["checkpoint.pt", "config.json", "metrics.jsonl"]), corruption=corruptions)
+@pytest.mark.slow
 def test_a_corrupted_run_file_gives_evaluate_and_resume_one_line_and_changes_nothing(trained, tmp_path_factory, name, corruption):
     run = tmp_path_factory.mktemp("corrupt") / "run"
     shutil.copytree(trained, run)
