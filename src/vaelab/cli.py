@@ -167,7 +167,7 @@ def _add_evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:
         "p(z|x) with HMC (Gaussian latents; T = 0 and M = 1 is L_1) (default: iwae)",
     )
     evaluate.add_argument(
-        "--steps", type=_steps_list, default=(100,),
+        "--steps", type=_steps_list,
         help="AIS intermediate distributions T; with --bdmc a comma-separated list, one sandwich each (default: 100)",
     )
     evaluate.add_argument(
@@ -177,7 +177,7 @@ def _add_evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:
     )
     evaluate.add_argument(
         "--ais-start", choices=("proposal", "prior"), default="proposal",
-        help="AIS's first distribution: q(z|x), or p(z) (slower, blind to no mode q misses) (default: proposal)",
+        help="AIS's first distribution: q(z|x), or p(z) (needs more steps, but does not inherit q's blind spots) (default: proposal)",
     )
     evaluate.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate (default: test)")
     evaluate.add_argument(
@@ -260,7 +260,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.bdmc is not None or args.estimator == "ais":
         return _run_ais(args)
-    if args.steps != (100,) or args.ais_start != "proposal":
+    if args.steps is not None or args.ais_start != "proposal":
         raise ConfigError("--steps and --ais-start apply to --estimator ais and --bdmc only")
     row = evaluate_run(args.run_dir, args.k or 1000, args.split, data_dir=args.data_dir, device=args.device, num_images=args.images, precision=args.precision)
     print(
@@ -280,6 +280,7 @@ def k_hat_words(row: dict) -> str:
 
 
 AIS_DEFAULT_CHAINS = 16
+AIS_DEFAULT_STEPS = 100
 
 
 def _run_ais(args: argparse.Namespace) -> int:
@@ -288,20 +289,21 @@ def _run_ais(args: argparse.Namespace) -> int:
     if args.precision != "fp32":
         raise ConfigError("--precision applies to L_k only, not to --estimator ais or --bdmc")
     chains = args.k or AIS_DEFAULT_CHAINS
+    steps = args.steps or (AIS_DEFAULT_STEPS,)
     common = {"data_dir": args.data_dir, "device": args.device, "start": args.ais_start, "progress": not args.no_progress}
     if args.bdmc is not None:
         if args.images is not None:
             raise ConfigError("--bdmc simulates its own images: --images does not apply")
-        for row in evaluate_bdmc_run(args.run_dir, args.bdmc, args.steps, chains, **common):
+        for row in evaluate_bdmc_run(args.run_dir, args.bdmc, steps, chains, **common):
             print(
                 f"BDMC T={row['steps']} M={row['chains']} on {row['num_images']} simulated images: "
                 f"lower {row['lower']:.3f} ± {row['lower_stderr']:.3f}, upper {row['upper']:.3f} ± {row['upper_stderr']:.3f} nats; "
                 f"width mean {row['width_mean']:.3f}, max {row['width_max']:.3f} nats ({row['eval_seconds']:.1f} s)"
             )
         return 0
-    if len(args.steps) != 1:
+    if len(steps) != 1:
         raise ConfigError("--estimator ais takes one --steps T (a list is for --bdmc)")
-    row = evaluate_ais_run(args.run_dir, args.steps[0], chains, args.split, num_images=args.images, **common)
+    row = evaluate_ais_run(args.run_dir, steps[0], chains, args.split, num_images=args.images, **common)
     acceptance = "" if row["acceptance"] is None else f", acceptance {row['acceptance']:.2f}"
     print(
         f"{row['split']} AIS log p(x) = {row['log_px']:.3f} ± {row['log_px_stderr']:.3f} nats "
