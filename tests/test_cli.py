@@ -191,12 +191,13 @@ def test_evaluate_with_k_hat_ais_and_bdmc(tmp_path):
     import numpy as np
 
     run = tmp_path / "run"
-    assert vaelab("train", "--algorithm", "aevb", *FAST, "--threads", "1", "--out", run).returncode == 0
+    assert vaelab("train", "--algorithm", "aevb", *FAST, "--eval-k", "30", "--threads", "1", "--out", run).returncode == 0
     trained = read_metrics(run / "metrics.jsonl")
     final = [row for row in trained if row["kind"] == "eval" and row["epoch"] == 2 and row["split"] == "test"][0]
-    assert final["estimator"] == "iwae" and final["k_hat_above"] is None  # k = 10 < 25: no k-hat
+    assert final["estimator"] == "iwae" and 0 <= final["k_hat_above"] <= 1  # k-hat in training's evaluations too
     saved = np.load(run / final["bounds_file"])  # per-image L_k of the in-training evaluation
     assert saved["bound"].shape == (final["num_images"],) and abs(saved["bound"].mean() - final["bound"]) < 1e-4
+    assert (saved["image_index"] == np.arange(final["num_images"])).all()
 
     evaluated = vaelab("evaluate", run, "--k", "100", "--threads", "1")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -208,6 +209,7 @@ def test_evaluate_with_k_hat_ais_and_bdmc(tmp_path):
     # T = 0 chains start from L_10's draws (the same generator and batches): the estimate is the L_10 row's
     assert vaelab("evaluate", run, "--k", "10", "--threads", "1").returncode == 0
     plain = read_metrics(run / "metrics.jsonl")[-1]
+    assert plain["k_hat_above"] is None and plain["k_hat_mean"] is None  # k = 10 < 25: too few weights for a tail
     annealed = vaelab("evaluate", run, "--estimator", "ais", "--steps", "0", "--k", "10", "--threads", "1", "--no-progress")
     assert annealed.returncode == 0, annealed.stderr
     row = read_metrics(run / "metrics.jsonl")[-1]
