@@ -12,15 +12,13 @@ in ``bounds_file``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
 from vaelab.errors import RunError
 from vaelab.runio import write_arrays_atomic
 
-__all__ = ["bounds_file_name", "load_per_image", "paired_values", "row_reference", "save_per_image"]
+__all__ = ["bounds_file_name", "load_per_image", "save_per_image"]
 
 
 def bounds_file_name(kind: str, split: str, epoch: int, estimator: str) -> str:
@@ -49,15 +47,3 @@ def load_per_image(path: Path) -> dict[str, np.ndarray]:
     if "image_index" not in loaded:
         raise RunError(f"{path}: not a per-image results file (no image_index)")
     return loaded
-
-
-def paired_values(first: dict[str, np.ndarray], second: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The values ``name`` of the images both files hold, in the same order: ``([n], [n])`` float64."""
-    common, first_at, second_at = np.intersect1d(first["image_index"], second["image_index"], return_indices=True)
-    return first[name][first_at].astype(np.float64), second[name][second_at].astype(np.float64)
-
-
-def row_reference(run_dir: Path, row: dict[str, Any]) -> Path | None:
-    """The per-image file a metrics row names, or None (rows written before per-image files existed)."""
-    name = row.get("bounds_file")
-    return None if not isinstance(name, str) else Path(run_dir) / name
