@@ -11,15 +11,16 @@ from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.estimators.bounds import (
     block_bound,
+    bound_and_k_hat,
     bound_curve,
     evaluate_bound,
+    evaluate_bound_and_k_hat,
     importance_weighted_bound,
+    log_weights_in_chunks,
     mean_and_standard_error,
 )
-from vaelab.exact.linear_gaussian import (
-    linear_gaussian_log_marginal,
-    linear_gaussian_model,
-)
+from vaelab.estimators.pareto import pareto_k_hat
+from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import log_mean_exp
 
@@ -114,3 +115,22 @@ def test_bf16_matmuls_move_the_bound_by_a_small_stated_amount():
     assert reduced.dtype == torch.float32
     assert 0 < (full - reduced).abs().max() < 0.5  # bf16 did run, and moved each L_k by less than half a nat
     torch.testing.assert_close(evaluate_bound(model, images, 200, torch.Generator().manual_seed(2)), full)  # fp32 again after the block
+
+
+@pytest.mark.parametrize("k,max_rows", [(10, 4096), (300, 4096), (300, 128), (1000, 50)])
+def test_k_hat_rides_on_the_same_draws_as_the_bound(linear_gaussian, k, max_rows):
+    # bound_and_k_hat keeps only a running top of the weights: its L_k must be the very numbers of
+    # importance_weighted_bound (the same draws, bitwise), and its k-hat that of all k weights.
+    model, x = linear_gaussian
+    bound, k_hat = bound_and_k_hat(model, x, k, torch.Generator().manual_seed(3), max_rows)
+    assert torch.equal(bound, importance_weighted_bound(model, x, k, torch.Generator().manual_seed(3), max_rows))
+    expected = pareto_k_hat(log_weights_in_chunks(model, x, k, torch.Generator().manual_seed(3), max_rows))
+    torch.testing.assert_close(k_hat, expected, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(k_hat).all() == (k < 25)
+
+
+def test_evaluate_bound_and_k_hat_matches_evaluate_bound(linear_gaussian):
+    model, x = linear_gaussian
+    bounds, k_hats = evaluate_bound_and_k_hat(model, x, 100, torch.Generator().manual_seed(5), batch_size=17)
+    assert torch.equal(bounds, evaluate_bound(model, x, 100, torch.Generator().manual_seed(5), batch_size=17))
+    assert k_hats.shape == (64,) and torch.isfinite(k_hats).all()

@@ -186,3 +186,53 @@ def test_datasets_lists_local_files(shared_data_dir):
     assert result.returncode == 0, result.stderr
     assert "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609" in result.stdout
     assert "fashion-mnist" in result.stdout and "missing" in result.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_with_k_hat_ais_and_bdmc(tmp_path):
+    import numpy as np
+
+    run = tmp_path / "run"
+    assert vaelab("train", "--algorithm", "aevb", *FAST, "--eval-k", "30", "--threads", "1", "--out", run).returncode == 0
+    trained = read_metrics(run / "metrics.jsonl")
+    final = [row for row in trained if row["kind"] == "eval" and row["epoch"] == 2 and row["split"] == "test"][0]
+    assert final["estimator"] == "iwae" and 0 <= final["k_hat_above"] <= 1  # k-hat in training's evaluations too
+    saved = np.load(run / final["bounds_file"])  # per-image L_k of the in-training evaluation
+    assert saved["bound"].shape == (final["num_images"],) and abs(saved["bound"].mean() - final["bound"]) < 1e-4
+    assert (saved["image_index"] == np.arange(final["num_images"])).all()
+
+    evaluated = vaelab("evaluate", run, "--k", "100", "--threads", "1")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "Pareto k-hat > 0.7 on" in evaluated.stdout
+    row = read_metrics(run / "metrics.jsonl")[-1]
+    assert 0 <= row["k_hat_above"] <= 1 and np.isfinite(row["k_hat_mean"])
+    assert (np.load(run / row["bounds_file"])["k_hat"] > 0.7).mean() == pytest.approx(row["k_hat_above"])
+
+    # T = 0 chains start from L_10's draws (the same generator and batches): the estimate is the L_10 row's
+    assert vaelab("evaluate", run, "--k", "10", "--threads", "1").returncode == 0
+    plain = read_metrics(run / "metrics.jsonl")[-1]
+    assert plain["k_hat_above"] is None and plain["k_hat_mean"] is None  # k = 10 < 25: too few weights for a tail
+    annealed = vaelab("evaluate", run, "--estimator", "ais", "--steps", "0", "--k", "10", "--threads", "1", "--no-progress")
+    assert annealed.returncode == 0, annealed.stderr
+    row = read_metrics(run / "metrics.jsonl")[-1]
+    assert row["estimator"] == "ais" and row["steps"] == 0 and row["chains"] == 10 and row["acceptance"] is None
+    assert row["log_px"] == pytest.approx(plain["bound"], abs=1e-4) and row["decoder_passes"] == 10
+
+    annealed = vaelab("evaluate", run, "--estimator", "ais", "--steps", "10", "--k", "4", "--images", "50", "--threads", "1", "--no-progress")
+    assert annealed.returncode == 0, annealed.stderr
+    assert annealed.stdout.startswith("test AIS log p(x) = ") and "T=10, M=4" in annealed.stdout
+    row = read_metrics(run / "metrics.jsonl")[-1]
+    assert row["num_images"] == 50 and 0 < row["acceptance"] < 1 and row["decoder_passes"] == 4 * 51 + 2 * 51
+    assert np.load(run / row["bounds_file"])["log_px"].shape == (50,)
+
+    sandwich = vaelab("evaluate", run, "--bdmc", "10", "--steps", "0,20", "--k", "2", "--threads", "1", "--no-progress")
+    assert sandwich.returncode == 0, sandwich.stderr
+    lines = sandwich.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("BDMC T=20 M=2 on 10 simulated images: lower ")
+    rows = read_metrics(run / "metrics.jsonl")[-2:]
+    assert [r["estimator"] for r in rows] == ["bdmc", "bdmc"] and [r["steps"] for r in rows] == [0, 20]
+    assert all(np.isfinite(r["lower"]) and np.isfinite(r["upper"]) and r["width_max"] >= r["width_mean"] for r in rows)
+
+    assert_one_line_error(vaelab("evaluate", run, "--steps", "5"), "--steps and --ais-start apply to --estimator ais and --bdmc only")
+    assert_one_line_error(vaelab("evaluate", run, "--estimator", "ais", "--steps", "1,2"), "takes one --steps T")
+    assert_one_line_error(vaelab("evaluate", run, "--bdmc", "5", "--images", "3"), "--images does not apply")

@@ -67,7 +67,9 @@ def comparable(rows):
 @pytest.mark.slow
 def test_compare_writes_runs_figures_and_a_self_contained_report(study):
     out, stdout = study
-    assert re.match(r"(AEVB|Wake-sleep) is (ahead of|level with) (wake-sleep|AEVB) on test L_10", stdout), stdout
+    # built on the paired per-image difference (every run saved its per-image L_10)
+    assert re.match(r"(AEVB|Wake-sleep) is (ahead of|not significantly ahead of) (wake-sleep|AEVB) on test L_10 (by |\()-?\d+\.\d\d+ ± \d+\.\d\d+ nats", stdout), stdout
+    assert "over the same 300 test images ± its paired standard error." in stdout
     assert f"report written to {out / 'report.html'}" in stdout
     saved = json.loads((out / "compare.json").read_text())
     assert saved["algorithms"] == ["wake-sleep", "aevb"] and saved["config"]["train"]["epochs"] == 2
@@ -86,7 +88,7 @@ def test_compare_writes_runs_figures_and_a_self_contained_report(study):
     assert not re.search(r"""(src|href)=["']?(https?:|//)|<link|@import|url\(""", html)  # nothing fetched
     text = " ".join(html.split())
     for fragment in ("Reproduces Figure 1 of the original study", "Figures 3 (wake-sleep) and 4 (AEVB)", "active units", "test L<sub>10</sub>",
-                     "1497 train / 300 test images of 8 × 8 pixels"):
+                     "1497 train / 300 test images of 8 × 8 pixels", "test k&#770; &gt; 0.7", "Pareto smoothed importance sampling"):
         assert fragment in text, fragment
 
 
@@ -226,3 +228,16 @@ def test_report_of_an_unfinished_study_says_how_to_finish_it(study, tmp_path, ca
     shutil.rmtree(out / "aevb")
     status, error = run_main(["report", str(out)], capsys)
     assert error == f"vaelab report: error: {out / 'aevb'}: not trained yet; run the same 'vaelab compare' again to finish the study\n"
+
+
+@pytest.mark.slow
+def test_report_of_a_study_without_per_image_files_keeps_the_old_sentence(study, tmp_path, capsys):
+    # studies written before per-image files: the sentence compares the runs' means, as it used to
+    out = tmp_path / "old"
+    shutil.copytree(study[0], out)
+    for path in out.glob("*/bounds-*.npz"):
+        path.unlink()
+    assert main(["report", str(out)]) == 0
+    sentence = capsys.readouterr().out.splitlines()[0]
+    assert re.match(r"(AEVB|Wake-sleep) is (ahead of|level with) (wake-sleep|AEVB) on test L_10 (by \d+\.\d nats )?\(", sentence), sentence
+    assert "paired" not in sentence

@@ -20,6 +20,8 @@ from vaelab.studies.compare.summary import (
     caveats,
     comparison_sentence,
     format_duration,
+    paired_comparison_sentence,
+    paired_difference,
     summarise_run,
 )
 
@@ -38,6 +40,29 @@ def test_comparison_sentence_ranks_more_algorithms_and_says_level():
     assert comparison_sentence(four, 10).startswith(
         "X is ahead of y on test L_10 by 1.0 nats, y is ahead of z by 1.0 nats and z is ahead of w by 1.0 nats ("
     )
+
+
+def test_paired_difference_is_the_mean_of_differences_with_their_standard_error():
+    lead = paired_difference(np.array([1.0, 2.0, 4.0]), np.array([0.0, 1.5, 2.5]))  # differences 1, 0.5, 1.5
+    assert lead.mean == pytest.approx(1.0) and lead.stderr == pytest.approx(0.5 / math.sqrt(3))
+
+
+def test_paired_sentence_says_significant_and_not_significant():
+    # image difficulty varies far more than the runs differ: the unpaired errors (±0.6) would call a
+    # 0.3-nat lead noise, the paired one (±0.01) sees it; a lead within two paired SE is not significant
+    index = np.arange(100)
+    base = np.linspace(-120.0, -80.0, 100)
+    jitter = np.where(index % 2 == 0, 0.05, -0.05)
+    per_image = {"aevb": (index, base + 0.3 + jitter), "wake-sleep": (index[::-1], (base - jitter)[::-1]), "iwae": (index, base + 0.302 - jitter)}
+    bounds = {name: Estimate(float(values.mean()), 1.2) for name, (_, values) in per_image.items()}
+    del bounds["iwae"]
+    assert paired_comparison_sentence(bounds, per_image, 1000) == (
+        "AEVB is ahead of wake-sleep on test L_1000 by 0.30 ± 0.01 nats (-99.7 ± 1.2 vs -100.0 ± 1.2); "
+        "a lead is the mean per-image difference over the same 100 test images ± its paired standard error."
+    )
+    bounds = {name: Estimate(float(values.mean()), 1.2) for name, (_, values) in per_image.items() if name != "wake-sleep"}
+    sentence = paired_comparison_sentence(bounds, per_image, 50)
+    assert sentence.startswith("IWAE is not significantly ahead of AEVB on test L_50 (0.00 ± 0.01 nats, under two standard errors) (")
 
 
 def test_comparison_sentence_of_one_algorithm():

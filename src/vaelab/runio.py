@@ -115,7 +115,9 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
 
 
 # The files that make a directory a run (those of a study's runs and of `evaluate --exact` included).
-RUN_FILE_PATTERNS = (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, "bound_curve.json", "exact-*.json")
+RUN_FILE_PATTERNS = (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, "bound_curve.json", "exact-*.json", "bounds-*.npz")
+# Per-image bounds of an in-training evaluation: written beside its metrics row, before the checkpoint.
+EVALUATION_BOUNDS_PATTERN = "bounds-eval-*.npz"
 
 
 def run_files(run_dir: str | Path) -> list[Path]:
@@ -163,7 +165,10 @@ def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -
         raise RunError(f"{run_dir}: already holds a run ({names}); pass --resume to continue it, --overwrite to replace it, or choose another --out")
     if not (run_dir / CHECKPOINT_FILE).exists():
         rows = read_metrics(run_dir / METRICS_FILE)
-        kept = [path.name for path in files if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE)]
+        kept = [
+            path.name for path in files
+            if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE) and not path.match(EVALUATION_BOUNDS_PATTERN)  # epoch 1's: recomputed
+        ]
         if kept or any(row["epoch"] != 1 or row["kind"] not in ("train", "eval") for row in rows):
             raise RunError(
                 f"{run_dir}: holds results ({names}) but no {CHECKPOINT_FILE} to resume from; "
@@ -240,6 +245,13 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, values: Any) -> None:
     write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def write_arrays_atomic(path: Path, arrays: dict[str, Any]) -> None:
+    """``numpy.savez_compressed`` of ``arrays`` (name -> array) into ``path`` atomically."""
+    import numpy as np
+
+    _replace_atomically(path, lambda file: np.savez_compressed(file, **arrays))
 
 
 def write_figure_atomic(path: Path, figure, **savefig_options) -> None:

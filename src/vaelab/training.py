@@ -195,7 +195,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
         ]
         if epoch % config.train.eval_every == 0 or epoch == config.train.epochs:
             for split in config.train.eval_splits:
-                row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch, placement, progress=progress)
+                row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch, placement, progress=progress, bounds_dir=run_dir)
                 wall_seconds += row["eval_seconds"]
                 rows.append({**base, **row, "wall_seconds": wall_seconds})
                 if progress:

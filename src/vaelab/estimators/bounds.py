@@ -16,12 +16,13 @@ import math
 import torch
 
 from vaelab.estimators import folding
+from vaelab.estimators.pareto import k_hat_of_largest, tail_length
 from vaelab.models import HelmholtzMachine
 from vaelab.models.sampling import sample
 from vaelab.objectives.core import block_bound, importance_samples
 from vaelab.progress import image_batches
 
-__all__ = ["block_bound", "bound_curve", "evaluate_bound", "importance_weighted_bound", "log_weights_in_chunks", "mean_and_standard_error"]
+__all__ = ["block_bound", "bound_and_k_hat", "bound_curve", "evaluate_bound", "evaluate_bound_and_k_hat", "importance_weighted_bound", "log_weights_in_chunks", "mean_and_standard_error"]
 
 # Decoder rows (samples x examples) scored at once: 4096 rows of 784 pixels is ~13 MB of logits.
 DEFAULT_MAX_ROWS = 4096
@@ -60,12 +61,39 @@ def importance_weighted_bound(
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> torch.Tensor:
     """One-draw estimate of L_k for each row of x ``[B, D_x]``; returns ``[B]`` nats."""
+    return _bound(model, x, k, generator, max_rows, keep=0)[0]
+
+
+@torch.no_grad()
+def bound_and_k_hat(
+    model: HelmholtzMachine,
+    x: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`importance_weighted_bound` ``[B]`` (the same draws, the same numbers) and the Pareto k-hat
+    ``[B]`` (float64; nan for k < 25) of each image's k weights (:mod:`vaelab.estimators.pareto`).
+
+    Only a running top-(M + 1) of each image's log-weights is kept (M = the fitted tail's length,
+    213 for k = 5000), so memory stays bounded by ``max_rows`` whatever k is.
+    """
+    bound, largest = _bound(model, x, k, generator, max_rows, keep=tail_length(k) + 1)
+    return bound, k_hat_of_largest(largest, k)
+
+
+def _bound(model, x, k, generator, max_rows, keep) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_k ``[B]`` by a running logaddexp over chunks, and the ``keep`` largest log-weights ``[<= keep, B]``."""
     if k < 1:
         raise ValueError(f"k must be a positive integer (got {k})")
     log_sum = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
+    largest = torch.empty(0, x.shape[0], dtype=x.dtype, device=x.device)
     for log_weights in _log_weight_chunks(model, x, k, generator, max_rows):
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_weights, 0))
-    return log_sum - math.log(k)
+        if keep:
+            candidates = torch.cat([largest, log_weights])
+            largest = torch.topk(candidates, min(keep, candidates.shape[0]), dim=0).values
+    return log_sum - math.log(k), largest
 
 
 @torch.no_grad()
@@ -121,6 +149,22 @@ def evaluate_bound(
         for batch in image_batches(images, batch_size, progress)
     ]
     return torch.cat(bounds)
+
+
+@torch.no_grad()
+def evaluate_bound_and_k_hat(
+    model: HelmholtzMachine,
+    images: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    batch_size: int = 100,
+    progress: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`evaluate_bound` ``[N]`` (the same draws and numbers) with each image's Pareto k-hat ``[N]``
+    (float64). ``progress``: the title of a progress bar with an ETA (None: none)."""
+    parameter = next(model.parameters())
+    pairs = [bound_and_k_hat(model, batch.to(parameter.device), k, generator) for batch in image_batches(images, batch_size, progress)]
+    return torch.cat([bound.cpu() for bound, _ in pairs]), torch.cat([k_hat.cpu() for _, k_hat in pairs])
 
 
 def mean_and_standard_error(values: torch.Tensor) -> tuple[float, float]:

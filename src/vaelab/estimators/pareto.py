@@ -22,7 +22,7 @@ import math
 
 import torch
 
-__all__ = ["MIN_SAMPLES", "RELIABLE_BELOW", "generalized_pareto_shape", "pareto_k_hat", "tail_length"]
+__all__ = ["MIN_SAMPLES", "RELIABLE_BELOW", "generalized_pareto_shape", "k_hat_of_largest", "pareto_k_hat", "tail_length"]
 
 RELIABLE_BELOW = 0.7  # Vehtari et al.'s threshold on k-hat
 MIN_SAMPLES = 25  # below this the tail has at most 4 points; k-hat is reported as nan
@@ -67,8 +67,16 @@ def pareto_k_hat(log_weights: torch.Tensor) -> torch.Tensor:
     num_samples, batch = log_weights.shape
     if num_samples < MIN_SAMPLES:
         return torch.full((batch,), math.nan, dtype=torch.float64, device=log_weights.device)
-    tail = tail_length(num_samples)
-    top = torch.topk(log_weights.double(), tail + 1, dim=0).values.flip(0)  # [M + 1, B], ascending; top[0] = threshold
+    return k_hat_of_largest(torch.topk(log_weights.double(), tail_length(num_samples) + 1, dim=0).values, num_samples)
+
+
+def k_hat_of_largest(largest: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """k-hat ``[B]`` from the ``tail_length(num_samples) + 1`` largest of ``num_samples`` log-weights per image
+    ``[M + 1, B]`` (any order): what a caller that streams the weights in chunks keeps (a running top-k),
+    to the same numbers as :func:`pareto_k_hat` on all of them. nan where num_samples < MIN_SAMPLES."""
+    if num_samples < MIN_SAMPLES:
+        return torch.full(largest.shape[1:], math.nan, dtype=torch.float64, device=largest.device)
+    top = largest.double().sort(0).values  # [M + 1, B], ascending; top[0] = threshold
     shifted = top - top[-1]
     exceedances = torch.exp(shifted[1:]) - torch.exp(shifted[:1])  # [M, B]: w - u, in units of the largest weight
     return generalized_pareto_shape(exceedances)

@@ -1,18 +1,29 @@
-"""L_k of a model on a split under the evaluation protocol, and of a saved run."""
+"""L_k of a model on a split under the evaluation protocol, and of a saved run; AIS and BDMC of a saved run.
+
+Every evaluation row says which estimator made it (``estimator``: 'iwae' for L_k, 'ais', 'bdmc';
+rows written before the key existed are L_k) and names its per-image file (``bounds_file``,
+:mod:`vaelab.evaluation.per_image`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from vaelab.builders import load_run
 from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.distributed import Placement, gather
 from vaelab.errors import RunError
-from vaelab.estimators.bounds import evaluate_bound, mean_and_standard_error
+from vaelab.estimators.ais import AISSettings, decoder_passes, forward_ais, reverse_ais, simulate
+from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, evaluate_bound, evaluate_bound_and_k_hat, mean_and_standard_error
+from vaelab.estimators.pareto import RELIABLE_BELOW
+from vaelab.evaluation.per_image import bounds_file_name, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
@@ -37,38 +48,70 @@ def evaluate_split(
     num_images: int | None = None,
     precision: str = "fp32",
     progress: bool = False,
+    bounds_dir: str | Path | None = None,
+    kind: str = "eval",
 ) -> dict[str, Any]:
     """L_k and the ELBO (L_1) of ``split`` (its first ``num_images``; None: all): a metrics row with
-    means and standard errors in nats. ``precision='bf16'`` multiplies in bfloat16 (see
+    means and standard errors in nats, and the Pareto k-hat of each image's k weights summarised as
+    ``k_hat_mean`` and ``k_hat_above`` (the fraction of images above 0.7, where Vehtari et al. call the
+    estimate unreliable; both null for k < 25). ``precision='bf16'`` multiplies in bfloat16 (see
     :func:`vaelab.models.backend.matmul_precision`); the row records it. ``progress``: a bar with
     an ETA for each pass (on the main process).
+
+    With ``bounds_dir`` the per-image L_k, ELBO and k-hat are written there (by the main process),
+    named in the row's ``bounds_file`` (:mod:`vaelab.evaluation.per_image`); ``kind`` is the row's kind
+    and part of the file's name.
 
     Under torchrun each process scores every world_size-th image; the values are gathered so
     every process returns the same row.
     """
     placement = placement or Placement(next(model.parameters()).device)
     images, _ = evaluation_images(config, dataset, split)
+    indices = torch.arange(images.shape[0])[:num_images][placement.rank :: placement.world_size]  # [n]: positions in the split
     images = images[:num_images][placement.rank :: placement.world_size]
     started = time.perf_counter()
     generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k, placement.rank, device=placement.device)
     batch_size = config.train.eval_batch_size
     shown = progress and placement.is_main
     with matmul_precision(precision):
-        bounds = gather(evaluate_bound(model, images, k, generator, batch_size, f"{split} L_{k}" if shown else None).to(placement.device), placement)
+        # the same draws as L_k alone: k-hat reads the weights L_k is made of
+        bounds, k_hats = evaluate_bound_and_k_hat(model, images, k, generator, batch_size, f"{split} L_{k}" if shown else None)
+        bounds, k_hats = gather(bounds.to(placement.device), placement), gather(k_hats.to(placement.device), placement)
         elbos = gather(evaluate_bound(model, images, 1, generator, batch_size, f"{split} ELBO" if shown else None).to(placement.device), placement)
+    indices = gather(indices.to(placement.device), placement)
     bound, bound_stderr = mean_and_standard_error(bounds.cpu())
     elbo, elbo_stderr = mean_and_standard_error(elbos.cpu())
-    return {
-        "kind": "eval",
+    row = {
+        "kind": kind,
+        "estimator": "iwae",
         "split": split,
         "k": k,
         "bound": bound,
         "bound_stderr": bound_stderr,
         "elbo": elbo,
         "elbo_stderr": elbo_stderr,
+        **k_hat_summary(k_hats.cpu()),
         "num_images": bounds.numel(),
         "eval_seconds": time.perf_counter() - started,
         **({} if precision == "fp32" else {"precision": precision}),
+    }
+    if bounds_dir is not None:
+        suffix = ("" if num_images is None else f"-n{bounds.numel()}") + ("" if precision == "fp32" else f"-{precision}")
+        row["bounds_file"] = bounds_file_name(kind, split, epoch, f"k{k}{suffix}")
+        if placement.is_main:
+            save_per_image(Path(bounds_dir) / row["bounds_file"], indices, bound=bounds, elbo=elbos, k_hat=k_hats)
+    return row
+
+
+def k_hat_summary(k_hats: torch.Tensor) -> dict[str, float | None]:
+    """``k_hat_mean`` (over images with a finite k-hat) and ``k_hat_above`` (the fraction of all images with
+    k-hat > 0.7) of per-image k-hats ``[N]``; None for both where every k-hat is nan (k < 25)."""
+    if torch.isnan(k_hats).all():
+        return {"k_hat_mean": None, "k_hat_above": None}
+    finite = k_hats[torch.isfinite(k_hats)]
+    return {
+        "k_hat_mean": finite.double().mean().item() if finite.numel() else None,
+        "k_hat_above": (k_hats > RELIABLE_BELOW).double().mean().item(),
     }
 
 
@@ -87,8 +130,7 @@ def evaluate_run(
 
     ``progress``: a bar with an ETA for each pass. Holds the run's lock (it appends to the
     metrics): refused in one line while another process trains or evaluates the run."""
-    if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
-        raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
+    _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
         return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress)
 
@@ -101,8 +143,189 @@ def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, pr
         "epoch": checkpoint["epoch"],
         "step": checkpoint["step"],
         "algorithm": config.train.algorithm,
-        **evaluate_split(model, config, dataset, split, k, checkpoint["epoch"], num_images=num_images, precision=precision, progress=progress),
-        "kind": "evaluate",
+        **evaluate_split(
+            model, config, dataset, split, k, checkpoint["epoch"], num_images=num_images, precision=precision, progress=progress,
+            bounds_dir=run_dir, kind="evaluate",
+        ),
     }
     append_metrics(Path(run_dir) / METRICS_FILE, row)
     return row
+
+
+# Entropy of the random streams of BDMC's simulated images (beside the split tags 0-2).
+BDMC_TAG = 7
+
+
+def evaluate_ais_run(
+    run_dir: str | Path,
+    steps: int,
+    chains: int,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    num_images: int | None = None,
+    start: str = "proposal",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """log p(x) of ``split`` (its first ``num_images``) by forward AIS (:mod:`vaelab.estimators.ais`) at
+    the run's last checkpoint: T = ``steps`` intermediate distributions, M = ``chains`` chains per
+    image, starting from q(z|x) (``start='proposal'``) or p(z) ('prior'). Appends a row with
+    ``estimator: 'ais'``, ``log_px`` ± ``log_px_stderr`` (a stochastic lower bound on the mean log p(x)),
+    mean acceptance and decoder passes per image, and writes the per-image estimates beside it.
+
+    The draws come from the generator L_M of the same epoch and split uses, image batches of
+    ``eval_batch_size`` alike: with T = 0 and M <= 4096 / eval_batch_size (40 for batches of 100) the
+    chains start from exactly L_M's draws, so the estimate is the L_M row's, up to float32 rounding.
+
+    Raises:
+        ConfigError: the model has Bernoulli latents (HMC cannot move them).
+    """
+    _check_run_dir(run_dir)
+    with directory_lock(run_dir, "evaluate"):
+        config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
+        read_metrics(Path(run_dir) / METRICS_FILE)  # refuse a corrupt metrics file before the costly part
+        settings = AISSettings(steps=steps, chains=chains, start=start)
+        images, _ = evaluation_images(config, dataset, split)
+        images = images[:num_images]
+        started = time.perf_counter()
+        generator = seeded_generator(config.seed, checkpoint["epoch"], SPLIT_TAGS[split], chains, 0, device=next(model.parameters()).device)
+        log_px, acceptance = _forward_ais(model, images, settings, generator, config.train.eval_batch_size, progress)
+        mean, stderr = mean_and_standard_error(log_px)
+        estimator = f"ais-T{steps}-M{chains}" + ("" if start == "proposal" else f"-{start}") + ("" if num_images is None else f"-n{images.shape[0]}")
+        row = {
+            "epoch": checkpoint["epoch"],
+            "step": checkpoint["step"],
+            "algorithm": config.train.algorithm,
+            "kind": "evaluate",
+            "estimator": "ais",
+            "split": split,
+            "steps": steps,
+            "chains": chains,
+            "start": start,
+            "log_px": mean,
+            "log_px_stderr": stderr,
+            "acceptance": _mean_or_none(acceptance),
+            "decoder_passes": decoder_passes(settings),
+            "num_images": images.shape[0],
+            "eval_seconds": time.perf_counter() - started,
+            "bounds_file": bounds_file_name("evaluate", split, checkpoint["epoch"], estimator),
+        }
+        save_per_image(Path(run_dir) / row["bounds_file"], torch.arange(images.shape[0]), log_px=log_px, acceptance=acceptance)
+        append_metrics(Path(run_dir) / METRICS_FILE, row)
+        return row
+
+
+def evaluate_bdmc_run(
+    run_dir: str | Path,
+    num_images: int,
+    steps: tuple[int, ...],
+    chains: int,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    start: str = "proposal",
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Bidirectional Monte Carlo (Grosse et al. 2015) at the run's last checkpoint: ``num_images`` images
+    simulated from the model (z ~ p(z), x ~ p(x|z): the same images for every T), then for each T in
+    ``steps`` forward AIS (a stochastic lower bound on log p(x)) and reverse AIS from the simulated z
+    (an upper bound). Appends one row per T with ``estimator: 'bdmc'``: ``lower``, ``upper`` (means over
+    images, with standard errors) and the sandwich width upper - lower (``width_mean``, ``width_max``),
+    which bounds the forward estimate's error on data like these; writes the per-image bounds beside it.
+
+    Raises:
+        ConfigError: the model has Bernoulli latents.
+    """
+    _check_run_dir(run_dir)
+    with directory_lock(run_dir, "evaluate"):
+        config, model, _, checkpoint = load_run(run_dir, data_dir, device)
+        read_metrics(Path(run_dir) / METRICS_FILE)
+        device_of_model = next(model.parameters()).device
+        epoch = checkpoint["epoch"]
+        AISSettings(steps=max(steps), chains=chains, start=start)  # refuse bad settings before simulating
+        x, z = simulate(model, num_images, seeded_generator(config.seed, epoch, BDMC_TAG, device=device_of_model))
+        rows = []
+        for steps_now in steps:
+            settings = AISSettings(steps=steps_now, chains=chains, start=start)
+            started = time.perf_counter()
+            generator = seeded_generator(config.seed, epoch, BDMC_TAG, steps_now, chains, device=device_of_model)
+            lower, upper, acceptance = _bdmc(model, x, z, settings, generator, config.train.eval_batch_size, progress)
+            width = upper - lower
+            (lower_mean, lower_stderr), (upper_mean, upper_stderr) = mean_and_standard_error(lower), mean_and_standard_error(upper)
+            row = {
+                "epoch": epoch,
+                "step": checkpoint["step"],
+                "algorithm": config.train.algorithm,
+                "kind": "evaluate",
+                "estimator": "bdmc",
+                "split": "simulated",
+                "steps": steps_now,
+                "chains": chains,
+                "start": start,
+                "lower": lower_mean,
+                "lower_stderr": lower_stderr,
+                "upper": upper_mean,
+                "upper_stderr": upper_stderr,
+                "width_mean": width.double().mean().item(),
+                "width_max": width.double().max().item(),
+                "acceptance": _mean_or_none(acceptance),
+                "decoder_passes": decoder_passes(settings) + decoder_passes(settings, reverse=True),
+                "num_images": num_images,
+                "eval_seconds": time.perf_counter() - started,
+                "bounds_file": bounds_file_name("bdmc", "simulated", epoch, f"T{steps_now}-M{chains}-n{num_images}" + ("" if start == "proposal" else f"-{start}")),
+            }
+            save_per_image(Path(run_dir) / row["bounds_file"], torch.arange(num_images), lower=lower, upper=upper)
+            append_metrics(Path(run_dir) / METRICS_FILE, row)
+            rows.append(row)
+        return rows
+
+
+def _check_run_dir(run_dir) -> None:
+    if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
+        raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
+
+
+def _mean_or_none(values: torch.Tensor) -> float | None:
+    mean = values.double().mean().item()
+    return None if math.isnan(mean) else mean
+
+
+def _image_batches(settings: AISSettings, batch_size: int) -> int:
+    """Images per AIS call: the evaluation batch (L_M's draws for T = 0), fewer where M chains would pass the row budget."""
+    return max(1, min(batch_size, DEFAULT_MAX_ROWS // max(settings.chains, settings.pilot_chains)))
+
+
+def _bar(progress: bool, total: int, description: str):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="transition", leave=False)
+
+
+def _forward_ais(model, images, settings, generator, batch_size, progress) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image forward AIS log p(x) ``[N]`` (float64) and mean acceptance ``[N]`` (nan for T = 0)."""
+    device = next(model.parameters()).device
+    batches = images.split(_image_batches(settings, batch_size))
+    bar = _bar(progress, len(batches) * 2 * settings.steps, f"AIS T={settings.steps} M={settings.chains}")
+    results = [forward_ais(model, batch.to(device), settings, generator, bar) for batch in batches]
+    if bar is not None:
+        bar.close()
+    return torch.cat([r.log_marginal for r in results]), torch.cat([r.acceptance for r in results])
+
+
+def _bdmc(model, x, z, settings, generator, batch_size, progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image forward (lower) and reverse (upper) AIS ``[N]`` of simulated x ``[N, D_x]`` with their z ``[N, D]``,
+    the reverse run reusing the forward run's step sizes; and the forward chains' mean acceptance ``[N]``."""
+    device = next(model.parameters()).device
+    size = _image_batches(settings, batch_size)
+    bar = _bar(progress, -(-x.shape[0] // size) * 3 * settings.steps, f"BDMC T={settings.steps} M={settings.chains}")
+    lower, upper, acceptance = [], [], []
+    for x_batch, z_batch in zip(x.split(size), z.split(size)):
+        forward = forward_ais(model, x_batch.to(device), settings, generator, bar)
+        reverse = reverse_ais(model, x_batch.to(device), z_batch.to(device), settings, generator, forward.step_sizes, bar)
+        lower.append(forward.log_marginal)
+        upper.append(reverse.log_marginal)
+        acceptance.append(forward.acceptance)
+    if bar is not None:
+        bar.close()
+    return torch.cat(lower), torch.cat(upper), torch.cat(acceptance)

@@ -18,6 +18,7 @@ from vaelab.builders import load_run
 from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.errors import RunError
+from vaelab.evaluation.per_image import load_per_image
 from vaelab.evaluation.protocol import evaluation_images, uses_binarization
 from vaelab.models import DiagonalGaussianLayer, HelmholtzMachine
 from vaelab.runio import (
@@ -49,6 +50,7 @@ from vaelab.studies.compare.summary import (
     display_name,
     evaluation_series,
     format_duration,
+    paired_comparison_sentence,
     summarise_run,
 )
 from vaelab.studies.pages import png_data_uri, render_page
@@ -114,7 +116,7 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None) ->
     built, clipping = _figures(config, dataset, model, runs, images, means, shown)
     pngs = {name: figures.save_figure(figure, figures_dir / name) for name, figure in built.items()}
 
-    sentence = comparison_sentence({run.algorithm: run.summary.bound["test"] for run in runs.values()}, config.train.eval_k)
+    sentence = _comparison(study_dir, runs, config.train.eval_k)
     gaussian = model.likelihood == "gaussian"
     sample_grid = _sample_grid(dataset.image_shape)
     html = render_page(
@@ -230,6 +232,19 @@ def _figures(
     return built, sentences
 
 
+def _comparison(study_dir: Path, runs: dict[str, _Run], k: int) -> str:
+    """The comparison sentence: on paired per-image differences where every run saved its final test
+    L_k per image (:mod:`vaelab.evaluation.per_image`), else (studies trained before per-image files)
+    on the runs' means alone."""
+    bounds = {run.algorithm: run.summary.bound["test"] for run in runs.values()}
+    paths = {run.algorithm: run.summary.bounds_files.get("test") for run in runs.values()}
+    paths = {name: None if file is None else algorithm_run_dir(study_dir, name) / file for name, file in paths.items()}
+    if any(path is None or not path.is_file() for path in paths.values()):
+        return comparison_sentence(bounds, k)
+    per_image = {name: load_per_image(path) for name, path in paths.items()}
+    return paired_comparison_sentence(bounds, {name: (arrays["image_index"], arrays["bound"]) for name, arrays in per_image.items()}, k)
+
+
 def _describe(config: ExperimentConfig, model: HelmholtzMachine) -> ModelDescription:
     """The trained model in words: its likelihood read from the model itself (the config may say 'auto')."""
     likelihood = "gaussian" if isinstance(model.generative, DiagonalGaussianLayer) else "bernoulli"
@@ -327,6 +342,7 @@ def _table_row(name: str, run: _Run, means: torch.Tensor) -> dict[str, Any]:
         "train_elbo": summary.elbo.get("train"),
         "test_elbo": summary.elbo["test"],
         "active_units": f"{active} / {means.shape[1]}",
+        "k_hat_above": "—" if summary.k_hat_above.get("test") is None else f"{summary.k_hat_above['test']:.1%}",
         "wall_time": format_duration(summary.wall_seconds),
         "epoch_time": format_duration(summary.seconds_per_epoch),
     }

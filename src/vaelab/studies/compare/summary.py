@@ -3,8 +3,11 @@ alone (no trained model, no data)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 DISPLAY_NAMES = {"aevb": "AEVB", "iwae": "IWAE", "iwae-dreg": "IWAE-DReG", "rws": "RWS", "rws-dreg": "RWS-DReG", "vimco": "VIMCO"}  # registry names shown as written in the literature
 
@@ -48,6 +51,8 @@ class RunSummary:
     elbo: dict[str, Estimate]
     wall_seconds: float
     seconds_per_epoch: float
+    k_hat_above: dict[str, float | None] = field(default_factory=dict)
+    bounds_files: dict[str, str | None] = field(default_factory=dict)
 
 
 def evaluation_series(rows: list[dict[str, Any]], split: str) -> Series:
@@ -73,6 +78,8 @@ def summarise_run(algorithm: str, rows: list[dict[str, Any]]) -> RunSummary:
         elbo={row["split"]: Estimate(row["elbo"], row["elbo_stderr"]) for row in final},
         wall_seconds=max(row["wall_seconds"] for row in rows if row["kind"] in ("train", "eval")),
         seconds_per_epoch=sum(row["epoch_seconds"] for row in training) / len(training),
+        k_hat_above={row["split"]: row.get("k_hat_above") for row in final},  # absent from rows written before k-hat
+        bounds_files={row["split"]: row.get("bounds_file") for row in final},
     )
 
 
@@ -98,6 +105,62 @@ def comparison_sentence(test_bounds: dict[str, Estimate], k: int) -> str:
     chain = steps[0] if len(steps) == 1 else ", ".join(steps[:-1]) + " and " + steps[-1]
     values = " vs ".join(str(estimate) for _, estimate in ranked)
     return _capitalised(f"{chain} ({values}).")
+
+
+SIGNIFICANT_STANDARD_ERRORS = 2.0  # a paired difference under this many standard errors is called not significant
+
+
+def paired_difference(first: np.ndarray, second: np.ndarray) -> Estimate:
+    """The mean of per-image differences first - second ``[N]`` and its paired standard error std / sqrt(N).
+
+    The same images' values go up and down together (an image hard for one model is hard for the
+    other), so the paired standard error is far below the two runs' own standard errors combined.
+    """
+    difference = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
+    stderr = float(difference.std(ddof=1) / math.sqrt(difference.size)) if difference.size > 1 else math.nan
+    return Estimate(float(difference.mean()), stderr)
+
+
+def paired_comparison_sentence(test_bounds: dict[str, Estimate], per_image: dict[str, tuple[np.ndarray, np.ndarray]], k: int) -> str:
+    """The comparison sentence built on paired differences: algorithms ranked by test L_k, each lead
+    the mean of the per-image differences on the test images both runs scored, ± its paired
+    standard error (:func:`paired_difference`). A lead under two paired standard errors
+    (|mean| < 2 SE) is said to be not significant.
+
+    E.g. "AEVB is ahead of wake-sleep on test L_1000 by 3.21 ± 0.12 nats (-140.1 ± 0.4 vs -143.3 ± 0.5);
+    a lead is the mean per-image difference over the same 300 test images ± its paired standard error."
+
+    Args:
+        test_bounds: algorithm -> its final test L_k (mean ± standard error).
+        per_image: algorithm -> (image indices ``[N]``, per-image L_k ``[N]``) of that evaluation.
+    """
+    ranked = sorted(test_bounds.items(), key=lambda item: item[1].mean, reverse=True)
+    if len(ranked) == 1:
+        return comparison_sentence(test_bounds, k)
+    steps, counts = [], set()
+    for index in range(len(ranked) - 1):
+        (ahead, _), (behind, _) = ranked[index], ranked[index + 1]
+        common, ahead_at, behind_at = np.intersect1d(per_image[ahead][0], per_image[behind][0], return_indices=True)
+        counts.add(common.size)
+        lead = paired_difference(per_image[ahead][1][ahead_at], per_image[behind][1][behind_at])
+        where = f" on test L_{k}" if index == 0 else ""
+        names = display_name(ahead), display_name(behind)
+        shown = _with_two_digits_of_error(lead)
+        if abs(lead.mean) >= SIGNIFICANT_STANDARD_ERRORS * lead.stderr:
+            steps.append(f"{names[0]} is ahead of {names[1]}{where} by {shown} nats")
+        else:
+            steps.append(f"{names[0]} is not significantly ahead of {names[1]}{where} ({shown} nats, under two standard errors)")
+    chain = steps[0] if len(steps) == 1 else ", ".join(steps[:-1]) + " and " + steps[-1]
+    values = " vs ".join(str(estimate) for _, estimate in ranked)
+    images = f"the same {counts.pop()} test images" if len(counts) == 1 else "the test images both runs scored"
+    return _capitalised(f"{chain} ({values}); a lead is the mean per-image difference over {images} ± its paired standard error.")
+
+
+def _with_two_digits_of_error(estimate: Estimate) -> str:
+    """'3.21 ± 0.12'; with a smaller standard error, as many decimals as show its first two digits ('0.0123 ± 0.0040')."""
+    stderr = estimate.stderr
+    decimals = 2 if not math.isfinite(stderr) or stderr >= 0.01 else min(8, 1 - math.floor(math.log10(stderr))) if stderr > 0 else 2
+    return f"{estimate.mean:.{decimals}f} ± {stderr:.{decimals}f}"
 
 
 PRIOR_WORDS = {
