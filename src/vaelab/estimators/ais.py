@@ -54,7 +54,7 @@ from vaelab.estimators.bounds import DEFAULT_MAX_ROWS
 from vaelab.models import BernoulliLayer, BernoulliPrior, HelmholtzMachine
 from vaelab.models.sampling import ancestral_sample, sample
 
-__all__ = ["AISResult", "AISSettings", "BDMCResult", "annealing_schedule", "bdmc", "decoder_passes", "evaluate_ais", "forward_ais", "reverse_ais", "simulate"]
+__all__ = ["AISResult", "AISSettings", "BDMCResult", "annealing_schedule", "bdmc", "bdmc_on_simulated", "decoder_passes", "evaluate_ais", "forward_ais", "reverse_ais", "simulate"]
 
 
 STARTS = ("proposal", "prior")
@@ -316,8 +316,11 @@ def _progress_bar(enabled: bool, total: int, description: str):
     return tqdm(total=total, desc=description, unit="transition", leave=False)
 
 
-def _images_per_chunk(settings: AISSettings, max_rows: int) -> int:
-    return max(1, max_rows // max(settings.chains, settings.pilot_chains))
+def _images_per_chunk(settings: AISSettings, max_rows: int, batch_size: int | None) -> int:
+    """Images per AIS call: ``batch_size`` (e.g. the evaluation batch, so that T = 0 reproduces L_M's
+    draws), fewer where M chains per image would pass ``max_rows``."""
+    fitting = max(1, max_rows // max(settings.chains, settings.pilot_chains))
+    return fitting if batch_size is None else max(1, min(batch_size, fitting))
 
 
 def evaluate_ais(
@@ -327,13 +330,15 @@ def evaluate_ais(
     generator: torch.Generator | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
     progress: bool = False,
+    batch_size: int | None = None,
 ) -> AISResult:
-    """Forward AIS for every row of ``images`` ``[N, D_x]``, ``max_rows // M`` images at a time (bounded memory).
+    """Forward AIS for every row of ``images`` ``[N, D_x]``, ``batch_size`` images at a time (fewer
+    where the chains would pass ``max_rows``: bounded memory).
 
     ``progress`` shows a tqdm bar counting transitions (pilot and counted chains).
     """
     device = next(model.parameters()).device
-    chunks = images.split(_images_per_chunk(settings, max_rows))
+    chunks = images.split(_images_per_chunk(settings, max_rows, batch_size))
     bar = _progress_bar(progress, len(chunks) * 2 * settings.steps, f"AIS T={settings.steps} M={settings.chains}")
     results = [forward_ais(model, chunk.to(device), settings, generator, bar) for chunk in chunks]
     if bar is not None:
@@ -341,7 +346,6 @@ def evaluate_ais(
     return _concatenate(results)
 
 
-@torch.no_grad()
 def simulate(model: HelmholtzMachine, num_images: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x ``[N, D_x]``, z ``[N, D]``) from the model: z ~ p(z), x ~ p(x | z); z is an exact draw of p(z | x)."""
     z, x = ancestral_sample(model, (num_images,), generator)
@@ -357,13 +361,30 @@ def bdmc(
     progress: bool = False,
 ) -> BDMCResult:
     """BDMC (Grosse et al. 2015) on ``num_images`` images simulated from the model: forward AIS
-    (stochastic lower bound) and reverse AIS from the simulated z (stochastic upper bound), the
-    reverse run reusing the forward run's step sizes. Chunked over images like :func:`evaluate_ais`."""
+    (stochastic lower bound) and reverse AIS from the simulated z (stochastic upper bound); see
+    :func:`bdmc_on_simulated`."""
+    _refuse_discrete_latents(model)
+    x, z = simulate(model, num_images, generator)
+    return bdmc_on_simulated(model, x, z, settings, generator, max_rows, progress)
+
+
+def bdmc_on_simulated(
+    model: HelmholtzMachine,
+    x: torch.Tensor,
+    z: torch.Tensor,
+    settings: AISSettings = AISSettings(),
+    generator: torch.Generator | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    progress: bool = False,
+    batch_size: int | None = None,
+) -> BDMCResult:
+    """Forward and reverse AIS on images x ``[N, D_x]`` simulated with their z ``[N, D]`` (exact
+    posterior draws), the reverse run reusing the forward run's step sizes; chunked over images like
+    :func:`evaluate_ais`. The same simulated images can so serve several settings."""
     _refuse_discrete_latents(model)
     device = next(model.parameters()).device
-    x, z = simulate(model, num_images, generator)
-    size = _images_per_chunk(settings, max_rows)
-    bar = _progress_bar(progress, -(-num_images // size) * 3 * settings.steps, f"BDMC T={settings.steps} M={settings.chains}")
+    size = _images_per_chunk(settings, max_rows, batch_size)
+    bar = _progress_bar(progress, -(-x.shape[0] // size) * 3 * settings.steps, f"BDMC T={settings.steps} M={settings.chains}")
     forwards, reverses = [], []
     for x_chunk, z_chunk in zip(x.split(size), z.split(size)):
         forwards.append(forward_ais(model, x_chunk.to(device), settings, generator, bar))

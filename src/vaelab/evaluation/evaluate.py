@@ -20,8 +20,8 @@ from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.distributed import Placement, gather
 from vaelab.errors import RunError
-from vaelab.estimators.ais import AISSettings, decoder_passes, forward_ais, reverse_ais, simulate
-from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, evaluate_bound, evaluate_bound_and_k_hat, mean_and_standard_error
+from vaelab.estimators.ais import AISSettings, bdmc_on_simulated, decoder_passes, evaluate_ais, simulate
+from vaelab.estimators.bounds import evaluate_bound, evaluate_bound_and_k_hat, mean_and_standard_error
 from vaelab.estimators.pareto import RELIABLE_BELOW
 from vaelab.evaluation.per_image import bounds_file_name, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
@@ -189,7 +189,8 @@ def evaluate_ais_run(
         images = images[:num_images]
         started = time.perf_counter()
         generator = seeded_generator(config.seed, checkpoint["epoch"], SPLIT_TAGS[split], chains, 0, device=next(model.parameters()).device)
-        log_px, acceptance = _forward_ais(model, images, settings, generator, config.train.eval_batch_size, progress)
+        result = evaluate_ais(model, images, settings, generator, progress=progress, batch_size=config.train.eval_batch_size)
+        log_px, acceptance = result.log_marginal, result.acceptance
         mean, stderr = mean_and_standard_error(log_px)
         estimator = f"ais-T{steps}-M{chains}" + ("" if start == "proposal" else f"-{start}") + ("" if num_images is None else f"-n{images.shape[0]}")
         row = {
@@ -248,7 +249,8 @@ def evaluate_bdmc_run(
             settings = AISSettings(steps=steps_now, chains=chains, start=start)
             started = time.perf_counter()
             generator = seeded_generator(config.seed, epoch, BDMC_TAG, steps_now, chains, device=device_of_model)
-            lower, upper, acceptance = _bdmc(model, x, z, settings, generator, config.train.eval_batch_size, progress)
+            result = bdmc_on_simulated(model, x, z, settings, generator, progress=progress, batch_size=config.train.eval_batch_size)
+            lower, upper, acceptance = result.forward.log_marginal, result.reverse.log_marginal, result.forward.acceptance
             width = upper - lower
             (lower_mean, lower_stderr), (upper_mean, upper_stderr) = mean_and_standard_error(lower), mean_and_standard_error(upper)
             row = {
@@ -287,45 +289,3 @@ def _check_run_dir(run_dir) -> None:
 def _mean_or_none(values: torch.Tensor) -> float | None:
     mean = values.double().mean().item()
     return None if math.isnan(mean) else mean
-
-
-def _image_batches(settings: AISSettings, batch_size: int) -> int:
-    """Images per AIS call: the evaluation batch (L_M's draws for T = 0), fewer where M chains would pass the row budget."""
-    return max(1, min(batch_size, DEFAULT_MAX_ROWS // max(settings.chains, settings.pilot_chains)))
-
-
-def _bar(progress: bool, total: int, description: str):
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="transition", leave=False)
-
-
-def _forward_ais(model, images, settings, generator, batch_size, progress) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image forward AIS log p(x) ``[N]`` (float64) and mean acceptance ``[N]`` (nan for T = 0)."""
-    device = next(model.parameters()).device
-    batches = images.split(_image_batches(settings, batch_size))
-    bar = _bar(progress, len(batches) * 2 * settings.steps, f"AIS T={settings.steps} M={settings.chains}")
-    results = [forward_ais(model, batch.to(device), settings, generator, bar) for batch in batches]
-    if bar is not None:
-        bar.close()
-    return torch.cat([r.log_marginal for r in results]), torch.cat([r.acceptance for r in results])
-
-
-def _bdmc(model, x, z, settings, generator, batch_size, progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-image forward (lower) and reverse (upper) AIS ``[N]`` of simulated x ``[N, D_x]`` with their z ``[N, D]``,
-    the reverse run reusing the forward run's step sizes; and the forward chains' mean acceptance ``[N]``."""
-    device = next(model.parameters()).device
-    size = _image_batches(settings, batch_size)
-    bar = _bar(progress, -(-x.shape[0] // size) * 3 * settings.steps, f"BDMC T={settings.steps} M={settings.chains}")
-    lower, upper, acceptance = [], [], []
-    for x_batch, z_batch in zip(x.split(size), z.split(size)):
-        forward = forward_ais(model, x_batch.to(device), settings, generator, bar)
-        reverse = reverse_ais(model, x_batch.to(device), z_batch.to(device), settings, generator, forward.step_sizes, bar)
-        lower.append(forward.log_marginal)
-        upper.append(reverse.log_marginal)
-        acceptance.append(forward.acceptance)
-    if bar is not None:
-        bar.close()
-    return torch.cat(lower), torch.cat(upper), torch.cat(acceptance)
