@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vaelab.cli import main
 from vaelab.exact.linear_gaussian import linear_gaussian_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +34,12 @@ def linear_gaussian():
     z = torch.randn(64, 2, generator=generator, dtype=torch.float64)
     x = z @ weight.T + bias + 0.5 * torch.randn(64, 5, generator=generator, dtype=torch.float64)
     return model, x
+
+
+def run_main(args, capsys) -> tuple[int, str]:
+    """``vaelab`` in this process: its exit status (argparse's SystemExit included) and its stderr."""
+    try:
+        status = main(args)
+    except SystemExit as exit:
+        status = exit.code
+    return status, capsys.readouterr().err

@@ -20,7 +20,10 @@ from vaelab.estimators.bounds import (
     mean_and_standard_error,
 )
 from vaelab.estimators.pareto import pareto_k_hat
-from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_model
+from vaelab.exact.linear_gaussian import (
+    linear_gaussian_log_marginal,
+    linear_gaussian_model,
+)
 from vaelab.models.backend import matmul_precision
 from vaelab.objectives import log_mean_exp
 

@@ -13,6 +13,7 @@ import sys
 import matplotlib.image
 import pytest
 import torch
+from conftest import run_main
 
 from vaelab import training
 from vaelab.cli import main
@@ -49,15 +50,6 @@ def study(tmp_path_factory):
     with contextlib.redirect_stdout(stdout):
         assert main(["compare", *TINY, "--curve-images", str(CURVE_IMAGES), "--out", str(out)]) == 0
     return out, stdout.getvalue()
-
-
-def run_main(args, capsys) -> tuple[int, str]:
-    """Exit status and stderr of the command line called in this process."""
-    try:
-        status = main(args)
-    except SystemExit as exit:  # argparse's usage errors
-        status = exit.code
-    return status, capsys.readouterr().err
 
 
 def comparable(rows):

@@ -13,6 +13,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 
 from vaelab.builders import load_run
 from vaelab.cli import main
@@ -48,14 +49,6 @@ def write_image_folder(root, images, labels, split_of):
         folder = root / split_of(index) / f"class{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{index:04d}.png")
-
-
-def run_main(args, capsys) -> tuple[int, str]:
-    try:
-        status = main(args)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr().err
 
 
 def test_npz_with_splits_and_labels_loads_as_a_dataset(npz_path):

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import run_main
 
 from vaelab.builders import build_model, load_run
 from vaelab.cli import main
@@ -58,14 +59,6 @@ def user_module(tmp_path):
     path = tmp_path / "mynets.py"
     path.write_text(USER_MODULE)
     return path
-
-
-def run_main(args, capsys) -> tuple[int, str]:
-    try:
-        status = main(args)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("networks", ["conv", "user"])
