@@ -70,5 +70,9 @@ def test_two_processes_train_like_one(tmp_path):
             assert abs(a["bound"] - b["bound"]) < 1.0, (a, b)
     environment = (tmp_path / "two" / "environment.json").read_text()
     assert '"processes": 2' in environment
-    # rank 0 alone wrote files: the run's four and its lock file (kept, unlocked, for the next writer)
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [".vaelab.lock", "checkpoint.pt", "config.json", "environment.json", "metrics.jsonl"]
+    # rank 0 alone wrote files: the run's four, its lock file (kept, unlocked, for the next writer) and
+    # the per-image bounds of each evaluation row, gathered from both processes
+    names = {p.name for p in (tmp_path / "two").iterdir()}
+    per_image = {name for name in names if name.startswith("bounds-")}
+    assert names - per_image == {".vaelab.lock", "checkpoint.pt", "config.json", "environment.json", "metrics.jsonl"}
+    assert per_image == {row["bounds_file"] for row in read_metrics(tmp_path / "two" / "metrics.jsonl") if row["kind"] == "eval"}
