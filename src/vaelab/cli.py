@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -226,7 +227,7 @@ def _run_train(args: argparse.Namespace) -> int:
         args.config = args.out / CONFIG_FILE  # the run's recorded config; options given beside --resume must agree with it
     config = experiment_config(args)
     check_experiment(args, config, (config.train.algorithm,))
-    if not args.no_progress:
+    if not args.no_progress and _main_process():
         check_run_directory(args.out, resume=args.resume, overwrite=args.overwrite)  # refuse before announcing the plan
         print(plan(config, (config.train.algorithm,), args.out))
     result = train(
@@ -241,6 +242,11 @@ def _run_train(args: argparse.Namespace) -> int:
             print(f"epoch {row['epoch']}: {row['split']} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
     print(f"run written to {result.run_dir}")
     return 0
+
+
+def _main_process() -> bool:
+    """False in a torchrun process other than rank 0 (which alone announces and reports)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def plan(config: ExperimentConfig, algorithms: Sequence[str], out: Path) -> str:
@@ -382,7 +388,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     config = experiment_config(args, algorithm=args.algorithms[0])
     check_experiment(args, config, args.algorithms)
     study = Study(args.algorithms, config, args.curve_images)
-    if not args.no_progress:
+    if not args.no_progress and _main_process():
         print(plan(config, args.algorithms, args.out))
     report = compare(
         study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device, overwrite=args.overwrite,
@@ -528,14 +534,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name == command:
             spec.add_arguments(subparser)
     return parser
+
+
 MAX_THREADS_PER_CORE = 8  # beyond this, threads only cost memory (a stack each) and switching
 
 
 def _set_threads(threads: int) -> None:
     """``torch.set_num_threads``, after refusing counts no machine could use (``--threads 1000000``
     would reserve a stack per thread and end in the allocator's traceback)."""
-    import os
-
     import torch
 
     cores = os.cpu_count() or 1
