@@ -36,9 +36,26 @@ def test_a_policy_the_user_set_is_kept():
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in settings and "GOMP_SPINCOUNT = '0'" not in settings
 
 
+def _configured(busy: bool) -> str:
+    return f"from vaelab.threads import configure_threads; assert configure_threads(busy={busy}); import torch; torch.ones(8).sum()"
+
+
 @pytest.mark.slow
-def test_policy_is_passive_in_the_vaelab_command():
-    assert "GOMP_SPINCOUNT = '0'" in _runtime_settings(["-m", "vaelab", "datasets"])
+def test_policy_is_passive_on_a_busy_machine_and_left_alone_on_an_idle_one():
+    assert "GOMP_SPINCOUNT = '0'" in _runtime_settings(["-c", _configured(busy=True)])
+    assert "GOMP_SPINCOUNT = '0'" not in _runtime_settings(["-c", _configured(busy=False)])
+
+
+@pytest.mark.slow
+def test_the_vaelab_command_sees_competing_processes():
+    # two busy processes beside it: the command runs with the passive policy
+    competitors = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        assert "GOMP_SPINCOUNT = '0'" in _runtime_settings(["-m", "vaelab", "datasets"])
+    finally:
+        for process in competitors:
+            process.kill()
+            process.wait()
 
 
 def test_too_late_once_torch_is_imported(monkeypatch):
