@@ -130,6 +130,15 @@ def directory_contents(directory: str | Path) -> list[str]:
     return sorted(path.name for path in Path(directory).iterdir() if path.name != LOCK_FILE and not _TEMPORARY.match(path.name))
 
 
+def refuse_foreign_contents(directory: Path, what: str) -> None:
+    """Raise RunError (one line, naming a few of its entries) when ``directory``, which holds no
+    vaelab ``what`` ('run', 'study'), is not empty: vaelab never writes into someone else's files."""
+    others = directory_contents(directory)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunError(f"{directory}: not empty and not a vaelab {what} (holds {shown}); choose a new or empty directory for --out")
+
+
 def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse a directory that ``train`` must not write into, before anything is written.
 
@@ -153,10 +162,7 @@ def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -
             raise RunError(f"{path}: not a regular file; a run's files must be plain files")
     files = run_files(run_dir)
     if not files:
-        others = directory_contents(run_dir)
-        if others:
-            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-            raise RunError(f"{run_dir}: not empty and not a vaelab run (holds {shown}); choose a new or empty directory for --out")
+        refuse_foreign_contents(run_dir, "run")
         return
     if overwrite:
         return

@@ -26,9 +26,9 @@ from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_gen
 from vaelab.models import HelmholtzMachine
 from vaelab.preflight import check_before_training
 from vaelab.runio import (
-    directory_contents,
     directory_lock,
     make_directory,
+    refuse_foreign_contents,
     run_files,
     write_json_atomic,
 )
@@ -113,10 +113,7 @@ def _check_study_directory(study: Study, study_dir: Path, overwrite: bool) -> No
     if not study_dir.is_dir():
         raise RunError(f"{study_dir}: exists and is not a directory; choose another --out")
     if not (study_dir / STUDY_FILE).exists():
-        others = directory_contents(study_dir)
-        if others:
-            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-            raise RunError(f"{study_dir}: not empty and not a vaelab study (holds {shown}); choose a new or empty directory for --out")
+        refuse_foreign_contents(study_dir, "study")
         return
     if overwrite:
         return
