@@ -63,3 +63,32 @@ def test_sleep_phase_scores_q_at_the_ancestral_samples():
     expected = model.posterior(x).log_prob(z).mean(0)
     torch.testing.assert_close(sleep_phase(model, 4, 3, torch.Generator().manual_seed(5)), expected)
     assert math.isfinite(expected.sum().item())
+
+
+def test_bernoulli_draw_has_the_bernoulli_distribution_elementwise():
+    from vaelab.draws import bernoulli_draw
+
+    probs = torch.tensor([0.0, 1e-3, 0.13, 0.5, 0.87, 1.0], dtype=torch.float64)
+    n = 200_000
+    draws = bernoulli_draw(probs.expand(n, -1), torch.Generator().manual_seed(0))
+    assert draws.shape == (n, 6) and draws.dtype == torch.float64 and set(draws.unique().tolist()) <= {0.0, 1.0}
+    # 0 and 1 exactly; elsewhere within 4 standard errors sqrt(p (1 - p) / n) of p
+    assert draws[:, 0].sum() == 0 and draws[:, -1].sum() == n
+    error = (draws.mean(0) - probs).abs()[1:-1]
+    assert (error <= 4 * (probs * (1 - probs) / n).sqrt()[1:-1]).all(), error
+    # independent elements: the correlation of neighbours (p = 0.5) is within 4 / sqrt(n) of zero
+    centred = draws[:, 3] - 0.5
+    assert abs((centred[1:] * centred[:-1]).mean() / 0.25) < 4 / math.sqrt(n)
+
+
+def test_dynamic_binarization_draws_afresh_and_static_keeps_torch_bernoulli():
+    from vaelab.data.binarize import binarize
+
+    grey = torch.rand(50, 784, generator=torch.Generator().manual_seed(1))
+    static = binarize(grey, "static", torch.Generator().manual_seed(0))
+    assert torch.equal(static, torch.bernoulli(grey, generator=torch.Generator().manual_seed(0)))  # evaluation bits unchanged
+    generator = torch.Generator().manual_seed(0)
+    first, second = binarize(grey, "dynamic", generator), binarize(grey, "dynamic", generator)
+    assert not torch.equal(first, second) and set(first.unique().tolist()) == {0.0, 1.0}
+    # pixel means over the two draws follow the grey values: E[x] = grey, Var of the mean <= 1/8 per pixel
+    assert ((first + second) / 2 - grey).mean().abs() < 4 * math.sqrt(1 / 8 / grey.numel())

@@ -3,6 +3,7 @@
 import torch
 
 from vaelab.config import BINARIZATIONS
+from vaelab.draws import bernoulli_draw
 from vaelab.errors import ConfigError
 
 
@@ -10,11 +11,14 @@ def binarize(images: torch.Tensor, mode: str, generator: torch.Generator | None)
     """Binarize images of any shape (e.g. float [N, D]) with values in [0, 1]; same shape and dtype.
 
     'dynamic' and 'static' both draw each pixel from Bernoulli(grey value) with `generator`; they
-    differ only in how often the caller calls this: 'dynamic' draws afresh for every minibatch,
-    'static' draws once (e.g. for a test set, with a seeded generator) and keeps the result.
+    differ in how often the caller calls this: 'dynamic' draws afresh every epoch, with the fast
+    :func:`vaelab.draws.bernoulli_draw`; 'static' draws once (e.g. for a test set, with a seeded
+    generator), with ``torch.bernoulli``, so its bits are those of earlier vaelab versions.
     'threshold' sets pixels above 0.5 to 1 and the rest to 0; 'none' returns `images` unchanged.
     """
-    if mode in ("dynamic", "static"):
+    if mode == "dynamic":
+        return bernoulli_draw(images, generator)
+    if mode == "static":
         return torch.bernoulli(images, generator=generator)
     if mode == "threshold":
         return (images > 0.5).to(images.dtype)

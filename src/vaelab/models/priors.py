@@ -6,6 +6,10 @@ event shape ``[latent_dim]``.
 - ``vamp``: the VampPrior (Tomczak & Welling 2018), (1/K) sum_k q_phi(z | u_k) with K learnable
   pseudo-inputs u_k; it shares the recognition network.
 - ``bernoulli``: prod_d Bernoulli(sigmoid(a_d)) with learnable logits, for binary latents.
+
+As in :mod:`vaelab.models.layers`, the distributions skip ``torch.distributions``' argument
+checks: their parameters are valid by construction, and a non-finite one is caught by the
+training loop's checks (each check is a host read).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self) -> Independent:
-        return Independent(Normal(self.loc, self.scale), 1)
+        return Independent(Normal(self.loc, self.scale, validate_args=False), 1, validate_args=False)
 
 
 class BernoulliPrior(nn.Module):
@@ -59,8 +63,8 @@ class MixturePrior(nn.Module):
         self.raw_scale = nn.Parameter(torch.full((components, latent_dim), _inverse_softplus(1.0)))
 
     def forward(self) -> MixtureSameFamily:
-        components = Independent(Normal(self.loc, F.softplus(self.raw_scale), validate_args=False), 1)
-        return MixtureSameFamily(Categorical(logits=self.mixture_logits), components, validate_args=False)
+        components = Independent(Normal(self.loc, F.softplus(self.raw_scale), validate_args=False), 1, validate_args=False)
+        return MixtureSameFamily(Categorical(logits=self.mixture_logits, validate_args=False), components, validate_args=False)
 
 
 class VampPrior(nn.Module):
@@ -83,7 +87,7 @@ class VampPrior(nn.Module):
     def forward(self) -> MixtureSameFamily:
         components = self.recognition(self.pseudo_inputs)  # batch [K], event [latent_dim]
         uniform = torch.zeros_like(self.pseudo_inputs[:, 0])
-        return MixtureSameFamily(Categorical(logits=uniform), components, validate_args=False)
+        return MixtureSameFamily(Categorical(logits=uniform, validate_args=False), components, validate_args=False)
 
 
 def _inverse_softplus(value: float) -> float:

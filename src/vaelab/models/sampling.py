@@ -18,6 +18,7 @@ from torch.distributions import (
     TransformedDistribution,
 )
 
+from vaelab.draws import bernoulli_draw
 from vaelab.models.chain import Chain
 from vaelab.models.helmholtz import HelmholtzMachine
 
@@ -51,8 +52,7 @@ def sample(
         noise = torch.randn(shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)
         return base.loc + base.scale * noise
     if isinstance(base, Bernoulli):
-        with torch.no_grad():
-            return torch.bernoulli(base.probs.expand(shape), generator=generator)
+        return bernoulli_draw(base.probs.expand(shape), generator)
     raise TypeError(f"sampling with a generator is not implemented for {type(base).__name__}")
 
 
