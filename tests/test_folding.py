@@ -96,6 +96,17 @@ def test_log_sigmoid_sum_recovers_from_underflow():
     assert torch.isfinite(folding.log_sigmoid_sum(features, weight)).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_sigmoid_sum_is_exact_beyond_its_clamp(dtype):
+    # Logits far past +-80 (the clamp that keeps the sigmoid off subnormal floats): one row with a
+    # factor below the clamp, one above it, one with both, one moderate; against logsigmoid's sum.
+    t = torch.tensor([[-95.0] + [3.0] * 63, [120.0] + [2.0] * 63, [-300.0, 300.0] + [-1.0] * 62, [0.5] * 64], dtype=dtype)
+    features, weight = t, torch.eye(64, dtype=dtype)  # features @ weight = t
+    expected = F.logsigmoid(t.double()).sum(-1)
+    torch.testing.assert_close(folding.log_sigmoid_sum(features, weight).double(), expected, rtol=0, atol=TOLERANCE[dtype])
+    assert folding.log_sigmoid_sum(features, weight)[0] < -95 + 1  # the clamped factor's row was recomputed, not clamped
+
+
 def test_bound_curve_is_the_same_folded_and_dense():
     model = _model(2, "bernoulli", torch.float64, 0.05)
     x = _data("bernoulli", torch.float64)
