@@ -317,7 +317,8 @@ def main() -> None:
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=10000, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help="threads of each measurement (default: 2, or the CPU count if smaller); "
+                        "1 on a machine that other jobs share")
     args = parser.parse_args()
     if args.task:
         if args.task.startswith("fold:"):
@@ -329,7 +330,7 @@ def main() -> None:
             print(json.dumps(measure(args.task, args.k, args.count, args.threads, args.data_dir)))
         return
 
-    threads = min(2, os.cpu_count() or 1)
+    threads = args.threads or min(2, os.cpu_count() or 1)
     test_images, train_images, repeats = (1000, 5000, 1) if args.quick else (10000, 60000, 3)
     repeats = args.repeats or repeats
     eval_ks = (100,) if args.quick else (1000, 5000)
