@@ -101,7 +101,12 @@ def measure_training(algorithm: str, count: int, threads: int, data_dir: str | N
     The epoch is cut into ``segments`` equal parts and the implementations take turns, part by
     part (in a rotating order), in this one process: a slow spell of a shared machine then falls
     on all of them alike instead of on whichever ran during it.
+
+    Subnormal floats are flushed to zero for every implementation alike: the plain loops' BCE on
+    MNIST's saturated pixels otherwise computes in subnormal arithmetic (the plain IWAE k=50 loop
+    ran 7-9x slower for it), which would measure the x86 slow path, not the loops.
     """
+    torch.set_flush_denormal(True)  # before set_num_threads, so the intra-op threads inherit it
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     from baselines import PlainVAE, plain_aevb_epoch, plain_iwae_epoch, plain_rws_epoch, plain_wake_sleep_epoch, pyro_svi_epoch
