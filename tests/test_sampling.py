@@ -9,6 +9,8 @@ import torch
 
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
+from vaelab.data.binarize import binarize
+from vaelab.draws import bernoulli_draw
 from vaelab.models.sampling import ancestral_sample, sample
 from vaelab.objectives.core import sleep_phase
 from vaelab.studies.compare.analysis import prior_sample_means
@@ -66,8 +68,6 @@ def test_sleep_phase_scores_q_at_the_ancestral_samples():
 
 
 def test_bernoulli_draw_has_the_bernoulli_distribution_elementwise():
-    from vaelab.draws import bernoulli_draw
-
     probs = torch.tensor([0.0, 1e-3, 0.13, 0.5, 0.87, 1.0], dtype=torch.float64)
     n = 200_000
     draws = bernoulli_draw(probs.expand(n, -1), torch.Generator().manual_seed(0))
@@ -76,14 +76,12 @@ def test_bernoulli_draw_has_the_bernoulli_distribution_elementwise():
     assert draws[:, 0].sum() == 0 and draws[:, -1].sum() == n
     error = (draws.mean(0) - probs).abs()[1:-1]
     assert (error <= 4 * (probs * (1 - probs) / n).sqrt()[1:-1]).all(), error
-    # independent elements: the correlation of neighbours (p = 0.5) is within 4 / sqrt(n) of zero
+    # independent draws: the correlation of successive draws at p = 0.5 is within 4 / sqrt(n) of zero
     centred = draws[:, 3] - 0.5
     assert abs((centred[1:] * centred[:-1]).mean() / 0.25) < 4 / math.sqrt(n)
 
 
 def test_dynamic_binarization_draws_afresh_and_static_keeps_torch_bernoulli():
-    from vaelab.data.binarize import binarize
-
     grey = torch.rand(50, 784, generator=torch.Generator().manual_seed(1))
     static = binarize(grey, "static", torch.Generator().manual_seed(0))
     assert torch.equal(static, torch.bernoulli(grey, generator=torch.Generator().manual_seed(0)))  # evaluation bits unchanged
