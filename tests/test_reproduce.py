@@ -9,6 +9,7 @@ import torch
 
 from vaelab.cli import main
 from vaelab.errors import RunError
+from vaelab.evaluation.per_image import load_per_image
 from vaelab.objectives import check_config
 from vaelab.studies.reproduce.presets import BUDGETS, PRESETS, get_preset, row_config
 from vaelab.studies.reproduce.report import build_report
@@ -76,6 +77,8 @@ def test_a_killed_reproduction_continues_and_a_finished_row_is_not_retrained(tmp
     assert "not run" in first.markdown.read_text()
     checkpoint = (tmp_path / "aevb" / "checkpoint.pt").stat().st_mtime_ns
     final = (tmp_path / "aevb" / "final.json").read_text()
+    per_image = load_per_image(tmp_path / "aevb" / json.loads(final)["bounds_file"])  # the final L_k of each image, saved beside it
+    assert per_image["bound"].mean() == pytest.approx(json.loads(final)["bound"], abs=1e-3)
 
     again = reproduce(preset, "smoke", tmp_path, data_dir=shared_data_dir, progress=False)
     assert (tmp_path / "aevb" / "checkpoint.pt").stat().st_mtime_ns == checkpoint  # not retrained

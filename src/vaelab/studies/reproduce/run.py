@@ -74,9 +74,9 @@ def _refuse_another_reproduction(out: Path, preset: str, budget: str) -> None:
 
 def _save_final(result, config, k: int, num_images: int | None, epoch: int) -> None:
     """Test L_k of the trained model at ``epoch`` (on the first ``num_images`` test images, None:
-    all), saved as final.json unless saved for that epoch."""
+    all), saved as final.json, with its per-image bounds beside it, unless saved for that epoch."""
     path = result.run_dir / FINAL_FILE
     if path.exists() and json.loads(path.read_text()).get("epoch") == epoch:
         return
-    row = evaluate_split(result.model, config, result.dataset, "test", k, epoch, num_images=num_images)  # on the model's device, one process
+    row = evaluate_split(result.model, config, result.dataset, "test", k, epoch, num_images=num_images, bounds_dir=result.run_dir)  # one process
     write_json_atomic(path, {**row, "epoch": epoch})
