@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from vaelab.runio import cpu_description
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -398,8 +399,7 @@ def main() -> None:
         results["study"] = [study_section(args.out / "mnist-study", args.quick, args.data_dir)]
 
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"quick": args.quick, "torch": torch.__version__, "threads": threads, "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "pyro": have_pyro, "repeats": repeats}
+    meta = {"quick": args.quick, "torch": torch.__version__, "threads": threads, "cpu": cpu_description(), "pyro": have_pyro, "repeats": repeats}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, **results}, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(meta, results))
     print((args.out / "results.md").read_text())
@@ -473,7 +473,8 @@ def _importable(name: str) -> bool:
 def markdown(meta: dict, results: dict) -> str:
     data = next((row["data"] for rows in results.values() for row in rows if row.get("data")), "?")
     lines = [f"# vaelab benchmarks ({'quick' if meta['quick'] else 'full'})", "",
-             f"torch {meta['torch']}, {meta['threads']} threads, {meta['cpu_count']} CPUs, median of {meta['repeats']}; data: {data}.", "",
+             f"torch {meta['torch']}, {meta['threads']} threads; {meta['cpu']['model']} ({meta['cpu']['logical_cpus']} CPUs, "
+             f"{meta['cpu']['capability']}); median of {meta['repeats']}; data: {data}.", "",
              "## Evaluation: L_k over the test images (seed model 784-512-2)", "",
              "| implementation | k | images | seconds | vs fp32 matmul floor | peak MB | working MB | mean L_k (untrained model) |",
              "|---|---|---|---|---|---|---|---|"]

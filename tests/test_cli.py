@@ -61,7 +61,10 @@ def test_train_then_evaluate(tmp_path, algorithm):
 def test_train_and_evaluate_beyond_the_seed(tmp_path, options):
     trained = vaelab("train", *options, *FAST, "--threads", "1", "--out", tmp_path / "run")
     assert trained.returncode == 0, trained.stderr
-    assert json.loads((tmp_path / "run" / "environment.json").read_text())["torch_threads"] == 1
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["torch_threads"] == 1
+    assert environment["cpu"]["model"] and environment["cpu"]["logical_cpus"] >= 1
+    assert environment["cpu"]["capability"] in {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}  # torch's documented values
     evaluated = vaelab("evaluate", tmp_path / "run", "--k", "50", "--images", "30")
     assert evaluated.returncode == 0, evaluated.stderr
     row = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]

@@ -440,6 +440,22 @@ def source_revision() -> str | None:
     return result.stdout.strip() or None
 
 
+def cpu_description() -> dict[str, Any]:
+    """The CPU's model name (Linux: /proc/cpuinfo; elsewhere what ``platform`` knows), its logical
+    CPU count and the widest vector instructions PyTorch uses on it (e.g. AVX2, AVX512): timings
+    of the same code differ with them (an AVX2 and an AVX-512 2-core machine: the MNIST study's
+    evaluation 1.5x apart)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"model": model, "logical_cpus": os.cpu_count(), "capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def environment_info(data_files: dict[str, str], placement=None) -> dict[str, Any]:
     """Versions, platform and data checksums, recorded next to every run's results."""
     packages = {}
@@ -452,6 +468,7 @@ def environment_info(data_files: dict[str, str], placement=None) -> dict[str, An
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "processor": platform.machine(),
+        "cpu": cpu_description(),
         "torch_threads": torch.get_num_threads(),
         "device": str(placement.device) if placement else "cpu",
         "processes": placement.world_size if placement else 1,
