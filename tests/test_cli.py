@@ -239,3 +239,16 @@ def test_evaluate_with_k_hat_ais_and_bdmc(tmp_path):
     assert_one_line_error(vaelab("evaluate", run, "--steps", "5"), "--steps and --ais-start apply to --estimator ais and --bdmc only")
     assert_one_line_error(vaelab("evaluate", run, "--estimator", "ais", "--steps", "1,2"), "takes one --steps T")
     assert_one_line_error(vaelab("evaluate", run, "--bdmc", "5", "--images", "3"), "--images does not apply")
+
+
+@pytest.mark.parametrize("has_bf16_kernels", [False, True])
+def test_bf16_on_a_cpu_without_bf16_kernels_is_said_to_be_slow(monkeypatch, capsys, has_bf16_kernels):
+    from vaelab import cli
+    from vaelab.models import backend
+
+    monkeypatch.setattr(backend, "ONEDNN_LINEAR_BF16", has_bf16_kernels)
+    cli.warn_if_bf16_is_slow_here("bf16", "cpu")
+    cli.warn_if_bf16_is_slow_here("fp32", "cpu")
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == (0 if has_bf16_kernels else 1)
+    assert all("--precision bf16 runs several times slower than fp32" in line for line in warnings)

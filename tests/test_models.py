@@ -47,6 +47,26 @@ def test_onednn_linear_matches_f_linear(activation):
         torch.testing.assert_close(mlp(inputs), reference, atol=1e-5, rtol=1e-5)  # no_grad: oneDNN chosen
 
 
+@pytest.mark.parametrize("onednn_bf16", [False, True])
+def test_bf16_products_without_gradient_run_whether_or_not_onednn_has_bf16(monkeypatch, onednn_bf16):
+    # AVX2-only CPUs have no oneDNN bf16 linear ("could not create a primitive descriptor"): bf16
+    # products then take F.linear. Both paths give F.linear's bf16 result up to bf16 rounding.
+    from vaelab.models import backend
+
+    if onednn_bf16 and not backend.ONEDNN_LINEAR_BF16:
+        pytest.skip("oneDNN has no bf16 linear on this CPU (no AVX-512)")
+    monkeypatch.setattr(backend, "ONEDNN_LINEAR_BF16", onednn_bf16)
+    torch.manual_seed(0)
+    mlp = MLP(6, (32,), "relu")
+    inputs = torch.randn(40, 6)
+    with torch.no_grad(), matmul_precision("bf16"):
+        outputs = mlp(inputs)
+    reference = torch.relu(torch.nn.functional.linear(inputs.bfloat16(), mlp.layers[0].weight.bfloat16(), mlp.layers[0].bias.bfloat16())).float()
+    assert outputs.dtype == torch.float32
+    torch.testing.assert_close(outputs, reference, atol=0.05, rtol=0.02)
+    assert not torch.equal(outputs, mlp(inputs).detach())  # bf16 did run
+
+
 def test_gradients_flow_through_the_autograd_path():
     mlp = MLP(4, (8,), "relu")
     mlp(torch.randn(5, 4)).sum().backward()  # with grad enabled, F.linear is used

@@ -28,15 +28,19 @@ _FUSED_ACTIVATIONS = {"relu", "tanh", "sigmoid"}
 _ACTIVATION_FUNCTIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "elu": F.elu, "softplus": F.softplus, "none": lambda x: x}
 
 
-def _onednn_linear_available() -> bool:
+def _onednn_linear_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's linear op exists in this PyTorch and runs in ``dtype`` on this CPU."""
     try:
-        torch.ops.mkldnn._linear_pointwise(torch.ones(1, 1), torch.ones(1, 1), torch.ones(1), "none", [], "")
+        torch.ops.mkldnn._linear_pointwise(*(torch.ones(shape, dtype=dtype) for shape in ((1, 1), (1, 1), (1,))), "none", [], "")
     except (AttributeError, RuntimeError):
         return False
     return True
 
 
 ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and _onednn_linear_available()
+# oneDNN has no bf16 linear on CPUs without AVX-512 (e.g. AVX2-only ones): "could not create a
+# primitive descriptor"; bf16 products there take F.linear.
+ONEDNN_LINEAR_BF16 = ONEDNN_LINEAR and _onednn_linear_available(torch.bfloat16)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 _matmul_dtype = torch.float32  # set by matmul_precision
 
@@ -71,7 +75,7 @@ def linear(inputs: torch.Tensor, layer: nn.Linear, activation: str = "none", *, 
             ONEDNN_LINEAR
             and not torch.is_grad_enabled()
             and inputs.device.type == "cpu"
-            and inputs.dtype in (torch.float32, torch.bfloat16)
+            and (inputs.dtype == torch.float32 or (inputs.dtype == torch.bfloat16 and ONEDNN_LINEAR_BF16))
             and weight.dtype == inputs.dtype
         )
     if not use_onednn:
