@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vaelab.models.backend import subnormals_flushed
 from vaelab.runio import read_metrics
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--hidden", "32", "--eval-every", "1", "--eval-k", "10", "--no-progress"]
@@ -64,6 +65,8 @@ def test_train_and_evaluate_beyond_the_seed(tmp_path, options):
     environment = json.loads((tmp_path / "run" / "environment.json").read_text())
     assert environment["torch_threads"] == 1
     assert environment["cpu"]["model"] and environment["cpu"]["logical_cpus"] >= 1
+    assert environment["subnormals_flushed"] is True  # the command flushes them before any op
+    assert not subnormals_flushed(), "the command restores this thread's setting (Python's floats use it too)"
     assert environment["cpu"]["capability"] in {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}  # torch's documented values
     evaluated = vaelab("evaluate", tmp_path / "run", "--k", "50", "--images", "30")
     assert evaluated.returncode == 0, evaluated.stderr

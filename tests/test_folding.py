@@ -107,6 +107,49 @@ def test_log_sigmoid_sum_is_exact_beyond_its_clamp(dtype):
     assert folding.log_sigmoid_sum(features, weight)[0] < -95 + 1  # the clamped factor's row was recomputed, not clamped
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_saturated_pixels_are_those_saturated_at_every_corner_of_the_box(dtype):
+    # Brute force: a linear function's minimum over a box is at a corner. One image, D = 2, three
+    # crossing units of six: enumerate the 2^5 corners of (z_1, z_2, h_1, h_2, h_3).
+    generator = torch.Generator().manual_seed(0)
+    pixels, hidden = 96, 6
+    folded_weight = torch.randn(1, 2, pixels, generator=generator, dtype=dtype) * 5
+    weight2_t = torch.randn(hidden, pixels, generator=generator, dtype=dtype) * 5
+    signs = torch.where(torch.rand(1, pixels, generator=generator) < 0.5, -1.0, 1.0).to(dtype)
+    folded_bias = signs * (folding.SATURATED_LOGIT[dtype] + 4 * torch.randn(1, pixels, generator=generator, dtype=dtype))
+    z = torch.stack([torch.tensor([[-0.3, 0.2]]), torch.tensor([[0.1, 0.5]]), torch.tensor([[0.0, 0.3]])]).to(dtype)  # [n = 3, 1, 2]
+    crossing_high = torch.tensor([[0.4, 0.0, 0.9, 0.0, 0.2, 0.0]], dtype=dtype)
+    corners = torch.cartesian_prod(*(torch.tensor(ends, dtype=dtype) for ends in ([-0.3, 0.1], [0.2, 0.5], [0, 0.4], [0, 0.9], [0, 0.2])))
+    crossing_weight = weight2_t[[0, 2, 4]]  # the crossing units' rows
+    outputs = corners[:, :2] @ folded_weight[0] + folded_bias[0] + corners[:, 2:] @ crossing_weight  # [32, O]
+    expected = (signs[0] * outputs).amin(0) >= folding.SATURATED_LOGIT[dtype]
+    assert 10 < expected.sum() < 86, "both kinds of pixel should occur"
+    found = folding.saturated_pixels(folded_weight, folded_bias, weight2_t, z, crossing_high, signs)
+    assert torch.equal(found[0], expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_pixels_the_decoder_is_sure_of_are_skipped_without_changing_the_bound(dtype, monkeypatch):
+    # Half the pixels are 1 in every image and the decoder's logits there sit 5 above the
+    # saturation threshold (the rest of the logit varies by well under 5 at this init): each
+    # image's fold must certify exactly that half, and the bound must not move.
+    model = _model(2, "bernoulli", dtype, 0.05)
+    x = _data("bernoulli", dtype)
+    x[:, : DATA_DIM // 2] = 1
+    with torch.no_grad():
+        model.generative.logits.bias[: DATA_DIM // 2] = folding.SATURATED_LOGIT[dtype] + 5
+    found = []
+    original = folding.saturated_pixels
+    monkeypatch.setattr(folding, "saturated_pixels", lambda *args: found.append(original(*args)) or found[-1])
+    folded, dense = _bounds_both_ways(model, x, k=300)
+    torch.testing.assert_close(folded, dense, rtol=0, atol=TOLERANCE[dtype])
+    assert found and all(torch.equal(mask, (torch.arange(DATA_DIM) < DATA_DIM // 2).expand_as(mask)) for mask in found)
+
+
+def test_log_sigmoid_sum_of_no_columns_is_zero():
+    assert torch.equal(folding.log_sigmoid_sum(torch.ones(3, 4), torch.ones(4, 0)), torch.zeros(3))
+
+
 def test_bound_curve_is_the_same_folded_and_dense():
     model = _model(2, "bernoulli", torch.float64, 0.05)
     x = _data("bernoulli", torch.float64)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+
 import pytest
 import torch
 from torch.distributions import Bernoulli, Independent
@@ -9,7 +12,7 @@ from torch.distributions import Bernoulli, Independent
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.models import BernoulliLayer, DiagonalGaussianLayer
-from vaelab.models.backend import MLP, ONEDNN_LINEAR, linear, matmul_precision
+from vaelab.models.backend import MLP, ONEDNN_LINEAR, flushing_subnormals, linear, matmul_precision, subnormals_flushed
 from vaelab.objectives import aevb
 
 
@@ -45,6 +48,42 @@ def test_onednn_linear_matches_f_linear(activation):
         reference = linear(linear(inputs, mlp.layers[0], activation, use_onednn=False), mlp.layers[1], activation, use_onednn=False)
         assert torch.allclose(fast, reference, atol=1e-5)
         torch.testing.assert_close(mlp(inputs), reference, atol=1e-5, rtol=1e-5)  # no_grad: oneDNN chosen
+
+
+def _confident_model_and_data():
+    """A model whose logits are -95 on half the pixels, where those pixels are 0: softplus(-95) and
+    its gradient, sigmoid(-95) ~ 5e-42, are subnormal in fp32."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=2, hidden=(32,)), 64, "bernoulli")
+    with torch.no_grad():
+        model.generative.logits.weight.mul_(0.01)
+        model.generative.logits.bias[:32] = -95
+    x = torch.zeros(8, 64)
+    x[:, 32:] = (torch.rand(8, 32, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    return model, x, torch.randn(5, 8, 2, generator=torch.Generator().manual_seed(2))
+
+
+def test_flushing_subnormals_moves_log_likelihoods_and_gradients_by_rounding_only():
+    model, x, z = _confident_model_and_data()
+    reference = copy.deepcopy(model).double().log_likelihood(x.double(), z.double())
+    before = subnormals_flushed()
+    results = {}
+    try:
+        torch.set_flush_denormal(False)
+        for flushed in (False, True):
+            with flushing_subnormals() if flushed else contextlib.nullcontext():
+                assert subnormals_flushed() == flushed
+                model.zero_grad()
+                values = model.log_likelihood(x, z)
+                values.sum().backward()
+                results[flushed] = values.detach(), model.generative.logits.bias.grad.clone()
+            assert not subnormals_flushed(), "the block restores the thread's setting"
+    finally:
+        torch.set_flush_denormal(before)
+    for values, _ in results.values():
+        torch.testing.assert_close(values.double(), reference, rtol=0, atol=1e-4)
+    assert (results[False][1][:32] != 0).all() and (results[True][1][:32] == 0).all()  # subnormal gradients, flushed
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=0, atol=1e-37)
 
 
 @pytest.mark.parametrize("onednn_bf16", [False, True])

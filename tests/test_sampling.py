@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from vaelab.builders import build_model
@@ -79,6 +80,15 @@ def test_bernoulli_draw_has_the_bernoulli_distribution_elementwise():
     # independent draws: the correlation of successive draws at p = 0.5 is within 4 / sqrt(n) of zero
     centred = draws[:, 3] - 0.5
     assert abs((centred[1:] * centred[:-1]).mean() / 0.25) < 4 / math.sqrt(n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_draw_gives_torch_bernoullis_very_bits_on_the_cpu(dtype):
+    # torch.bernoulli on the CPU compares one uniform per element with p, in order, from the same
+    # stream: a run trains on the same pixels and dreams with vaelab.draws as with torch.bernoulli.
+    probs = torch.rand(300, 784, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    expected = torch.bernoulli(probs, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(bernoulli_draw(probs, torch.Generator().manual_seed(5)), expected)
 
 
 def test_dynamic_binarization_draws_afresh_and_static_keeps_torch_bernoulli():

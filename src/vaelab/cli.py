@@ -584,9 +584,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # installs its own handler that first finishes the epoch's checkpoint.
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
-        if getattr(args, "threads", None):
-            _set_threads(args.threads)
-        return COMMANDS[args.command].run(args)
+        from vaelab.models.backend import flushing_subnormals  # loads torch: after configure_threads
+
+        # from before the first parallel op starts PyTorch's threads, so that they inherit it
+        with flushing_subnormals():
+            if getattr(args, "threads", None):
+                _set_threads(args.threads)
+            return COMMANDS[args.command].run(args)
     except VaelabError as error:
         print(f"vaelab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR

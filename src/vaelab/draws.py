@@ -1,11 +1,12 @@
 """Bernoulli draws by comparison with uniforms: x = [u < p], u ~ U[0, 1), one u per element.
 
-P(u < p) = p on float32's grid of 2^-24, so the draws have the distribution of
-``torch.bernoulli``, which on the CPU draws its uniforms one element at a time: 3.4x slower on a
-[100, 784] batch of dream pixels and 2.1x on the 47M pixels of an MNIST epoch (torch 2.13, 2
-threads). Dynamic binarization and every sample of a Bernoulli distribution (the sleep phase's
-dreams, binary latents) draw with it. The fixed binarization of evaluation splits keeps
-``torch.bernoulli``, so the bits every run is measured on stay those of earlier versions.
+P(u < p) = p on float32's grid of 2^-24. On the CPU these are the very bits of ``torch.bernoulli``
+(torch 2.13; tests/test_sampling.py), which compares the same uniforms from the same stream but
+draws them one element at a time: 3.4x slower on a [100, 784] batch of dream pixels and 2.1x on
+the 47M pixels of an MNIST epoch (2 threads). So a run trains on the same pixels and dreams as it
+did with ``torch.bernoulli``. Dynamic binarization and every sample of a Bernoulli distribution
+(the sleep phase's dreams, binary latents) draw with it; the fixed binarization of evaluation
+splits calls ``torch.bernoulli`` itself.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from vaelab.errors import RunError
+from vaelab.models.backend import subnormals_flushed
 
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
@@ -470,6 +471,7 @@ def environment_info(data_files: dict[str, str], placement=None) -> dict[str, An
         "processor": platform.machine(),
         "cpu": cpu_description(),
         "torch_threads": torch.get_num_threads(),
+        "subnormals_flushed": subnormals_flushed(),
         "device": str(placement.device) if placement else "cpu",
         "processes": placement.world_size if placement else 1,
         "cuda": torch.cuda.get_device_name(placement.device) if placement and placement.device.type == "cuda" else None,

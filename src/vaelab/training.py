@@ -41,7 +41,7 @@ from vaelab.evaluation.protocol import (
     uses_binarization,
 )
 from vaelab.models import HelmholtzMachine
-from vaelab.models.backend import matmul_precision
+from vaelab.models.backend import flushing_subnormals, matmul_precision
 from vaelab.objectives import check_config, objective_from_config
 from vaelab.preflight import check_before_training
 from vaelab.runio import (
@@ -95,6 +95,9 @@ def train(
     stays intact). ``tensorboard``: also log every epoch's rows and image grids under
     ``run_dir/tensorboard`` (:mod:`vaelab.tracking`; needs the tensorboard package).
 
+    The run computes with subnormal floats flushed to zero (:func:`vaelab.models.backend.flushing_subnormals`);
+    the calling thread's setting is restored on return.
+
     ``run_dir`` is locked while training (:func:`vaelab.runio.directory_lock`). A directory that
     holds a run is continued only with ``resume`` and replaced only with ``overwrite``
     (:func:`vaelab.runio.check_run_directory`); one that holds anything else is refused.
@@ -114,7 +117,8 @@ def train(
     # rank 0 alone writes, so it alone checks, creates and locks the directory
     directory = open_run_directory(run_dir, "train", resume=resume, overwrite=overwrite) if placement.is_main else contextlib.nullcontext()
     try:
-        with _stop_requests() as stop, directory:
+        # subnormals as zero: 2x faster steps on a trained model's confident logits (vaelab.models.backend)
+        with _stop_requests() as stop, directory, flushing_subnormals():
             return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop, tensorboard)
     finally:
         teardown(placement)
