@@ -241,7 +241,7 @@ def log_sigmoid_sum(features: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     The logarithms dominate an elementwise log-sigmoid; here the factors sigmoid(t_d) of a group of
     G pixels (G a power of two, :func:`_factors_per_product`; pixel d with d + O/G, d + 2 O/G, ...)
     are multiplied first, by halving each row in place, and their product's log taken once (G times
-    fewer logs; a reduction over short contiguous groups ran 4x slower than the halvings). Rows
+    fewer logs; the halvings ran 2.1x faster than a reduction over groups of 28 contiguous factors). Rows
     where a product falls below :data:`RECOMPUTE_BELOW` (mispredicted pixels, about -69 nats in a
     group) are recomputed elementwise, so nothing underflows.
 
