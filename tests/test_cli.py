@@ -66,7 +66,6 @@ def test_train_and_evaluate_beyond_the_seed(tmp_path, options):
     assert environment["torch_threads"] == 1
     assert environment["cpu"]["model"] and environment["cpu"]["logical_cpus"] >= 1
     assert environment["subnormals_flushed"] is True  # the command flushes them before any op
-    assert not subnormals_flushed(), "the command restores this thread's setting (Python's floats use it too)"
     assert environment["cpu"]["capability"] in {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}  # torch's documented values
     evaluated = vaelab("evaluate", tmp_path / "run", "--k", "50", "--images", "30")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -255,3 +254,13 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_said_to_be_slow(monkeypatch, caps
     warnings = capsys.readouterr().err.splitlines()
     assert len(warnings) == (0 if has_bf16_kernels else 1)
     assert all("--precision bf16 runs several times slower than fp32" in line for line in warnings)
+
+
+def test_a_command_in_process_flushes_subnormals_and_restores_the_callers_setting(tmp_path, monkeypatch):
+    from vaelab import cli
+
+    monkeypatch.setenv("VAELAB_OFFLINE", "1")
+    assert not subnormals_flushed()
+    assert cli.main(["train", *FAST, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "environment.json").read_text())["subnormals_flushed"] is True
+    assert not subnormals_flushed(), "the command restores this thread's setting (Python's floats use it too)"
