@@ -15,6 +15,7 @@ from vaelab.estimators.bounds import (
     bound_curve,
     evaluate_bound,
     evaluate_bound_and_k_hat,
+    evaluate_bound_curve_and_k_hat,
     importance_weighted_bound,
     log_weights_in_chunks,
     mean_and_standard_error,
@@ -130,6 +131,18 @@ def test_k_hat_rides_on_the_same_draws_as_the_bound(linear_gaussian, k, max_rows
     expected = pareto_k_hat(log_weights_in_chunks(model, x, k, torch.Generator().manual_seed(3), max_rows))
     torch.testing.assert_close(k_hat, expected, rtol=0, atol=0, equal_nan=True)
     assert torch.isnan(k_hat).all() == (k < 25)
+
+
+def test_the_curve_with_k_hat_rides_on_the_evaluations_draws(linear_gaussian):
+    # L_100 of the curve is the running evaluation's on the same seed (one log-sum-exp against a
+    # running one: rounding only), its k-hat the very same, and its other k those of bound_curve.
+    model, x = linear_gaussian
+    curve, k_hats = evaluate_bound_curve_and_k_hat(model, x, (1, 10, 100), torch.Generator().manual_seed(5), batch_size=17)
+    bounds, expected_k_hats = evaluate_bound_and_k_hat(model, x, 100, torch.Generator().manual_seed(5), batch_size=17)
+    torch.testing.assert_close(curve[100], bounds, rtol=0, atol=1e-5)
+    assert torch.equal(k_hats, expected_k_hats)
+    expected_curve = bound_curve(model, x, (1, 10, 100), torch.Generator().manual_seed(5), batch_size=17)
+    assert all(torch.equal(curve[k], expected_curve[k]) for k in (1, 10, 100))
 
 
 def test_evaluate_bound_and_k_hat_matches_evaluate_bound(linear_gaussian):

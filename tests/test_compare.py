@@ -168,6 +168,22 @@ def test_killed_compare_continues_where_it_stopped(study, tmp_path, monkeypatch)
     assert len(curves) == 1  # a finished study: nothing trained, nothing recomputed
 
 
+def test_the_curve_is_read_from_the_last_test_evaluation_of_1000_samples(tmp_path, monkeypatch):
+    # L_1000 of every test image in the last epoch's evaluation: the curve comes from its draws, no second pass.
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the curve was computed again")
+
+    monkeypatch.setattr(compare_module, "bound_curve", no_second_pass)
+    monkeypatch.setattr(compare_module, "build_report", lambda *args, **kwargs: None)
+    config = ExperimentConfig(model=ModelConfig(hidden=(16,)), train=TrainConfig(epochs=1, eval_k=1000, eval_splits=("test",)))
+    compare(Study(("aevb",), config, None), tmp_path, progress=False)
+    curve = json.loads((tmp_path / "aevb" / "bound_curve.json").read_text())
+    row = [row for row in read_metrics(tmp_path / "aevb" / "metrics.jsonl") if row["kind"] == "eval"][-1]
+    assert curve["num_images"] == row["num_images"] == 300
+    assert curve["bound"][-1] == row["bound"] and curve["bound_stderr"][-1] == row["bound_stderr"]  # the very same L_1000
+    assert curve["bound"][0] < curve["bound"][-1]  # L_1 below L_1000 on the same samples (by ~nats on this model)
+
+
 @pytest.mark.slow
 def test_compare_refuses_a_study_with_a_different_config(study, tmp_path, capsys):
     out = tmp_path / "study"

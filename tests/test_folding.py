@@ -77,6 +77,22 @@ def test_concentrated_posterior_has_units_on_off_and_crossing():
     assert folding.width_ratio(low, high, 300, 2) < folding.FOLD_WIDTH_RATIO  # auto folds here
 
 
+@pytest.mark.parametrize("latent_dim", [2, 16])
+def test_box_bounds_hold_every_samples_preactivation_and_leave_units_of_each_kind_undecided(latent_dim):
+    model = _model(latent_dim, "bernoulli", torch.float64, 0.05)
+    x = _data("bernoulli", torch.float64)
+    with torch.no_grad():
+        decoder = folding.foldable_decoder(model)
+        z = model.posterior(x).rsample((300,))
+    low, high = folding.preactivation_range(decoder, z, max_rows=256)
+    bound_low, bound_high = folding.preactivation_bounds(decoder, z)
+    assert (bound_low <= low + 1e-12).all() and (bound_high >= high - 1e-12).all()
+    undecided = (bound_low < 0) & (bound_high > 0)
+    assert (undecided >= ((low < 0) & (high > 0))).all()
+    # the fold's per-image refinement meets both kinds the bounds cannot place: units on, and units off, for every sample
+    assert (undecided & (low >= 0)).any() and (undecided & (high <= 0)).any()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 def test_grey_bernoulli_targets_fold_to_the_dense_cross_entropy(dtype):
     model = _model(16, "bernoulli", dtype, 0.05)

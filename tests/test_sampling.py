@@ -89,6 +89,10 @@ def test_bernoulli_draw_gives_torch_bernoullis_very_bits_on_the_cpu(dtype):
     probs = torch.rand(300, 784, generator=torch.Generator().manual_seed(1), dtype=dtype)
     expected = torch.bernoulli(probs, generator=torch.Generator().manual_seed(5))
     assert torch.equal(bernoulli_draw(probs, torch.Generator().manual_seed(5)), expected)
+    # drawn into a reused buffer (as a training epoch draws its binarization): the same bits, in the buffer
+    buffer = torch.full_like(probs, 7.0)
+    drawn = bernoulli_draw(probs, torch.Generator().manual_seed(5), out=buffer)
+    assert drawn.data_ptr() == buffer.data_ptr() and torch.equal(buffer, expected)
 
 
 def test_dynamic_binarization_draws_afresh_and_static_keeps_torch_bernoulli():

@@ -21,7 +21,12 @@ from vaelab.data import Dataset
 from vaelab.distributed import Placement, gather
 from vaelab.errors import RunError
 from vaelab.estimators.ais import AISSettings, bdmc_on_simulated, decoder_passes, evaluate_ais, simulate
-from vaelab.estimators.bounds import evaluate_bound, evaluate_bound_and_k_hat, mean_and_standard_error
+from vaelab.estimators.bounds import (
+    evaluate_bound,
+    evaluate_bound_and_k_hat,
+    evaluate_bound_curve_and_k_hat,
+    mean_and_standard_error,
+)
 from vaelab.estimators.pareto import RELIABLE_BELOW
 from vaelab.evaluation.per_image import bounds_file_name, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
@@ -50,6 +55,7 @@ def evaluate_split(
     progress: bool = False,
     bounds_dir: str | Path | None = None,
     kind: str = "eval",
+    curve_ks: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """L_k and the ELBO (L_1) of ``split`` (its first ``num_images``; None: all): a metrics row with
     means and standard errors in nats, and the Pareto k-hat of each image's k weights summarised as
@@ -62,9 +68,17 @@ def evaluate_split(
     named in the row's ``bounds_file`` (:mod:`vaelab.evaluation.per_image`); ``kind`` is the row's kind
     and part of the file's name.
 
+    ``curve_ks`` (each dividing k; e.g. 1, 2, 5, ..., 1000 for k = 1000): per-image L_j for each j from
+    the same draws (:func:`vaelab.estimators.bounds.evaluate_bound_curve_and_k_hat`), written to the
+    per-image file as ``bound_k<j>`` (needs ``bounds_dir``); the row is unchanged.
+
     Under torchrun each process scores every world_size-th image; the values are gathered so
     every process returns the same row.
     """
+    if curve_ks and bounds_dir is None:
+        raise ValueError("curve_ks needs bounds_dir: the curve is written to the per-image file")
+    if any(k % j for j in curve_ks):
+        raise ValueError(f"every k of the curve must divide k = {k} (got {curve_ks})")
     placement = placement or Placement(next(model.parameters()).device)
     images, _ = evaluation_images(config, dataset, split)
     indices = torch.arange(images.shape[0])[:num_images][placement.rank :: placement.world_size]  # [n]: positions in the split
@@ -75,7 +89,13 @@ def evaluate_split(
     shown = progress and placement.is_main
     with matmul_precision(precision):
         # the same draws as L_k alone: k-hat reads the weights L_k is made of
-        bounds, k_hats = evaluate_bound_and_k_hat(model, images, k, generator, batch_size, f"{split} L_{k}" if shown else None)
+        title = f"{split} L_{k}" if shown else None
+        if curve_ks:
+            curve, k_hats = evaluate_bound_curve_and_k_hat(model, images, tuple(sorted({*curve_ks, k})), generator, batch_size, title)
+            bounds = curve.pop(k)
+            curve = {f"bound_k{j}": gather(values.to(placement.device), placement) for j, values in curve.items()}
+        else:
+            (bounds, k_hats), curve = evaluate_bound_and_k_hat(model, images, k, generator, batch_size, title), {}
         bounds, k_hats = gather(bounds.to(placement.device), placement), gather(k_hats.to(placement.device), placement)
         elbos = gather(evaluate_bound(model, images, 1, generator, batch_size, f"{split} ELBO" if shown else None).to(placement.device), placement)
     indices = gather(indices.to(placement.device), placement)
@@ -99,7 +119,7 @@ def evaluate_split(
         suffix = ("" if num_images is None else f"-n{bounds.numel()}") + ("" if precision == "fp32" else f"-{precision}")
         row["bounds_file"] = bounds_file_name(kind, split, epoch, f"k{k}{suffix}")
         if placement.is_main:
-            save_per_image(Path(bounds_dir) / row["bounds_file"], indices, bound=bounds, elbo=elbos, k_hat=k_hats)
+            save_per_image(Path(bounds_dir) / row["bounds_file"], indices, bound=bounds, elbo=elbos, k_hat=k_hats, **curve)
     return row
 
 
