@@ -218,13 +218,15 @@ def measure_folding(run_dir: str, k: int, count: int, threads: int, data_dir: st
                     bounds[name].append(evaluate_bound(model, part, k, torch.Generator().manual_seed(index)))
             seconds[name] += time.perf_counter() - started
     folded, dense = torch.cat(bounds["folding"]), torch.cat(bounds["dense"])
-    with torch.no_grad():  # the crossing units of the first 100 images, for the table
+    with torch.no_grad():  # the crossing units of the first 100 images, and those their box bounds leave undecided, for the table
         decoder = folding.foldable_decoder(model)
-        z = model.posterior(images[:100]).rsample((k,))
-        low, high = folding.preactivation_range(decoder, z[..., : decoder.weight1.shape[1]], DEFAULT_MAX_ROWS)
+        z = model.posterior(images[:100]).rsample((k,))[..., : decoder.weight1.shape[1]]
+        low, high = folding.preactivation_range(decoder, z, DEFAULT_MAX_ROWS)
+        bound_low, bound_high = folding.preactivation_bounds(decoder, z)
         scale = model.posterior(images).base_dist.scale
     return {"seconds": seconds, "images": count, "k": k, "epochs": checkpoint.get("epoch"), "mean_bound": folded.mean().item(),
             "max_difference": (folded - dense).abs().max().item(), "crossing": ((low < 0) & (high > 0)).sum(1).float().mean().item(),
+            "undecided": ((bound_low < 0) & (bound_high > 0)).sum(1).float().mean().item(),
             "hidden": decoder.hidden, "posterior_sd": scale.median().item()}
 
 
@@ -494,10 +496,10 @@ def markdown(meta: dict, results: dict) -> str:
         lines.append(f"| {r['k']} | {r['images']} | {r['threads']} | {r['seconds']:.2f} | {r['microseconds_per_sample']:.2f} |")
     if results.get("folding"):
         lines += ["", "## Active-unit folding: L_1000 on a trained 2-D MNIST model (one thread, in turns in one process)", "",
-                  "| epochs | images | posterior sd (median) | crossing units | floor s | folding s | dense s | folding vs floor | dense vs floor | max difference (nats) |",
+                  "| epochs | images | posterior sd (median) | crossing units (undecided by the box) | floor s | folding s | dense s | folding vs floor | dense vs floor | max difference (nats) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["folding"]:
-            lines.append(f"| {r['epochs']} | {r['images']} | {r['posterior_sd']:.3f} | {r['crossing']:.0f} of {r['hidden']} | {r['seconds']['floor']:.2f} | "
+            lines.append(f"| {r['epochs']} | {r['images']} | {r['posterior_sd']:.3f} | {r['crossing']:.0f} ({r.get('undecided', float('nan')):.0f}) of {r['hidden']} | {r['seconds']['floor']:.2f} | "
                          f"{r['seconds']['folding']:.2f} | {r['seconds']['dense']:.2f} | {r['folding_vs_floor']:.2f}x | {r['dense_vs_floor']:.2f}x | {r['max_difference']:.1e} |")
     if results.get("contention"):
         lines += ["", "## Contention: `vaelab compare` alone and beside two competing PyTorch processes", "",
