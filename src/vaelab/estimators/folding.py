@@ -24,8 +24,9 @@ get their n pre-activations computed, and of those the ones off for every sample
 C_b is the truly crossing units plus the few that are on throughout (scored by their relu, which is
 then the identity: the same sum). Folding costs one ``[O, H] x [H, D]`` product per image (shared
 by all its samples). Deciding units from the box instead of every sample's ``[n, H]``
-pre-activations (:func:`preactivation_range`, 19% of a folded evaluation) made L_1000 of the study's
-trained models 10-20% faster. It pays when q(z | x) is concentrated, so that
+pre-activations (:func:`preactivation_range`, 19% of a one-thread folded evaluation) made L_1000 of
+the MNIST study's trained models 13-22% faster on AEVB's and 2-12% on wake-sleep's (2 threads, old
+and new code alternating). It pays when q(z | x) is concentrated, so that
 few units change sign within an image's samples: a trained 2-D MNIST model (posterior standard
 deviations ~0.05-0.08) has ~60 of 512 units crossing, and the dense 512-wide product shrinks about
 8x. With a broad q (an untrained model, sd ~1) nearly every unit crosses and folding is slower
