@@ -137,8 +137,10 @@ def test_the_curve_with_k_hat_rides_on_the_evaluations_draws(linear_gaussian):
     # L_100 of the curve is the running evaluation's on the same seed (one log-sum-exp against a
     # running one: rounding only), its k-hat the very same, and its other k those of bound_curve.
     model, x = linear_gaussian
-    curve, k_hats = evaluate_bound_curve_and_k_hat(model, x, (1, 10, 100), torch.Generator().manual_seed(5), batch_size=17)
-    bounds, expected_k_hats = evaluate_bound_and_k_hat(model, x, 100, torch.Generator().manual_seed(5), batch_size=17)
+    generators = [torch.Generator().manual_seed(5) for _ in range(2)]
+    curve, k_hats = evaluate_bound_curve_and_k_hat(model, x, (1, 10, 100), generators[0], batch_size=17)
+    bounds, expected_k_hats = evaluate_bound_and_k_hat(model, x, 100, generators[1], batch_size=17)
+    assert torch.equal(generators[0].get_state(), generators[1].get_state())  # the same draws: what comes after (the ELBO) is unchanged
     torch.testing.assert_close(curve[100], bounds, rtol=0, atol=1e-5)
     assert torch.equal(k_hats, expected_k_hats)
     expected_curve = bound_curve(model, x, (1, 10, 100), torch.Generator().manual_seed(5), batch_size=17)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 from conftest import run_main
@@ -173,6 +174,7 @@ def test_the_curve_is_read_from_the_last_test_evaluation_of_1000_samples(tmp_pat
     def no_second_pass(*args, **kwargs):
         raise AssertionError("the curve was computed again")
 
+    real_curve = compare_module.bound_curve
     monkeypatch.setattr(compare_module, "bound_curve", no_second_pass)
     monkeypatch.setattr(compare_module, "build_report", lambda *args, **kwargs: None)
     config = ExperimentConfig(model=ModelConfig(hidden=(16,)), train=TrainConfig(epochs=1, eval_k=1000, eval_splits=("test",)))
@@ -182,6 +184,19 @@ def test_the_curve_is_read_from_the_last_test_evaluation_of_1000_samples(tmp_pat
     assert curve["num_images"] == row["num_images"] == 300
     assert curve["bound"][-1] == row["bound"] and curve["bound_stderr"][-1] == row["bound_stderr"]  # the very same L_1000
     assert curve["bound"][0] < curve["bound"][-1]  # L_1 below L_1000 on the same samples (by ~nats on this model)
+
+    # A per-image file without the curve's columns (a run trained by an earlier vaelab): the curve is drawn again.
+    path = tmp_path / "aevb" / row["bounds_file"]
+    with np.load(path) as arrays:
+        kept = {name: arrays[name] for name in arrays.files if not name.startswith("bound_k")}
+    np.savez(path, **kept)
+    (tmp_path / "aevb" / "bound_curve.json").unlink()
+    passes = []
+    monkeypatch.setattr(compare_module, "bound_curve", lambda model, *args: passes.append(model) or real_curve(model, *args))
+    compare(Study(("aevb",), config, None), tmp_path, progress=False)
+    assert len(passes) == 1
+    redrawn = json.loads((tmp_path / "aevb" / "bound_curve.json").read_text())
+    assert redrawn["num_images"] == 300 and abs(redrawn["bound"][-1] - row["bound"]) < 3 * row["bound_stderr"]
 
 
 @pytest.mark.slow

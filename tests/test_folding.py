@@ -74,7 +74,7 @@ def test_concentrated_posterior_has_units_on_off_and_crossing():
     on, off = (low >= 0).sum(1), (high <= 0).sum(1)
     crossing = decoder.hidden - on - off
     assert (on > 0).all() and (off > 0).all() and (crossing > 0).all(), (on, off, crossing)
-    assert folding.width_ratio(low, high, 300, 2) < folding.FOLD_WIDTH_RATIO  # auto folds here
+    assert folding.width_ratio(*folding.preactivation_bounds(decoder, z), 300, 2) < folding.FOLD_WIDTH_RATIO  # auto folds here
 
 
 @pytest.mark.parametrize("latent_dim", [2, 16])

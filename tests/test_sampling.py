@@ -93,6 +93,9 @@ def test_bernoulli_draw_gives_torch_bernoullis_very_bits_on_the_cpu(dtype):
     buffer = torch.full_like(probs, 7.0)
     drawn = bernoulli_draw(probs, torch.Generator().manual_seed(5), out=buffer)
     assert drawn.data_ptr() == buffer.data_ptr() and torch.equal(buffer, expected)
+    for wrong in (torch.empty(300, 783, dtype=dtype), torch.empty(784, 300, dtype=dtype).T):  # another shape; not contiguous
+        with pytest.raises(ValueError, match="contiguous tensor of probs' shape"):
+            bernoulli_draw(probs, torch.Generator().manual_seed(5), out=wrong)
 
 
 def test_dynamic_binarization_draws_afresh_and_static_keeps_torch_bernoulli():

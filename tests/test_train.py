@@ -130,6 +130,24 @@ def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path, monkeypatch
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_epoch_buffers_draw_what_fresh_tensors_drew_epoch_after_epoch(dynamic):
+    # Before the buffers, each epoch was binarize(images, 'dynamic', g), then randperm, then a gather:
+    # two epochs through the reused buffers give those very images and orders (non-contiguous input too).
+    from vaelab.data.binarize import binarize
+
+    images = torch.rand(784, 300, generator=torch.Generator().manual_seed(1)).T  # [300, 784], not contiguous
+    epochs = train_module._EpochImages(images, dynamic)
+    drawn, expected = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    for _ in range(2):
+        order, shuffled = epochs.draw(drawn)
+        binary = binarize(images, "dynamic", expected) if dynamic else images
+        expected_order = torch.randperm(300, generator=expected)
+        assert torch.equal(order, expected_order) and torch.equal(shuffled, binary[expected_order])
+        assert shuffled.data_ptr() == epochs.shuffled.data_ptr()  # no new memory
+    assert set(shuffled.unique().tolist()) == ({0.0, 1.0} if dynamic else set(images.unique().tolist()))
+
+
 def test_static_and_threshold_binarization_train(tmp_path):
     for mode in ("static", "threshold", "none"):
         config = ExperimentConfig(

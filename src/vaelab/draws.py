@@ -24,6 +24,8 @@ def bernoulli_draw(probs: torch.Tensor, generator: torch.Generator | None = None
     """
     if out is None:
         uniforms = torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
+    elif (out.shape, out.dtype, out.device) != (probs.shape, probs.dtype, probs.device) or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous tensor of probs' shape, dtype and device {list(probs.shape)}, {probs.dtype}, {probs.device}")
     else:
         uniforms = torch.rand(probs.shape, generator=generator, out=out)
     return uniforms.lt_(probs.detach())

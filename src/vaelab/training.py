@@ -109,13 +109,14 @@ def train(
     (:func:`vaelab.runio.check_run_directory`); one that holds anything else is refused.
 
     Raises:
-        ConfigError: the algorithm cannot train the model as configured (the registry's rules).
+        ConfigError: the algorithm cannot train the model as configured (the registry's rules), or a
+            k of ``curve_ks`` does not divide ``eval_k``.
         RunError: the directory holds another run (without ``resume`` or ``overwrite``), or
             files that are not a run, or is in use by another process; its config differs from
             ``config``; it cannot be written; or a loss or gradient became non-finite.
     """
     check_config(config)
-    if any(config.train.eval_k % j for j in curve_ks):
+    if any(j < 1 or config.train.eval_k % j for j in curve_ks):
         raise ConfigError(f"every k of the curve must divide eval_k = {config.train.eval_k} (got {list(curve_ks)})")
     check_before_training(config)  # before anything is allocated or written
     if tensorboard:
@@ -252,8 +253,9 @@ class _EpochImages:
 
     def __init__(self, images: torch.Tensor, dynamic: bool):
         self.images = images
-        self.binarized = torch.empty_like(images) if dynamic else None
-        self.shuffled = torch.empty_like(images)
+        # contiguous whatever the images' strides: the uniforms fill the buffer in memory order
+        self.binarized = torch.empty(images.shape, dtype=images.dtype, device=images.device) if dynamic else None
+        self.shuffled = torch.empty(images.shape, dtype=images.dtype, device=images.device)
 
     def draw(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The epoch's order ``[N]`` and its images in that order ``[N, D]`` (each minibatch is then a slice)."""

@@ -11,8 +11,8 @@ def binarize(images: torch.Tensor, mode: str, generator: torch.Generator | None)
     """Binarize images of any shape (e.g. float [N, D]) with values in [0, 1]; same shape and dtype.
 
     'dynamic' and 'static' both draw each pixel from Bernoulli(grey value) with `generator`; they
-    differ in how often the caller calls this: 'dynamic' draws afresh every epoch, with the fast
-    :func:`vaelab.draws.bernoulli_draw`; 'static' draws once (e.g. for a test set, with a seeded
+    differ in how often the caller calls this: 'dynamic' draws afresh each call, with the fast
+    :func:`vaelab.draws.bernoulli_draw` (as training does every epoch, into a buffer of its own); 'static' draws once (e.g. for a test set, with a seeded
     generator), with ``torch.bernoulli``, so its bits are those of earlier vaelab versions.
     'threshold' sets pixels above 0.5 to 1 and the rest to 0; 'none' returns `images` unchanged.
     """

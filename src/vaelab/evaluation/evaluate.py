@@ -70,14 +70,15 @@ def evaluate_split(
 
     ``curve_ks`` (each dividing k; e.g. 1, 2, 5, ..., 1000 for k = 1000): per-image L_j for each j from
     the same draws (:func:`vaelab.estimators.bounds.evaluate_bound_curve_and_k_hat`), written to the
-    per-image file as ``bound_k<j>`` (needs ``bounds_dir``); the row is unchanged.
+    per-image file as ``bound_k<j>`` for j < k (L_k is ``bound``; needs ``bounds_dir``). The row's
+    L_k is then one log-sum-exp of the k weights instead of a running one: the same up to rounding.
 
     Under torchrun each process scores every world_size-th image; the values are gathered so
     every process returns the same row.
     """
     if curve_ks and bounds_dir is None:
         raise ValueError("curve_ks needs bounds_dir: the curve is written to the per-image file")
-    if any(k % j for j in curve_ks):
+    if any(j < 1 or k % j for j in curve_ks):
         raise ValueError(f"every k of the curve must divide k = {k} (got {curve_ks})")
     placement = placement or Placement(next(model.parameters()).device)
     images, _ = evaluation_images(config, dataset, split)

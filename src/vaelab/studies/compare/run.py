@@ -165,7 +165,10 @@ def _curve_of_final_evaluation(run_dir: Path, epoch: int, num_images: int) -> di
             if row.get("kind") == "eval" and row.get("split") == "test" and row.get("epoch") == epoch and row.get("k") == max(CURVE_KS)]
     if not rows or not rows[-1].get("bounds_file") or not (run_dir / rows[-1]["bounds_file"]).exists():
         return None
-    per_image = load_per_image(run_dir / rows[-1]["bounds_file"])
+    try:
+        per_image = load_per_image(run_dir / rows[-1]["bounds_file"])
+    except RunError:  # unreadable: the curve is drawn again, and the file is left as it is
+        return None
     names = {k: "bound" if k == max(CURVE_KS) else f"bound_k{k}" for k in CURVE_KS}
     if any(name not in per_image or per_image[name].shape != (num_images,) for name in names.values()):
         return None
