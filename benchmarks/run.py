@@ -250,22 +250,22 @@ COMPETITOR = (
 )
 
 
-def measure_contention(command: list[str], policies: dict[str, dict[str, str]], competitors: int = 2) -> list[dict]:
-    """Seconds of ``command`` alone and beside ``competitors`` busy PyTorch processes, under each
-    environment of ``policies`` (OpenMP settings); alone and contended runs alternate per policy.
+def measure_contention(command: list[str], variants: dict[str, tuple[list[str], dict[str, str]]], competitors: int = 2) -> list[dict]:
+    """Seconds of ``command`` alone and beside ``competitors`` busy PyTorch processes, for each variant
+    of ``variants`` (extra arguments, OpenMP settings); alone and contended runs alternate per variant.
     ``{out}`` in ``command`` becomes a fresh temporary folder for each run."""
     import tempfile
 
     base = {key: value for key, value in os.environ.items() if not key.startswith(("OMP_", "GOMP_"))}
     rows = []
-    for name, settings in policies.items():
+    for name, (arguments, settings) in variants.items():
         row = {"policy": name}
         for condition in ("alone", "contended"):
             others = [subprocess.Popen([sys.executable, "-c", COMPETITOR], env=base) for _ in range(competitors if condition == "contended" else 0)]
             try:
                 with tempfile.TemporaryDirectory() as out:
                     started = time.perf_counter()
-                    subprocess.run([part.replace("{out}", out) for part in command], check=True, env={**base, **settings}, capture_output=True)
+                    subprocess.run([part.replace("{out}", out) for part in command + arguments], check=True, env={**base, **settings}, capture_output=True)
                     row[condition] = time.perf_counter() - started
             finally:
                 for process in others:
@@ -396,7 +396,7 @@ def main() -> None:
         print("contention: the main command alone and beside two competing PyTorch processes")
         command = [sys.executable, "-m", "vaelab", "compare", "--out", "{out}/study", "--no-progress"]
         command += ["--epochs", "1"] if args.quick else []
-        results["contention"] = measure_contention(command, CONTENTION_POLICIES)
+        results["contention"] = measure_contention(command, CONTENTION_VARIANTS)
     if "study" in sections:
         results["study"] = [study_section(args.out / "mnist-study", args.quick, args.data_dir)]
 
@@ -409,12 +409,12 @@ def main() -> None:
 
 SECTIONS = ("evaluation", "training", "scaling", "folding", "contention", "study")
 DEFAULT_SECTIONS = SECTIONS[:-1]
-# OpenMP settings of the contention section: vaelab's own (the CLI sets OMP_WAIT_POLICY=PASSIVE unless the
-# environment says otherwise: vaelab.threads), the spinning it replaces (ACTIVE), and one thread.
-CONTENTION_POLICIES = {
-    "vaelab's default (PASSIVE)": {},
-    "OMP_WAIT_POLICY=ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
-    "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
+# Variants of the main command in the contention section (extra arguments, environment): vaelab's default,
+# its algorithms trained at once, one single-thread process each (vaelab.jobs), and one after the other in one
+# process of PyTorch's default threads (OMP_WAIT_POLICY=PASSIVE, which the CLI sets on a busy machine: vaelab.threads).
+CONTENTION_VARIANTS = {
+    "vaelab's default: the algorithms at once, one process of 1 thread each": ([], {}),
+    "--jobs 1: one after the other, one process of PyTorch's default threads": (["--jobs", "1"], {}),
 }
 
 
@@ -503,7 +503,7 @@ def markdown(meta: dict, results: dict) -> str:
                          f"{r['seconds']['folding']:.2f} | {r['seconds']['dense']:.2f} | {r['folding_vs_floor']:.2f}x | {r['dense_vs_floor']:.2f}x | {r['max_difference']:.1e} |")
     if results.get("contention"):
         lines += ["", "## Contention: `vaelab compare` alone and beside two competing PyTorch processes", "",
-                  "| OpenMP setting | alone s | contended s | ratio |", "|---|---|---|---|"]
+                  "| variant | alone s | contended s | ratio |", "|---|---|---|---|"]
         for r in results["contention"]:
             lines.append(f"| {r['policy']} | {r['alone']:.1f} | {r['contended']:.1f} | {r['ratio']:.2f}x |")
     for r in results.get("study", []):

@@ -2,4 +2,5 @@ import sys
 
 from vaelab.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned job process imports it (vaelab.jobs)
+    sys.exit(main())

@@ -398,6 +398,11 @@ def _add_compare_arguments(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--out", type=Path, required=True, help="study directory")
     compare.add_argument("--overwrite", action="store_true", help="replace a study in --out that has another config (its runs, figures and report are deleted)")
     compare.add_argument("--tensorboard", action="store_true", help="each run also logs scalars and image grids under <run>/tensorboard (needs tensorboard)")
+    compare.add_argument(
+        "--jobs", type=positive_int,
+        help="algorithms trained at once on the CPU, one process each with --threads threads (default: one per algorithm up to "
+             "the CPUs, which they share out; 1: one after the other in this process, as on a GPU)",
+    )
     _add_common(compare)
 
 
@@ -413,7 +418,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         print(plan(config, args.algorithms, args.out))
     report = compare(
         study, args.out, data_dir=args.data_dir, progress=not args.no_progress, device=args.device, overwrite=args.overwrite,
-        tensorboard=args.tensorboard,
+        tensorboard=args.tensorboard, jobs=args.jobs, threads=args.threads,
     )
     if report is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0

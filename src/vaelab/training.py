@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from vaelab.builders import build_run, check_data_unchanged, dataset_of
 from vaelab.config import ExperimentConfig, config_differences
@@ -45,6 +44,8 @@ from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import flushing_subnormals, matmul_precision
 from vaelab.objectives import check_config, objective_from_config
 from vaelab.preflight import check_before_training
+from vaelab.progress import bar as progress_bar
+from vaelab.progress import write as progress_write
 from vaelab.runio import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -162,13 +163,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
         order, shuffled = epoch_images.draw(data_generator)
         # the running bound stays on the device (float64, as the Python float it replaces) and is read once a window
         bound_sum, seen = torch.zeros((), dtype=torch.float64, device=placement.device), 0
-        bar = tqdm(
-            total=shuffled.shape[0],
-            desc=f"{config.train.algorithm} epoch {epoch}/{config.train.epochs}",
-            unit="img",
-            disable=not progress,
-            leave=False,
-        )
+        bar = progress_bar(total=shuffled.shape[0], desc=f"{config.train.algorithm} epoch {epoch}/{config.train.epochs}", unit="img", disable=not progress)
         batches = order.split(config.train.batch_size)
         losses, window = [], None
         with matmul_precision(config.train.precision):  # the forward passes; backward follows the graph's dtypes
@@ -207,7 +202,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                 wall_seconds += row["eval_seconds"]
                 rows.append({**base, **row, "wall_seconds": wall_seconds})
                 if progress:
-                    tqdm.write(f"epoch {epoch}: {split} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
+                    progress_write(f"{config.train.algorithm} epoch {epoch}: {split} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
         noise_states = gather_objects(noise_generator.get_state().cpu(), placement)
         if placement.is_main:
             for row in rows:
@@ -463,7 +458,7 @@ class _StopRequest:
         if self.requested:
             raise Interrupted(signum)
         self.requested, self.signum = True, signum
-        tqdm.write(f"{signal.Signals(signum).name}: finishing this epoch and its checkpoint, then stopping (interrupt again to stop now)")
+        progress_write(f"{signal.Signals(signum).name}: finishing this epoch and its checkpoint, then stopping (interrupt again to stop now)")
 
 
 @contextlib.contextmanager

@@ -90,7 +90,7 @@ def evaluate_split(
     shown = progress and placement.is_main
     with matmul_precision(precision):
         # the same draws as L_k alone: k-hat reads the weights L_k is made of
-        title = f"{split} L_{k}" if shown else None
+        title = f"{config.train.algorithm} {split} L_{k}" if shown else None
         if curve_ks:
             curve, k_hats = evaluate_bound_curve_and_k_hat(model, images, tuple(sorted({*curve_ks, k})), generator, batch_size, title)
             bounds = curve.pop(k)
@@ -98,7 +98,7 @@ def evaluate_split(
         else:
             (bounds, k_hats), curve = evaluate_bound_and_k_hat(model, images, k, generator, batch_size, title), {}
         bounds, k_hats = gather(bounds.to(placement.device), placement), gather(k_hats.to(placement.device), placement)
-        elbos = gather(evaluate_bound(model, images, 1, generator, batch_size, f"{split} ELBO" if shown else None).to(placement.device), placement)
+        elbos = gather(evaluate_bound(model, images, 1, generator, batch_size, f"{config.train.algorithm} {split} ELBO" if shown else None).to(placement.device), placement)
     indices = gather(indices.to(placement.device), placement)
     bound, bound_stderr = mean_and_standard_error(bounds.cpu())
     elbo, elbo_stderr = mean_and_standard_error(elbos.cpu())

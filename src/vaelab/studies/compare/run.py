@@ -3,6 +3,7 @@
 Every algorithm is trained with the same seed, data, networks and budget through
 :func:`vaelab.training.train` (the function behind ``vaelab train``), resuming from its
 checkpoint, so a killed study continues where it stopped and a finished run is not retrained.
+On a CPU the algorithms can train at once, one process each (``jobs``; :mod:`vaelab.jobs`).
 The one costly analysis after training, test L_k for every k dividing 1000, is saved beside each
 run and skipped when already saved for the same checkpoint epoch; where the last epoch's test
 evaluation was L_1000 of every test image (the homework's protocol), it is read from that
@@ -22,10 +23,12 @@ from tqdm import tqdm
 
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset
-from vaelab.errors import RunError
+from vaelab.distributed import resolve_device
+from vaelab.errors import ConfigError, RunError
 from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.evaluation.per_image import load_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
+from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.models import HelmholtzMachine
 from vaelab.preflight import check_before_training
 from vaelab.runio import (
@@ -64,9 +67,17 @@ def compare(
     device: str = "auto",
     overwrite: bool = False,
     tensorboard: bool = False,
+    jobs: int | None = 1,
+    threads: int | None = None,
 ) -> Report | None:
     """Train (or continue) every algorithm of ``study`` in ``study_dir`` on ``device``, analyse,
     write the report and return it. ``tensorboard``: each run also logs under its ``tensorboard/``.
+
+    ``jobs``: algorithms trained at once on a CPU, each in its own process with ``threads``
+    threads (:mod:`vaelab.jobs`; None: one process per algorithm up to the usable CPUs, which
+    share them out). 1 trains them one after the other in this process, as on a GPU and under
+    torchrun always. The numbers do not depend on it beyond floating-point rounding, which
+    depends on the thread count.
 
     ``study_dir`` is locked while the study runs (:func:`vaelab.runio.directory_lock`; a second
     ``compare`` or a ``report`` is refused in one line). A directory holding the same study is
@@ -77,6 +88,7 @@ def compare(
     analyses and reports, and the other processes return None.
 
     Raises:
+        ConfigError: ``jobs`` above 1 with a device other than the CPU, or under torchrun.
         RunError: ``study_dir`` holds a study with a different configuration (the message names
             the differing keys) and ``overwrite`` is not given, holds files that are not a
             study, is in use, or cannot be written.
@@ -85,6 +97,7 @@ def compare(
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone checks, locks and writes
     for algorithm in study.algorithms:  # every option, before the first epoch of the first run
         check_before_training(study.run_config(algorithm))
+    processes, threads = _processes_and_threads(study, jobs, threads, device)
     if main_process:
         _check_study_directory(study, study_dir, overwrite)
         make_directory(study_dir, "study directory")
@@ -94,20 +107,45 @@ def compare(
             if overwrite:
                 _clear_study(study, study_dir)
             study.save(study_dir)
-        for number, algorithm in enumerate(study.algorithms, start=1):
+        if processes > 1:
             if progress:
-                tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
-            config = study.run_config(algorithm)
-            result = train(
-                config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress, device=device,
-                tensorboard=tensorboard, curve_ks=CURVE_KS if _final_evaluation_gives_the_curve(config, study.curve_images) else (),
-            )
-            if not result.metrics:  # a torchrun process other than rank 0
-                main_process = False
-                continue
-            epoch = max(row["epoch"] for row in result.metrics if row["kind"] == "train")  # that of the checkpoint
-            save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images, progress)
+                tqdm.write(f"{' and '.join(study.algorithms)} at once, {processes} processes of {threads} thread(s): {study_dir}/<algorithm>")
+            run_jobs(train_algorithm, [(study, study_dir, algorithm, data_dir, progress, device, tensorboard) for algorithm in study.algorithms],
+                     processes, threads)
+        else:
+            for number, algorithm in enumerate(study.algorithms, start=1):
+                if progress:
+                    tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
+                main_process = train_algorithm(study, study_dir, algorithm, data_dir, progress, device, tensorboard)
         return build_report(study_dir, data_dir=data_dir) if main_process else None
+
+
+def train_algorithm(
+    study: Study, study_dir: Path, algorithm: str, data_dir: str | Path | None, progress: bool, device: str, tensorboard: bool
+) -> bool:
+    """Train (or continue) ``algorithm``'s run of ``study`` and save its L_k curve (:func:`save_bound_curve`);
+    False in a torchrun process other than rank 0, which saves nothing."""
+    config = study.run_config(algorithm)
+    result = train(
+        config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress, device=device,
+        tensorboard=tensorboard, curve_ks=CURVE_KS if _final_evaluation_gives_the_curve(config, study.curve_images) else (),
+    )
+    if not result.metrics:
+        return False
+    epoch = max(row["epoch"] for row in result.metrics if row["kind"] == "train")  # that of the checkpoint
+    save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images, progress)
+    return True
+
+
+def _processes_and_threads(study: Study, jobs: int | None, threads: int | None, device: str) -> tuple[int, int | None]:
+    """(processes at once, threads each) for the study's trainings: several on a CPU only."""
+    if jobs == 1:
+        return 1, threads
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or resolve_device(device).type != "cpu":
+        if jobs is None:
+            return 1, threads
+        raise ConfigError(f"--jobs {jobs}: algorithms train at once on the CPU only; on a GPU or under torchrun leave --jobs out")
+    return processes_and_threads(len(study.algorithms), jobs, threads)
 
 
 def _check_study_directory(study: Study, study_dir: Path, overwrite: bool) -> None:

@@ -1,0 +1,149 @@
+"""Jobs at once, one spawned process each (vaelab.jobs, ``compare --jobs``): each job runs with its
+threads in its own process; a failure comes back by type after the others were stopped; an
+interrupt reaches every job; a study trained at once equals the one trained one after the other."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import job_functions
+import pytest
+import torch
+
+from vaelab import jobs
+from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
+from vaelab.errors import ConfigError, RunError
+from vaelab.runio import read_metrics
+from vaelab.studies.compare.run import _processes_and_threads, compare
+from vaelab.studies.compare.study import Study
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize("count, given_jobs, given_threads, cpus, expected", [
+    (2, None, None, 2, (2, 1)),   # the README's main command on a 2-core machine
+    (2, None, None, 8, (2, 4)),   # the CPUs shared out
+    (5, None, None, 2, (2, 1)),   # no more processes than CPUs
+    (1, None, None, 8, (1, 8)),
+    (3, 2, None, 8, (2, 4)),
+    (2, 4, 3, 2, (2, 3)),         # never more processes than jobs; --threads as given
+])
+def test_processes_and_threads(monkeypatch, count, given_jobs, given_threads, cpus, expected):
+    monkeypatch.setattr(jobs, "usable_cpus", lambda: cpus)
+    assert jobs.processes_and_threads(count, given_jobs, given_threads) == expected
+
+
+def test_every_job_runs_in_its_own_process_with_its_threads(tmp_path):
+    paths = [str(tmp_path / f"job{index}.json") for index in range(3)]
+    jobs.run_jobs(job_functions.record, [(path,) for path in paths], processes=2, threads=1)
+    records = [json.loads(Path(path).read_text()) for path in paths]
+    assert all(record["threads"] == 1 for record in records)
+    assert os.getpid() not in {record["pid"] for record in records}
+    assert len({record["pid"] for record in records}) == 3
+
+
+def test_the_jobs_bars_and_lines_are_drawn_by_the_parent(capfd):
+    jobs.run_jobs(job_functions.show_progress, [("first",), ("second",)], processes=2, threads=1)
+    out, err = capfd.readouterr()
+    assert sorted(out.splitlines()) == ["first: half way", "second: half way"]
+    assert "first:   0%" in err and "second:   0%" in err  # tqdm's bars, on this process's stderr
+
+
+def test_a_failure_comes_back_by_type_after_the_other_jobs_were_stopped(tmp_path):
+    waiter = str(tmp_path / "waiter")
+    with pytest.raises(ConfigError, match="^no good$"):
+        jobs.run_jobs(job_functions.refuse_or_wait, [(None, waiter), ("no good", waiter)], processes=2, threads=1)
+    assert Path(waiter).read_text() == str(int(signal.SIGTERM))  # stopped as training stops: its epoch finished
+
+
+def test_a_bug_in_a_job_is_raised_by_name(capfd):
+    with pytest.raises(RuntimeError, match="ValueError: a bug"):
+        jobs.run_jobs(job_functions.crash, [()], processes=1, threads=1)
+    assert "Traceback" in capfd.readouterr().err  # the job's own traceback, for whoever debugs it
+
+
+def test_an_interrupt_reaches_every_job_and_is_raised(tmp_path):
+    waiters = [str(tmp_path / f"waiter{index}") for index in range(2)]
+
+    def interrupt_once_both_wait():
+        while not all(Path(waiter + ".ready").exists() for waiter in waiters):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_both_wait).start()
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_jobs(job_functions.wait_for_a_stop, [(waiter,) for waiter in waiters], processes=2, threads=1)
+    assert [Path(waiter).read_text() for waiter in waiters] == [str(int(signal.SIGINT))] * 2
+
+
+TINY_STUDY = Study(("wake-sleep", "aevb"), ExperimentConfig(
+    model=ModelConfig(hidden=(16,)), train=TrainConfig(epochs=2, eval_every=1, eval_k=10, eval_train_size=100)), curve_images=50)
+
+
+def test_a_study_trained_at_once_equals_one_trained_one_after_the_other(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same thread count in both: then the same bits
+    try:
+        one_after_the_other = compare(TINY_STUDY, tmp_path / "sequential", progress=False, jobs=1)
+    finally:
+        torch.set_num_threads(threads)
+    at_once = compare(TINY_STUDY, tmp_path / "at-once", progress=False, jobs=2, threads=1)
+    assert at_once.sentence == one_after_the_other.sentence
+    for algorithm in TINY_STUDY.algorithms:
+        rows = [read_metrics(tmp_path / study / algorithm / "metrics.jsonl") for study in ("sequential", "at-once")]
+        assert [(row["kind"], row["split"], row["bound"]) for row in rows[0]] == [(row["kind"], row["split"], row["bound"]) for row in rows[1]]
+        curves = [json.loads((tmp_path / study / algorithm / "bound_curve.json").read_text()) for study in ("sequential", "at-once")]
+        assert curves[0] == curves[1]
+
+
+def test_jobs_at_once_only_on_the_cpu(monkeypatch):
+    assert _processes_and_threads(TINY_STUDY, None, None, "cpu")[0] == min(2, jobs.usable_cpus())
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: one after the other, and --jobs 2 is refused
+    assert _processes_and_threads(TINY_STUDY, None, None, "cpu") == (1, None)
+    with pytest.raises(ConfigError, match="--jobs 2: algorithms train at once on the CPU only"):
+        _processes_and_threads(TINY_STUDY, 2, None, "cpu")
+
+
+EPOCHS = 200  # a few seconds of training each: the interrupt lands mid-run
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_algorithm_at_a_checkpoint_and_the_study_continues(tmp_path):
+    """The terminal's Ctrl-C (SIGINT to the process group): each algorithm's epoch finished and saved,
+    one line, exit 130; the same command continues both runs to the end."""
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "vaelab", "compare", "--hidden", "16", "--epochs", str(EPOCHS), "--eval-every", str(EPOCHS), "--eval-k", "5",
+               "--curve-images", "20", "--no-progress", "--jobs", "2", "--threads", "1", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not all((out / algorithm / "checkpoint.pt").exists() for algorithm in TINY_STUDY.algorithms):
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)  # as the terminal does: to the whole foreground group
+    assert process.wait(timeout=120) == 130
+    stderr = process.stderr.read()
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("vaelab compare: interrupted; ")
+    for algorithm in TINY_STUDY.algorithms:
+        epoch = torch.load(out / algorithm / "checkpoint.pt", weights_only=True)["epoch"]
+        assert max(row["epoch"] for row in read_metrics(out / algorithm / "metrics.jsonl")) == epoch < EPOCHS
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    for algorithm in TINY_STUDY.algorithms:
+        assert torch.load(out / algorithm / "checkpoint.pt", weights_only=True)["epoch"] == EPOCHS
+
+
+def test_a_killed_job_is_named_in_one_line(tmp_path):
+    with pytest.raises(RunError, match="^a job's process was killed by signal 9 before it finished; its last checkpoint is intact$"):
+        jobs.run_jobs(job_functions.die, [()], processes=1, threads=1)
+
+
+def test_a_job_stopped_on_its_own_stops_the_study():
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_jobs(job_functions.stopped, [()], processes=1, threads=1)
