@@ -21,7 +21,7 @@ from vaelab import jobs
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError, RunError
 from vaelab.runio import read_metrics
-from vaelab.studies.compare.run import _processes_and_threads, compare
+from vaelab.studies.compare.run import compare
 from vaelab.studies.compare.study import Study
 
 TESTS = Path(__file__).resolve().parent
@@ -31,7 +31,7 @@ TESTS = Path(__file__).resolve().parent
     (2, None, None, 2, (2, 1)),   # the README's main command on a 2-core machine
     (2, None, None, 8, (2, 4)),   # the CPUs shared out
     (5, None, None, 2, (2, 1)),   # no more processes than CPUs
-    (1, None, None, 8, (1, 8)),
+    (1, None, None, 8, (1, None)),  # one job: in this process, PyTorch's threads
     (3, 2, None, 8, (2, 4)),
     (2, 4, 3, 2, (2, 3)),         # never more processes than jobs; --threads as given
 ])
@@ -104,11 +104,11 @@ def test_a_study_trained_at_once_equals_one_trained_one_after_the_other(tmp_path
 
 
 def test_jobs_at_once_only_on_the_cpu(monkeypatch):
-    assert _processes_and_threads(TINY_STUDY, None, None, "cpu")[0] == min(2, jobs.usable_cpus())
+    assert jobs.processes_and_threads(2, None, None, "cpu")[0] == min(2, jobs.usable_cpus())
     monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: one after the other, and --jobs 2 is refused
-    assert _processes_and_threads(TINY_STUDY, None, None, "cpu") == (1, None)
-    with pytest.raises(ConfigError, match="--jobs 2: algorithms train at once on the CPU only"):
-        _processes_and_threads(TINY_STUDY, 2, None, "cpu")
+    assert jobs.processes_and_threads(2, None, None, "cpu") == (1, None)
+    with pytest.raises(ConfigError, match="--jobs 2: jobs run at once on the CPU only"):
+        jobs.processes_and_threads(2, 2, None, "cpu")
 
 
 EPOCHS = 200  # a few seconds of training each: the interrupt lands mid-run
@@ -147,3 +147,38 @@ def test_a_killed_job_is_named_in_one_line(tmp_path):
 def test_a_job_stopped_on_its_own_stops_the_study():
     with pytest.raises(KeyboardInterrupt):
         jobs.run_jobs(job_functions.stopped, [()], processes=1, threads=1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (prctl)")
+def test_a_job_stops_when_its_parent_is_killed(tmp_path):
+    waiter = tmp_path / "waiter"
+    parent = subprocess.Popen([sys.executable, "-c", "import job_functions, sys; from vaelab import jobs; "
+                               "jobs.run_jobs(job_functions.wait_for_a_stop, [(sys.argv[1],)], processes=1, threads=1)", str(waiter)],
+                              cwd=TESTS, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not Path(str(waiter) + ".ready").exists():
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.01)
+    parent.kill()
+    parent.wait()
+    while not waiter.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert waiter.read_text() == str(int(signal.SIGTERM))
+
+
+@pytest.mark.slow
+def test_a_reproduction_with_its_rows_at_once_equals_one_row_after_the_other(tmp_path, shared_data_dir):
+    from vaelab.studies.reproduce.presets import get_preset
+    from vaelab.studies.reproduce.run import reproduce
+
+    preset = get_preset("kingma2013")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one_after_the_other = reproduce(preset, "smoke", tmp_path / "sequential", data_dir=shared_data_dir, progress=False, jobs=1)
+    finally:
+        torch.set_num_threads(threads)
+    at_once = reproduce(preset, "smoke", tmp_path / "at-once", data_dir=shared_data_dir, progress=False, jobs=2, threads=1)
+    assert len(at_once.rows) == 2 and all(row["measured"] is not None for row in at_once.rows)
+    assert [row["measured"] for row in at_once.rows] == [row["measured"] for row in one_after_the_other.rows]

@@ -213,3 +213,45 @@ def test_adam_carries_a_non_finite_gradient_into_its_parameter(fused, bad):
         parameter.grad = gradient
         optimizer.step()
     assert torch.isnan(parameter[1]) and torch.isfinite(parameter[[0, 2]]).all()
+
+
+def test_a_fault_in_the_first_window_of_a_fresh_run_is_named(tmp_path, monkeypatch):
+    """The window was saved before Adam's first step: the replay starts Adam afresh and meets the fault again."""
+    monkeypatch.setattr(train_module, "objective_from_config", poisoned_gradient(at_call=4))
+    with pytest.raises(train_module.NumericalError, match=r"epoch 1, batch 3: the theta gradient is not finite; .*epoch 0 intact"):
+        train(small_config("aevb", epochs=1, batch_size=20), tmp_path, progress=False)
+
+
+def test_a_window_restores_what_it_saved_into_the_same_tensors():
+    """Saved before Adam's first step and after it: restore gives back the parameters, Adam's state
+    (none, then the moments and step) and the noise generator, bit for bit; the copies are reused."""
+    from types import SimpleNamespace
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), fused=True)
+    loop = SimpleNamespace(model=model, optimizer=optimizer, parameters=list(model.parameters()), noise_generator=torch.Generator().manual_seed(0))
+
+    def steps(count):
+        for _ in range(count):
+            model(torch.randn(4, 3, generator=loop.noise_generator)).square().sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    def state():
+        return {**{name: tensor.clone() for name, tensor in model.state_dict().items()},
+                **{f"adam{index}.{key}": value.clone() for index, parameter in enumerate(loop.parameters)
+                   for key, value in optimizer.state.get(parameter, {}).items()},
+                "noise": loop.noise_generator.get_state()}
+
+    window = train_module._Window(loop)
+    for saved_after in (0, 3):
+        steps(saved_after)
+        window.save(first_batch=0)
+        before, storages = state(), [tensor.data_ptr() for tensor in window.copies]
+        steps(2)
+        window.restore()
+        after = state()
+        assert before.keys() == after.keys() and len(before) == (3 if saved_after == 0 else 9)
+        assert all(torch.equal(before[key], after[key]) for key in before)
+        window.save(first_batch=0)
+        assert saved_after == 0 or [tensor.data_ptr() for tensor in window.copies] == storages

@@ -398,12 +398,16 @@ def _add_compare_arguments(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--out", type=Path, required=True, help="study directory")
     compare.add_argument("--overwrite", action="store_true", help="replace a study in --out that has another config (its runs, figures and report are deleted)")
     compare.add_argument("--tensorboard", action="store_true", help="each run also logs scalars and image grids under <run>/tensorboard (needs tensorboard)")
-    compare.add_argument(
+    _add_jobs(compare, "algorithms")
+    _add_common(compare)
+
+
+def _add_jobs(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
         "--jobs", type=positive_int,
-        help="algorithms trained at once on the CPU, one process each with --threads threads (default: one per algorithm up to "
+        help=f"{what} trained at once on the CPU, one process each with --threads threads (default: one per {what[:-1]} up to "
              "the CPUs, which they share out; 1: one after the other in this process, as on a GPU)",
     )
-    _add_common(compare)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -455,6 +459,7 @@ def _add_reproduce_arguments(reproduce: argparse.ArgumentParser) -> None:
     reproduce.add_argument("--rows", type=_argument_type(Kind("a comma-separated list of row names", lambda t: tuple(t.split(",")), bool)),
                            help="comma-separated rows of the preset's table to run (default: all)")
     reproduce.add_argument("--out", type=Path, help="reproduction directory (one run directory per row)")
+    _add_jobs(reproduce, "rows")
     _add_common(reproduce)
 
 
@@ -469,7 +474,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     from vaelab.studies.reproduce.run import reproduce
 
     report = reproduce(get_preset(args.preset), args.budget, args.out, rows=args.rows, data_dir=args.data_dir,
-                       progress=not args.no_progress, device=args.device)
+                       progress=not args.no_progress, device=args.device, jobs=args.jobs, threads=args.threads)
     print("\n".join(report.lines))
     print(f"report written to {report.markdown}")
     return 0

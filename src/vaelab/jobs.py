@@ -19,10 +19,12 @@ A job's expected failure (a :class:`vaelab.errors.VaelabError`) comes back to th
 raised there once the other jobs have stopped the same way, their checkpoints intact; a bug in a
 job prints its traceback and is raised as a RuntimeError. A job's function and arguments must be
 picklable: the function importable by name, which user networks given as ``MODULE:FACTORY`` are.
+On Linux a job also gets SIGTERM when the parent dies (SIGKILL), so none runs on alone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -32,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vaelab import progress
-from vaelab.errors import RunError, VaelabError
+from vaelab.errors import ConfigError, RunError, VaelabError
 from vaelab.progress import BarServer
 
 
@@ -44,12 +46,24 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def processes_and_threads(count: int, jobs: int | None = None, threads: int | None = None) -> tuple[int, int]:
-    """How to run ``count`` jobs: (processes at once, threads each).
+def processes_and_threads(count: int, jobs: int | None = None, threads: int | None = None, device: str = "cpu") -> tuple[int, int | None]:
+    """How to run ``count`` jobs on ``device``: (processes at once, threads each).
 
     ``jobs`` processes at most (None: one per job, up to the usable CPUs), each with ``threads``
-    threads (None: the usable CPUs shared out among the processes, at least one each).
+    threads (None: the usable CPUs shared out among the processes, at least one each). On a GPU
+    or under torchrun the jobs run one after the other in this process: (1, ``threads``).
+
+    Raises:
+        ConfigError: ``jobs`` above 1 on a GPU or under torchrun.
     """
+    if jobs == 1 or count == 1:
+        return 1, threads
+    from vaelab.distributed import resolve_device  # loads torch: not at import, for the CLI's start-up
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or resolve_device(device).type != "cpu":
+        if jobs is None:
+            return 1, threads
+        raise ConfigError(f"--jobs {jobs}: jobs run at once on the CPU only; on a GPU or under torchrun leave --jobs out")
     processes = max(1, min(count, jobs if jobs is not None else usable_cpus()))
     return processes, threads or max(1, usable_cpus() // processes)
 
@@ -128,15 +142,36 @@ def _job(sender, bar_queue, number: int, function: Callable[..., Any], arguments
     or the exception) is sent to the parent."""
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on (see the module's docstring)
+    _stop_with_the_parent()
     import torch
 
     torch.set_num_threads(threads)  # before the first parallel op starts the pool
     progress.send_to(bar_queue, number)
+    outcome: BaseException | None = None
     try:
         function(*arguments)
-        sender.send(None)
     except (VaelabError, KeyboardInterrupt) as error:
-        sender.send(error)
+        outcome = error
     except BaseException as error:  # a bug: its traceback here, the parent raises it by name
         traceback.print_exc()
-        sender.send(RuntimeError(f"{type(error).__name__}: {error}"))
+        outcome = RuntimeError(f"{type(error).__name__}: {error}")
+    try:
+        sender.send(outcome)
+    except OSError:  # the parent is gone
+        pass
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _stop_with_the_parent() -> None:
+    """Linux: get SIGTERM when the parent dies (a SIGKILL of ``vaelab compare``), so that a job stops
+    at its next checkpoint instead of running on alone; elsewhere nothing."""
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            return
+    except (OSError, AttributeError):  # no prctl: not Linux
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)

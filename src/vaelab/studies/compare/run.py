@@ -23,8 +23,7 @@ from tqdm import tqdm
 
 from vaelab.config import ExperimentConfig, config_differences
 from vaelab.data import Dataset
-from vaelab.distributed import resolve_device
-from vaelab.errors import ConfigError, RunError
+from vaelab.errors import RunError
 from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
 from vaelab.evaluation.per_image import load_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
@@ -97,7 +96,7 @@ def compare(
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone checks, locks and writes
     for algorithm in study.algorithms:  # every option, before the first epoch of the first run
         check_before_training(study.run_config(algorithm))
-    processes, threads = _processes_and_threads(study, jobs, threads, device)
+    processes, threads = processes_and_threads(len(study.algorithms), jobs, threads, device)
     if main_process:
         _check_study_directory(study, study_dir, overwrite)
         make_directory(study_dir, "study directory")
@@ -135,17 +134,6 @@ def train_algorithm(
     epoch = max(row["epoch"] for row in result.metrics if row["kind"] == "train")  # that of the checkpoint
     save_bound_curve(result.run_dir, config, result.model, result.dataset, epoch, study.curve_images, progress)
     return True
-
-
-def _processes_and_threads(study: Study, jobs: int | None, threads: int | None, device: str) -> tuple[int, int | None]:
-    """(processes at once, threads each) for the study's trainings: several on a CPU only."""
-    if jobs == 1:
-        return 1, threads
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or resolve_device(device).type != "cpu":
-        if jobs is None:
-            return 1, threads
-        raise ConfigError(f"--jobs {jobs}: algorithms train at once on the CPU only; on a GPU or under torchrun leave --jobs out")
-    return processes_and_threads(len(study.algorithms), jobs, threads)
 
 
 def _check_study_directory(study: Study, study_dir: Path, overwrite: bool) -> None:

@@ -2,7 +2,7 @@
 
 One run directory per row (``OUT/<row>/``), trained through :func:`vaelab.training.train` with
 ``resume=True``, so a killed reproduction continues when run again and a finished row is not
-retrained. After training, the published test L_k (e.g. L_5000) is measured once and saved as
+retrained; on a CPU, rows can train at once, one process each (``jobs``; :mod:`vaelab.jobs`). After training, the published test L_k (e.g. L_5000) is measured once and saved as
 ``OUT/<row>/final.json``; it is skipped when already saved for the same checkpoint epoch.
 """
 
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from vaelab.errors import RunError
 from vaelab.evaluation.evaluate import evaluate_split
+from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.runio import write_json_atomic
 from vaelab.studies.reproduce.presets import Preset, final_images, final_k, row_config
 from vaelab.studies.reproduce.report import (
@@ -36,29 +37,48 @@ def reproduce(
     data_dir: str | Path | None = None,
     progress: bool = True,
     device: str = "auto",
+    jobs: int | None = 1,
+    threads: int | None = None,
 ) -> ReproductionReport:
     """Train (or continue) ``rows`` of ``preset`` (default: all) under ``budget`` in ``out``,
     measure each row's final test L_k and write the report.
 
+    ``jobs``: rows trained at once on a CPU, each in its own process with ``threads`` threads
+    (:mod:`vaelab.jobs`; None: one process per row up to the usable CPUs); 1 trains them one
+    after the other in this process.
+
     Raises:
+        ConfigError: ``jobs`` above 1 on a GPU or under torchrun.
         RunError: ``out`` holds another preset's or budget's reproduction, or cannot be written.
     """
     out = Path(out)
     selected = [preset.row(name) for name in rows] if rows else list(preset.rows)
+    processes, threads = processes_and_threads(len(selected), jobs, threads, device)
     _refuse_another_reproduction(out, preset.name, budget)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunError(f"{out}: cannot create the reproduction directory ({error.strerror})") from None
     write_json_atomic(out / REPRODUCE_FILE, {"preset": preset.name, "budget": budget})
-    for number, row in enumerate(selected, start=1):
+    arguments = [(preset, row.name, budget, out, data_dir, progress, device) for row in selected]
+    if processes > 1:
         if progress:
-            tqdm.write(f"{preset.name} {row.name} ({number}/{len(selected)}): {out / row.name}")
-        config = row_config(preset, row, budget)
-        result = train(config, out / row.name, data_dir=data_dir, resume=True, progress=progress, device=device)
-        epoch = max(r["epoch"] for r in result.metrics if r["kind"] == "train")
-        _save_final(result, config, final_k(preset, budget), final_images(budget), epoch)
+            tqdm.write(f"{preset.name}: {len(selected)} rows, {processes} at once, one process of {threads} thread(s) each: {out}/<row>")
+        run_jobs(train_row, arguments, processes, threads)
+    else:
+        for number, row_arguments in enumerate(arguments, start=1):
+            if progress:
+                tqdm.write(f"{preset.name} {row_arguments[1]} ({number}/{len(selected)}): {out / row_arguments[1]}")
+            train_row(*row_arguments)
     return build_report(out)
+
+
+def train_row(preset: Preset, row: str, budget: str, out: Path, data_dir: str | Path | None, progress: bool, device: str) -> None:
+    """Train (or continue) ``row`` of ``preset`` in ``out/<row>`` and save its final test L_k."""
+    config = row_config(preset, preset.row(row), budget)
+    result = train(config, out / row, data_dir=data_dir, resume=True, progress=progress, device=device)
+    epoch = max(r["epoch"] for r in result.metrics if r["kind"] == "train")
+    _save_final(result, config, final_k(preset, budget), final_images(budget), epoch)
 
 
 def _refuse_another_reproduction(out: Path, preset: str, budget: str) -> None:
