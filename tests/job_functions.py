@@ -15,8 +15,10 @@ from vaelab.errors import ConfigError
 
 
 def record(path: str) -> None:
-    """Write this process's id and thread count to ``path``."""
-    Path(path).write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads()}))
+    """Write this process's id, thread count and subnormal setting to ``path``."""
+    from vaelab.models.backend import subnormals_flushed
+
+    Path(path).write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads(), "flushed": subnormals_flushed()}))
 
 
 def refuse_or_wait(message: str | None, waiter: str) -> None:
@@ -46,8 +48,30 @@ def wait_for_a_stop(path: str) -> None:
     raise KeyboardInterrupt
 
 
+def wait_then_chatter(path: str) -> None:
+    """Wait for SIGTERM or SIGINT, write [its number, this process's id] to ``path``, then send more
+    progress lines than a pipe holds (256 kB) and stop as training does."""
+    received = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, frame: received.append(number))
+    Path(path + ".ready").touch()
+    deadline = time.monotonic() + 60
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    written = Path(path + ".part")
+    written.write_text(json.dumps([received[0] if received else None, os.getpid()]))
+    written.replace(path)  # whole when it appears
+    for _ in range(256):
+        progress.write("x" * 1000)
+    raise KeyboardInterrupt
+
+
 def show_progress(name: str) -> None:
-    """A bar titled ``name`` and a line between its updates, as training shows them."""
+    """A bar titled ``name`` and a line between its updates, as training shows them; this process's
+    own output goes nowhere, so what is seen was drawn by the parent."""
+    with open(os.devnull, "w") as nowhere:
+        os.dup2(nowhere.fileno(), 1)
+        os.dup2(nowhere.fileno(), 2)
     shown = progress.bar(10, name, "img")
     shown.update(5)
     shown.set_postfix(bound="1.00", refresh=False)
@@ -61,6 +85,12 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def stopped() -> None:
-    """Stop as training does on a signal sent to this process alone."""
+def stop_once_waited(waiter: str, stops: bool) -> None:
+    """Stop as training does on a signal sent to this process alone, once the job waiting at
+    ``waiter`` waits; without ``stops``, be that job."""
+    if not stops:
+        wait_for_a_stop(waiter)
+    deadline = time.monotonic() + 60
+    while not Path(waiter + ".ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     raise KeyboardInterrupt

@@ -4,6 +4,7 @@ interrupt reaches every job; a study trained at once equals the one trained one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -47,6 +48,17 @@ def test_every_job_runs_in_its_own_process_with_its_threads(tmp_path):
     assert all(record["threads"] == 1 for record in records)
     assert os.getpid() not in {record["pid"] for record in records}
     assert len({record["pid"] for record in records}) == 3
+
+
+@pytest.mark.parametrize("flushed", [False, True])
+def test_a_job_computes_with_subnormals_as_its_parent_does(tmp_path, flushed):
+    """The CLI flushes subnormals (backend.flushing_subnormals); its jobs must too, as --jobs 1 does in-process."""
+    from vaelab.models.backend import flushing_subnormals
+
+    path = str(tmp_path / "job.json")
+    with flushing_subnormals() if flushed else contextlib.nullcontext():
+        jobs.run_jobs(job_functions.record, [(path,)], processes=1, threads=1)
+    assert json.loads(Path(path).read_text())["flushed"] is flushed
 
 
 def test_the_jobs_bars_and_lines_are_drawn_by_the_parent(capfd):
@@ -144,16 +156,20 @@ def test_a_killed_job_is_named_in_one_line(tmp_path):
         jobs.run_jobs(job_functions.die, [()], processes=1, threads=1)
 
 
-def test_a_job_stopped_on_its_own_stops_the_study():
+def test_a_job_stopped_on_its_own_stops_the_study(tmp_path):
+    waiter = str(tmp_path / "waiter")
     with pytest.raises(KeyboardInterrupt):
-        jobs.run_jobs(job_functions.stopped, [()], processes=1, threads=1)
+        jobs.run_jobs(job_functions.stop_once_waited, [(waiter, False), (waiter, True)], processes=2, threads=1)
+    assert Path(waiter).read_text() == str(int(signal.SIGTERM))  # the other job was stopped at its checkpoint
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (prctl)")
-def test_a_job_stops_when_its_parent_is_killed(tmp_path):
+def test_a_job_stops_and_exits_when_its_parent_is_killed(tmp_path):
+    """SIGTERM from the kernel stops the job at its checkpoint; then it exits although nobody reads
+    the progress it still sends (more than a pipe holds)."""
     waiter = tmp_path / "waiter"
     parent = subprocess.Popen([sys.executable, "-c", "import job_functions, sys; from vaelab import jobs; "
-                               "jobs.run_jobs(job_functions.wait_for_a_stop, [(sys.argv[1],)], processes=1, threads=1)", str(waiter)],
+                               "jobs.run_jobs(job_functions.wait_then_chatter, [(sys.argv[1],)], processes=1, threads=1)", str(waiter)],
                               cwd=TESTS, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not Path(str(waiter) + ".ready").exists():
@@ -164,7 +180,12 @@ def test_a_job_stops_when_its_parent_is_killed(tmp_path):
     while not waiter.exists():
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert waiter.read_text() == str(int(signal.SIGTERM))
+    received, pid = json.loads(waiter.read_text())
+    assert received == int(signal.SIGTERM)
+    status = Path(f"/proc/{pid}/status")
+    while status.exists() and "State:\tZ" not in status.read_text():  # gone, or a zombie nobody reaped yet
+        assert time.monotonic() < deadline, "the orphaned job did not exit"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -19,7 +19,10 @@ A job's expected failure (a :class:`vaelab.errors.VaelabError`) comes back to th
 raised there once the other jobs have stopped the same way, their checkpoints intact; a bug in a
 job prints its traceback and is raised as a RuntimeError. A job's function and arguments must be
 picklable: the function importable by name, which user networks given as ``MODULE:FACTORY`` are.
-On Linux a job also gets SIGTERM when the parent dies (SIGKILL), so none runs on alone.
+On Linux a job also gets SIGTERM when the parent dies (SIGKILL), so none runs on alone, and then
+exits without waiting for its progress messages to be read. A job computes with subnormal floats
+as the calling thread does (flushed under the CLI; :func:`vaelab.models.backend.flushing_subnormals`),
+so its numbers are those the same job would give in-process with the same threads.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], processes: int
             stopped with SIGTERM. A job stopped by a signal of its own is raised as its interrupt.
         RuntimeError: a job failed with an unexpected error (its traceback is printed above).
     """
+    from vaelab.models.backend import subnormals_flushed  # loads torch: not at import, for the CLI's start-up
+
+    flush_subnormals = subnormals_flushed()
     context = multiprocessing.get_context("spawn")
     bars = BarServer(context.Queue())
     waiting = list(enumerate(jobs))
@@ -90,19 +96,19 @@ def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], processes: int
             while waiting and len(running) < processes and interrupt is None and failure is None:
                 number, arguments = waiting.pop(0)
                 receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(target=_job, args=(sender, bars.queue, number, function, arguments, threads))
+                process = context.Process(target=_job, args=(sender, bars.queue, number, function, arguments, threads, flush_subnormals))
                 process.start()
                 sender.close()
                 running[process] = receiver
             if not running:
                 break
-            try:
-                multiprocessing.connection.wait([process.sentinel for process in running])
+            try:  # an outcome, or a process that ended without one; an outcome is read before the join, so a large one cannot block its sender
+                ready = set(multiprocessing.connection.wait([*(process.sentinel for process in running), *running.values()]))
             except KeyboardInterrupt as stop:
                 _signal_all(running, getattr(stop, "signum", signal.SIGINT))
                 interrupt = interrupt or stop
                 continue
-            for process in [process for process in running if not process.is_alive()]:
+            for process in [process for process, receiver in running.items() if process.sentinel in ready or receiver in ready]:
                 outcome = _outcome(process, running.pop(process))
                 if outcome is not None and failure is None and interrupt is None:  # not a stop this process asked for
                     failure = outcome
@@ -118,15 +124,25 @@ def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], processes: int
         raise failure
 
 
+# Seconds a job's process may take to exit after sending its outcome before it is killed (its work,
+# checkpoints included, is done then; only the flush of its last progress messages is waited for).
+EXIT_GRACE = 60
+
+
 def _outcome(process: Any, receiver: Any) -> BaseException | None:
-    """What the ended ``process`` sent (None: success), or the error of its death."""
-    process.join()
+    """What the finishing ``process`` sent (None: success), or the error of its death; then its exit."""
     try:
-        return receiver.recv()
+        outcome = receiver.recv()
     except EOFError:  # it died without a word: killed (the out-of-memory killer, SIGKILL), or the interpreter failed
+        process.join()
         if process.exitcode < 0:
             return RunError(f"a job's process was killed by signal {-process.exitcode} before it finished; its last checkpoint is intact")
         return RuntimeError(f"a job's process ended with exit code {process.exitcode} before it finished")
+    process.join(EXIT_GRACE)
+    if process.is_alive():  # stuck in its exit (e.g. a progress queue whose lock a killed job held)
+        process.kill()
+        process.join()
+    return outcome
 
 
 def _signal_all(running: dict, signum: int) -> None:
@@ -137,14 +153,17 @@ def _signal_all(running: dict, signum: int) -> None:
             pass
 
 
-def _job(sender, bar_queue, number: int, function: Callable[..., Any], arguments: tuple, threads: int) -> None:
+def _job(sender, bar_queue, number: int, function: Callable[..., Any], arguments: tuple, threads: int, flush_subnormals: bool) -> None:
     """The body of job ``number``'s process: settings, then ``function(*arguments)``; its outcome (None
-    or the exception) is sent to the parent."""
+    or the exception) is sent to the parent. ``flush_subnormals``: the parent's setting (the CLI
+    flushes them, :func:`vaelab.models.backend.flushing_subnormals`), taken before PyTorch's pool
+    starts so that its threads inherit it."""
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on (see the module's docstring)
     _stop_with_the_parent()
     import torch
 
+    torch.set_flush_denormal(flush_subnormals)
     torch.set_num_threads(threads)  # before the first parallel op starts the pool
     progress.send_to(bar_queue, number)
     outcome: BaseException | None = None
@@ -159,6 +178,9 @@ def _job(sender, bar_queue, number: int, function: Callable[..., Any], arguments
         sender.send(outcome)
     except OSError:  # the parent is gone
         pass
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # nobody reads the bars: exit without flushing them
+        bar_queue.cancel_join_thread()
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2)

@@ -99,7 +99,8 @@ class BarServer:
         for shown in bars.values():  # a job that ended without closing its bar
             shown.close()
 
-    def stop(self) -> None:
-        """Draw what was sent, then end the thread."""
+    def stop(self, timeout: float = 10) -> None:
+        """Draw what was sent, then end the thread (waiting at most ``timeout`` seconds: a job
+        killed while it held the queue's lock would otherwise keep the end from arriving)."""
         self.queue.put(None)
-        self.thread.join()
+        self.thread.join(timeout)
