@@ -58,6 +58,9 @@ def wait_then_chatter(path: str) -> None:
     deadline = time.monotonic() + 60
     while not received and time.monotonic() < deadline:
         time.sleep(0.01)
+    parent = os.getppid()
+    while os.getppid() == parent and time.monotonic() < deadline:  # as training finishes its epoch: the parent has gone by then
+        time.sleep(0.01)
     written = Path(path + ".part")
     written.write_text(json.dumps([received[0] if received else None, os.getpid()]))
     written.replace(path)  # whole when it appears

@@ -255,3 +255,22 @@ def test_a_window_restores_what_it_saved_into_the_same_tensors():
         assert all(torch.equal(before[key], after[key]) for key in before)
         window.save(first_batch=0)
         assert saved_after == 0 or [tensor.data_ptr() for tensor in window.copies] == storages
+
+
+def test_a_fault_after_a_mid_epoch_save_is_replayed_from_that_save(tmp_path, monkeypatch):
+    """Saves every 10 steps, checks every 5: a fault at batch 23 is found at the check after batch 24
+    and replayed from the save at batch 20, so the replay starts from a state saved after Adam's steps."""
+    monkeypatch.setattr(train_module, "CHECK_EVERY", 5)
+    monkeypatch.setattr(train_module, "SAVE_EVERY", 10)
+    replayed_from = []
+    restore = train_module._Window.restore
+
+    def recording_restore(window):
+        replayed_from.append(window.first_batch)
+        restore(window)
+
+    monkeypatch.setattr(train_module._Window, "restore", recording_restore)
+    monkeypatch.setattr(train_module, "objective_from_config", poisoned_gradient(at_call=24))
+    with pytest.raises(train_module.NumericalError, match=r"epoch 1, batch 23: the theta gradient is not finite"):
+        train(small_config("aevb", epochs=1, batch_size=20), tmp_path, progress=False)
+    assert replayed_from == [20]

@@ -179,7 +179,7 @@ def _job(sender, bar_queue, number: int, function: Callable[..., Any], arguments
     except OSError:  # the parent is gone
         pass
     parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():  # nobody reads the bars: exit without flushing them
+    if parent is not None and (os.getppid() != parent.pid or not parent.is_alive()):  # the parent gone: nobody reads the bars, so do not flush them
         bar_queue.cancel_join_thread()
 
 
