@@ -21,13 +21,18 @@ def record(path: str) -> None:
     Path(path).write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads(), "flushed": subnormals_flushed()}))
 
 
+def _wait_until_ready(waiter: str) -> None:
+    """Wait (at most a minute) until the job at ``waiter`` waits for its signal."""
+    deadline = time.monotonic() + 60
+    while not Path(waiter + ".ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def refuse_or_wait(message: str | None, waiter: str) -> None:
     """Refuse with ``message`` once the job waiting at ``waiter`` waits; without a message, be that job."""
     if message is None:
         wait_for_a_stop(waiter)
-    deadline = time.monotonic() + 60
-    while not Path(waiter + ".ready").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_until_ready(waiter)
     raise ConfigError(message)
 
 
@@ -35,8 +40,8 @@ def crash() -> None:
     raise ValueError("a bug")
 
 
-def wait_for_a_stop(path: str) -> None:
-    """Wait (at most a minute) for SIGTERM or SIGINT, then write its number to ``path`` and stop as training does."""
+def _wait_for_a_signal(path: str) -> int | None:
+    """Mark ``path``.ready, then wait (at most a minute) for SIGTERM or SIGINT; its number, or None."""
     received = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: received.append(number))
@@ -44,25 +49,25 @@ def wait_for_a_stop(path: str) -> None:
     deadline = time.monotonic() + 60
     while not received and time.monotonic() < deadline:
         time.sleep(0.01)
-    Path(path).write_text(str(received[0] if received else "none"))
+    return received[0] if received else None
+
+
+def wait_for_a_stop(path: str) -> None:
+    """Wait for SIGTERM or SIGINT, then write its number to ``path`` and stop as training does."""
+    received = _wait_for_a_signal(path)
+    Path(path).write_text(str(received if received is not None else "none"))
     raise KeyboardInterrupt
 
 
 def wait_then_chatter(path: str) -> None:
-    """Wait for SIGTERM or SIGINT, write [its number, this process's id] to ``path``, then send more
-    progress lines than a pipe holds (256 kB) and stop as training does."""
-    received = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda number, frame: received.append(number))
-    Path(path + ".ready").touch()
-    deadline = time.monotonic() + 60
-    while not received and time.monotonic() < deadline:
-        time.sleep(0.01)
-    parent = os.getppid()
+    """Wait for SIGTERM or SIGINT, write [its number, this process's id] to ``path`` once the parent
+    has gone, then send more progress lines than a pipe holds (256 kB) and stop as training does."""
+    received = _wait_for_a_signal(path)
+    parent, deadline = os.getppid(), time.monotonic() + 60
     while os.getppid() == parent and time.monotonic() < deadline:  # as training finishes its epoch: the parent has gone by then
         time.sleep(0.01)
     written = Path(path + ".part")
-    written.write_text(json.dumps([received[0] if received else None, os.getpid()]))
+    written.write_text(json.dumps([received, os.getpid()]))
     written.replace(path)  # whole when it appears
     for _ in range(256):
         progress.write("x" * 1000)
@@ -93,7 +98,5 @@ def stop_once_waited(waiter: str, stops: bool) -> None:
     ``waiter`` waits; without ``stops``, be that job."""
     if not stops:
         wait_for_a_stop(waiter)
-    deadline = time.monotonic() + 60
-    while not Path(waiter + ".ready").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_until_ready(waiter)
     raise KeyboardInterrupt
