@@ -12,6 +12,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.models.chain import Chain
+from vaelab.models.sampling import sample
 
 
 class HelmholtzMachine(nn.Module):
@@ -89,10 +90,6 @@ class HelmholtzMachine(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
         """n images ``[n, *data_shape]`` from z ~ p(z): E[x | z] (``mean=True``: Bernoulli
         probabilities, Gaussian means), else a draw x ~ p(x | z)."""
-        from vaelab.models.sampling import (
-            sample,  # sampling imports chain, as this module does
-        )
-
         z = sample(self.prior_distribution(), (n,), generator)
         likelihood = self.likelihood(z)
         x = likelihood.mean if mean else sample(likelihood, (), generator)

@@ -8,6 +8,8 @@ the bounds study's synthetic data and the report's sample figure all come from i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch.distributions import (
     Bernoulli,
@@ -20,7 +22,9 @@ from torch.distributions import (
 
 from vaelab.draws import bernoulli_draw
 from vaelab.models.chain import Chain
-from vaelab.models.helmholtz import HelmholtzMachine
+
+if TYPE_CHECKING:  # for the annotation only: helmholtz imports this module
+    from vaelab.models.helmholtz import HelmholtzMachine
 
 
 def sample(
