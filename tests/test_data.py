@@ -574,10 +574,21 @@ def test_dataset_status_of_empty_folder(tmp_path, monkeypatch):
     for name in DATASET_NAMES[1:]:
         assert not statuses[name].available
         assert all(not f.present and f.sha256 is None and not f.matches for f in statuses[name].files)
+    # a missing file is named by every form read: the plain .amat downloads give, or its .amat.gz
     assert [f.path for f in statuses["binarized-mnist"].files] == [
-        f"binarized-mnist/binarized_mnist_{split}.amat" for split in ("train", "valid", "test")
+        f"binarized-mnist/binarized_mnist_{split}.amat[.gz]" for split in ("train", "valid", "test")
     ]
     assert os.listdir(tmp_path) == []
+
+
+def test_missing_binarized_mnist_files_are_named_with_their_gz_form(tmp_path):
+    (tmp_path / "binarized-mnist").mkdir()
+    (tmp_path / "binarized-mnist" / "binarized_mnist_train.amat.gz").write_bytes(b"")  # present (checked later)
+    with pytest.raises(DataError) as err:
+        load_dataset("binarized-mnist", tmp_path, download=False)
+    assert assert_one_line(err).startswith(
+        f"binarized-mnist: missing binarized_mnist_valid.amat[.gz], binarized_mnist_test.amat[.gz] in {tmp_path / 'binarized-mnist'}"
+    )
 
 
 # ---------------------------------------------------------------- digits (embedded in scikit-learn)

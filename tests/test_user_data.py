@@ -122,7 +122,7 @@ def test_an_image_folder_with_split_and_class_folders(tmp_path):
         (lambda p: np.savez(p, train=np.zeros(3, np.uint8)), "expected a non-empty array"),
         (lambda p: np.savez(p, train=np.zeros((3, 4, 4), np.uint8), train_labels=np.zeros(2, np.int64)), "labels must be 3"),
         (lambda p: np.savez(p, train=np.zeros((3, 4, 4), np.uint8), test=np.zeros((3, 5, 4), np.uint8)), "test images are 5x4x1"),
-        (lambda p: p.write_bytes(b"not a zip"), "not a readable .npz"),
+        (lambda p: p.write_bytes(b"not a zip"), "not an .npz archive"),
     ],
 )
 def test_bad_data_files_get_one_line(tmp_path, make, fragment):

@@ -16,7 +16,7 @@ from vaelab.data.download import (
     resolve_data_dir,
 )
 from vaelab.data.readers import read_amat, read_frey_mat, read_labelled_images
-from vaelab.errors import ConfigError, DataError
+from vaelab.errors import ConfigError
 
 NUM_CLASSES = 10  # every labelled dataset here (digits, MNIST, Fashion-MNIST) has ten classes
 
@@ -282,16 +282,15 @@ def _spec(name: str) -> DatasetSpec:
 
 def check_dataset_name(name: str) -> None:
     """Raise, in one line, for a dataset name that is neither a known dataset nor an existing path
-    (ConfigError listing the names; DataError for a path that does not exist): checked before a
-    run directory is made."""
+    (ConfigError listing the names; DataError for a path that does not exist or is neither a
+    folder nor a regular file): checked before a run directory is made."""
     if name in REGISTRY:
         return
-    from vaelab.data.user import looks_like_path  # user.py imports this module
+    from vaelab.data.user import check_path, looks_like_path  # user.py imports this module
 
     if not looks_like_path(name):
         _spec(name)  # raises the unknown-dataset error
-    if not os.path.exists(os.path.expanduser(name)):
-        raise DataError(f"{name}: no such file or folder")
+    check_path(Path(name).expanduser())
 
 
 def load_dataset(

@@ -54,6 +54,14 @@ class FileSpec:
         """Every accepted (name, sha256), in order of preference."""
         return ((self.name, self.sha256), *self.also_accepted)
 
+    def accepted_names(self) -> str:
+        """Every accepted name, for messages about a missing file: `x.amat[.gz]` where the other
+        names extend `name`, else the names joined by ' or '."""
+        others = [other for other, _ in self.also_accepted]
+        if all(other.startswith(self.name) for other in others):
+            return self.name + "".join(f"[{other.removeprefix(self.name)}]" for other in others)
+        return " or ".join((self.name, *others))
+
 
 @dataclass(frozen=True)
 class LocalFile:
@@ -67,7 +75,7 @@ class LocalFile:
 class FileStatus:
     """What `dataset_status` found for one expected file."""
 
-    path: str  # relative to the data folder, e.g. "mnist/train-images-idx3-ubyte.gz"
+    path: str  # relative to the data folder ("mnist/t10k-labels-idx1-ubyte.gz"); when absent, every accepted name ("….amat[.gz]")
     present: bool
     sha256: str | None  # None when absent
     matches: bool  # present with the expected sha256
@@ -97,7 +105,7 @@ def file_status(data_dir: Path, folder: str, file: FileSpec) -> FileStatus:
     """Presence and checksum of one expected file, reading it but never downloading."""
     found = _present_form(data_dir / folder, file)
     if found is None:
-        return FileStatus(f"{folder}/{file.name}", present=False, sha256=None, matches=False)
+        return FileStatus(f"{folder}/{file.accepted_names()}", present=False, sha256=None, matches=False)
     path, expected = found
     actual = sha256_file(path)
     return FileStatus(f"{folder}/{path.name}", present=True, sha256=actual, matches=actual == expected)
@@ -169,7 +177,7 @@ def prepare_files(
                 break  # most likely offline: do not wait on the other files' mirrors too
             missing.remove(file)
     if missing:
-        names = ", ".join(file.name for file in missing)
+        names = ", ".join(file.accepted_names() for file in missing)
         raise DataError(
             f"{dataset}: missing {names} in {folder} and {failure}; put the files there"
             f" (from {' or '.join(mirrors)}) or point --data-dir / {DATA_DIR_ENV} at a folder that has them"

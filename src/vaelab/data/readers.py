@@ -7,6 +7,8 @@ message "<path>: <problem>". Expected sizes are parameters so that small test fi
 
 import gzip
 import math
+import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -17,23 +19,38 @@ from vaelab.errors import DataError
 IDX_UNSIGNED_BYTE = 0x08  # IDX data type code for uint8 values, the only one the datasets use
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """An exception's message collapsed to one line (or its type name when it has none)."""
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of `path`, which must be a regular file: a FIFO, device or socket is refused
+    before any read. It is opened with O_NONBLOCK, so a FIFO with no writer cannot block the open,
+    and its type is checked on the open descriptor, which also catches a file swapped after an
+    earlier check."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({one_line(err)})") from err
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise DataError(f"{path}: not a regular file")
+        try:
+            return stream.read()
+        except OSError as err:
+            raise DataError(f"{path}: cannot read ({one_line(err)})") from err
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's contents, gunzipped when its name ends in `.gz`."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({_one_line(err)})") from err
+    raw = read_regular_file(path)
     if path.suffix != ".gz":
         return raw
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: corrupt or truncated gzip data ({_one_line(err)})") from err
+        raise DataError(f"{path}: corrupt or truncated gzip data ({one_line(err)})") from err
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -143,7 +160,7 @@ def read_frey_mat(path: Path, *, count: int, image_shape: tuple[int, int]) -> np
     try:
         contents = scipy.io.loadmat(path)
     except Exception as err:  # scipy's MAT parser raises many types on bad input (MatReadError, ...)
-        raise DataError(f"{path}: not a readable MATLAB file ({_one_line(err)})") from err
+        raise DataError(f"{path}: not a readable MATLAB file ({one_line(err)})") from err
     if "ff" not in contents:
         found = ", ".join(sorted(key for key in contents if not key.startswith("__"))) or "none"
         raise DataError(f"{path}: no variable 'ff' (variables found: {found})")

@@ -9,17 +9,30 @@ files and NumPy hold them) or ``[N, D]`` (vectors); dtype uint8 (0..255) or floa
 [0, 1]. Without a test split a seeded fraction of the train split is held out as the test split
 (``test_fraction``, ``split_seed``: both in the run's config.json).
 
+Every split holds at least 2 images: each evaluated split is reported as a mean with its
+standard error, which one image cannot give.
+
 Memory: the splits are held as float32, 4 bytes a pixel, plus the transient uint8 copy while
 reading: 60,000 28x28 images take 188 MB, 50,000 32x32x3 ones 614 MB. A data set larger than
-about a third of the machine's memory does not fit; loading then fails with PyTorch's or
-NumPy's out-of-memory error (there is no streaming from disk).
+about a third of the machine's memory does not fit (there is no streaming from disk); one whose
+declared size (the ``.npy`` headers of a ``.npz``, the image headers of a folder) exceeds the
+memory available is refused before anything is decoded.
+
+Malformed files (empty, truncated, not a zip, a ``.npy`` header declaring more than its member
+holds, object arrays, an image PIL cannot decode or that declares more pixels than PIL's
+``Image.MAX_IMAGE_PIXELS``) raise DataError naming the file; pickles are never loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
+import stat
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +40,19 @@ import numpy as np
 import torch
 
 from vaelab.data.datasets import Dataset, Split
+from vaelab.data.readers import one_line, read_regular_file
 from vaelab.errors import DataError
 
 SPLIT_NAMES = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 LIKELIHOODS = ("bernoulli", "gaussian")
+NPZ_KEYS = frozenset({*SPLIT_NAMES, *(f"{split}_labels" for split in SPLIT_NAMES), "likelihood"})
+MIN_SPLIT_IMAGES = 2  # a standard error needs two values
+FLOAT32_BYTES = 4
+# What reading a malformed .npz can raise: zipfile (BadZipFile; NotImplementedError for an unknown
+# compression, RuntimeError for an encrypted member), zlib and EOFError (truncated deflate data),
+# numpy.lib.format (ValueError for a bad magic string, header or short data), OSError.
+_NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError, RuntimeError)
 
 
 def looks_like_path(name: str) -> bool:
@@ -45,20 +66,33 @@ def load_path(path: str | os.PathLike, *, test_fraction: float = 0.1, split_seed
     Raises DataError (one line) when the path is missing or its contents are not usable.
     """
     path = Path(path).expanduser().absolute()
+    check_path(path)
     if path.is_dir():
         arrays, digest = _read_image_folder(path)
         likelihood = "bernoulli"
-    elif path.is_file():
+    else:
         arrays, digest = _read_npz(path)
         likelihood = str(arrays.pop("likelihood", "bernoulli"))
         if likelihood not in LIKELIHOODS:
             raise DataError(f"{path}: 'likelihood' must be one of {', '.join(LIKELIHOODS)} (got {likelihood!r})")
-    else:
-        raise DataError(f"{path}: no such file or folder (a dataset path is a .npz file or a folder of images)")
     dataset = dataset_from_arrays(
         **arrays, name=str(path), likelihood=likelihood, test_fraction=test_fraction, split_seed=split_seed, where=str(path)
     )
     return _with_files(dataset, {str(path): digest})
+
+
+def check_path(path: Path) -> None:
+    """Raise DataError (one line) unless ``path`` is a folder or a regular file; only its status is
+    read (a FIFO is never opened, so nothing blocks)."""
+    usage = "a dataset path is a .npz file or a folder of images"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file or folder ({usage})") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({one_line(error)})") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise DataError(f"{path}: not a regular file (a FIFO, device or socket; {usage})")
 
 
 def dataset_from_arrays(
@@ -94,6 +128,8 @@ def dataset_from_arrays(
             continue
         images, labels = _numpy(images), None if labels is None else _numpy(labels)
         flat, split_shape = _to_unit_rows(images, f"{where}: {split}")
+        if len(flat) < MIN_SPLIT_IMAGES:
+            raise DataError(f"{where}: the {split} split has {len(flat)} image; a split needs at least {MIN_SPLIT_IMAGES}, as it is reported as a mean with its standard error")
         if shape is not None and split_shape != shape:
             raise DataError(f"{where}: {split} images are {_shape_text(split_shape)}, train images {_shape_text(shape)}")
         shape = split_shape
@@ -189,12 +225,15 @@ def _num_labels(splits: dict[str, Split]) -> int | None:
 
 
 def _hold_out(splits: dict[str, Split], fraction: float, seed: int, where: str) -> dict[str, Split]:
-    """Move a seeded ``fraction`` of the train split (at least one image) into a new test split."""
+    """Move a seeded ``fraction`` of the train split (at least two images) into a new test split."""
     train = splits["train"]
     count = len(train.images)
-    held = max(1, round(fraction * count))
-    if not 0 < fraction < 1 or held >= count:
-        raise DataError(f"{where}: has no test split, and holding out {fraction} of {count} train images leaves none to train on")
+    held = max(MIN_SPLIT_IMAGES, round(fraction * count))
+    if not 0 < fraction < 1 or count - held < MIN_SPLIT_IMAGES:
+        raise DataError(
+            f"{where}: has no test split, and holding out {fraction} of {count} train images (at least {MIN_SPLIT_IMAGES})"
+            f" leaves fewer than {MIN_SPLIT_IMAGES} to train on"
+        )
     order = torch.from_numpy(np.random.default_rng(seed).permutation(count))
     test, rest = order[:held].sort().values, order[held:].sort().values
     pick = lambda index: Split(train.images[index], None if train.labels is None else train.labels[index])  # noqa: E731
@@ -208,23 +247,61 @@ def _with_files(dataset: Dataset, files: dict[str, str]) -> Dataset:
 
 
 def _read_npz(path: Path) -> tuple[dict[str, Any], str]:
-    """The arrays of a ``.npz`` and the sha256 of its bytes (read once)."""
-    data = path.read_bytes()
-    try:
-        import io
+    """The arrays of a ``.npz`` and the sha256 of its bytes (read once).
 
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from None
-    allowed = {*SPLIT_NAMES, *(f"{split}_labels" for split in SPLIT_NAMES), "likelihood"}
-    unknown = sorted(set(arrays) - allowed)
-    if "train" not in arrays or unknown:
-        problem = f"unknown array(s) {', '.join(unknown)}" if unknown else "no 'train' array"
-        raise DataError(f"{path}: {problem}; a dataset .npz holds train and optionally valid, test, their _labels and likelihood")
+    Each member's ``.npy`` header is read first: an object array (a pickle) is refused, and the
+    declared shape x itemsize must be the bytes the member holds and, over all members, fit in
+    the memory available, before any array is allocated.
+    """
+    data = read_regular_file(path)
+    if not data:
+        raise DataError(f"{path}: an empty file (0 bytes), not an .npz archive")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            unknown = sorted(set(members) - NPZ_KEYS)
+            if "train" not in members or unknown:
+                problem = f"unknown array(s) {', '.join(unknown)}" if unknown else "no 'train' array"
+                raise DataError(f"{path}: {problem}; a dataset .npz holds train and optionally valid, test, their _labels and likelihood")
+            declared = {key: _npy_header(archive, info, path) for key, info in members.items()}
+            # each array as read, then its float32 copy
+            _check_fits(path, sum(math.prod(shape) * (dtype.itemsize + FLOAT32_BYTES) for shape, dtype in declared.values()))
+            arrays = {}
+            for key, info in members.items():
+                with archive.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    except _NPZ_ERRORS as error:
+        raise DataError(f"{path}: not an .npz archive, or a truncated or corrupt one ({one_line(error)})") from None
     if "likelihood" in arrays:
         arrays["likelihood"] = arrays["likelihood"].item() if arrays["likelihood"].ndim == 0 else str(arrays["likelihood"])
     return arrays, hashlib.sha256(data).hexdigest()
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) that the ``.npy`` member ``info`` declares, checked against the bytes it holds."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in readers:
+            raise DataError(f"{path}: {info.filename} is in .npy format {version[0]}.{version[1]}; vaelab reads 1.0 and 2.0")
+        shape, _, dtype = readers[version](member)
+        stored = info.file_size - member.tell()
+    if dtype.hasobject:
+        raise DataError(f"{path}: {info.filename} holds Python objects (a pickle), which vaelab never loads; store numeric arrays")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed != stored:
+        shape_text = "x".join(map(str, shape))
+        raise DataError(f"{path}: {info.filename} declares shape {shape_text} of {dtype} ({needed:,} bytes) but holds {stored:,} bytes")
+    return shape, dtype
+
+
+def _check_fits(path: Path, needed: int) -> None:
+    """Raise DataError when reading ``path`` needs more than the memory available (bytes, a lower estimate)."""
+    from vaelab.preflight import available_memory  # the machine's memory; preflight imports this package
+
+    available = available_memory()
+    if available is not None and needed > available:
+        raise DataError(f"{path}: needs at least {needed / 2**30:,.1f} GiB of memory to read, more than the {available / 2**30:,.1f} GiB available")
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -259,25 +336,38 @@ def _read_image_folder(root: Path) -> tuple[dict[str, Any], str]:
 
 
 def _read_images(paths: list[Path], root: Path, digest: Any, mode: str | None) -> tuple[np.ndarray, str]:
-    """uint8 ``[N, H, W]`` (grey) or ``[N, H, W, 3]`` (colour) from image files, all of one size."""
+    """uint8 ``[N, H, W]`` (grey) or ``[N, H, W, 3]`` (colour) from image files, all of one size.
+
+    Each file's header is read before its pixels: its size must be the first file's, the first
+    one's must fit in memory N times, and one declaring more than PIL's ``Image.MAX_IMAGE_PIXELS``
+    is refused by PIL at open (its warning made an error), before anything is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     pictures = []
     for path in paths:
-        data = path.read_bytes()
+        data = read_regular_file(path)
         digest.update(str(path.relative_to(root)).encode() + b"\0" + hashlib.sha256(data).digest())
         try:
-            with Image.open(path) as image:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))  # reads the header: size and mode, no pixels
+            with image:
+                if not pictures:
+                    width, height = image.size  # every value held three times: decoded, stacked, as float32
+                    _check_fits(path.parent, len(paths) * width * height * len(image.getbands()) * (2 + FLOAT32_BYTES))
+                elif image.size != pictures[0].size:
+                    raise DataError(
+                        f"{path}: is {image.size[0]}x{image.size[1]}, the others {pictures[0].size[0]}x{pictures[0].size[1]}; all images must have one size"
+                    )
                 image.load()
                 pictures.append(image.copy())
-        except (UnidentifiedImageError, OSError) as error:
-            raise DataError(f"{path}: not a readable image ({error})") from None
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            raise DataError(f"{path}: declares too many pixels for an image ({one_line(error)})") from None
+        # PIL raises OSError for truncated data, SyntaxError/ValueError/EOFError from some decoders
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+            raise DataError(f"{path}: not a readable image ({one_line(error)})") from None
     # grey when every image is grey, across splits (the first split read decides for the rest)
     mode = mode or ("L" if all(p.mode in ("1", "L", "I;16", "I") for p in pictures) else "RGB")
-    size = pictures[0].size
-    for path, picture in zip(paths, pictures):
-        if picture.size != size:
-            raise DataError(f"{path}: is {picture.size[0]}x{picture.size[1]}, the others {size[0]}x{size[1]}; all images must have one size")
     return np.stack([np.asarray(p.convert(mode), dtype=np.uint8) for p in pictures]), mode
 
 
