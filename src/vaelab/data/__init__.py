@@ -7,15 +7,9 @@ and 'valid' where it has one), with int64 labels [N] where it is labelled. Files
 """
 
 from vaelab.data.binarize import BINARIZATIONS, binarize
-from vaelab.data.datasets import (
-    DATASET_NAMES,
-    Dataset,
-    DatasetStatus,
-    Split,
-    dataset_status,
-    load_dataset,
-)
+from vaelab.data.datasets import DATASET_NAMES, DatasetStatus, dataset_status, load_dataset
 from vaelab.data.download import FileStatus, resolve_data_dir
+from vaelab.data.splits import Dataset, Split
 
 __all__ = [
     "BINARIZATIONS",

@@ -1,6 +1,6 @@
 """The user's own data: a ``.npz`` file, a folder of images, NumPy arrays or a ``torch.utils.data.Dataset``.
 
-Every source becomes the same :class:`~vaelab.data.datasets.Dataset` as the built-in ones: float32
+Every source becomes the same :class:`~vaelab.data.splits.Dataset` as the built-in ones: float32
 images ``[N, D]`` in [0, 1] per split, each image flattened channels-first (D = C * H * W, so a
 network reshapes a row to ``[C, H, W]``), int64 labels ``[N]`` where there are any.
 
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.data.datasets import Dataset, Split
+from vaelab.data.splits import Dataset, Split
 from vaelab.data.readers import one_line, read_regular_file
 from vaelab.errors import DataError
 
