@@ -159,7 +159,7 @@ _TWO_LAYERS = ModelConfig(latent_dim=(100, 50), hidden=(200, 200), upper_hidden=
 _BURDA = "Burda, Grosse & Salakhutdinov 2015, Importance weighted autoencoders"
 _BURDA_TABLE_1 = Source("Burda et al. 2015, Table 1", printed=True)
 _BURDA_APPENDIX = Source("Burda et al. 2015, appendix (Larochelle's fixed binarization)", printed=True)
-_DREG_REPRODUCTION = Source("an independent reproduction of Tucker et al. 2018 quoted in vaelab issue 16 (reproducer not named)", printed=False)
+_DREG_REPRODUCTION = Source("of Tucker et al. 2018's setting, quoted in vaelab issue 16 without the reproducer's name", printed=False)
 _RAINFORTH = Source("Rainforth et al. 2018, dynamic MNIST results (table number not recorded)", printed=True)
 _TOMCZAK = Source("Tomczak & Welling 2018, MNIST results (table number not recorded)", printed=True)
 _DAVIDSON = Source("Davidson et al. 2018, MNIST results (table number not recorded)", printed=True)
