@@ -130,7 +130,6 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None) ->
     sample_grid = _sample_grid(dataset.image_shape)
     html = render_page(
         REPORT_FILE,
-        study_name=study_dir.resolve().name,
         dataset_name=_dataset_name(dataset.name),
         names=list(runs),
         sentence=sentence,
