@@ -11,8 +11,8 @@ the evaluation's k). :func:`row_config` turns a row and a budget into the
   for the one-layer models; Burda et al.'s stages i = 0..5, 364 of 3,280 epochs);
 - ``smoke``: seconds, for CI: 200 training images, one epoch, k <= 2, L_5 on 500 test images at the end.
 
-The reference values are those quoted in vaelab's issue 16; each :class:`Source` says whether it was
-checked against the cited table (``checked``; "unverified" where not). Where a source gives no
+The reference values are those quoted in vaelab's issue 16; each :class:`Source` says how it was
+confirmed (``checked``; "unverified" where it was not). Where a source gives no
 seed-to-seed spread the band is vaelab's choice and ``band_source`` says so. Each preset's ``notes``
 state where vaelab's protocol differs from the paper's.
 """
@@ -40,11 +40,11 @@ NO_SPREAD = "the source gives no seed-to-seed spread; the band is vaelab's choic
 class Source:
     """Where a reference number comes from: ``citation`` (paper and table or figure, or who reproduced
     it), whether the paper itself printed it (``printed``; False: an independent reproduction) and
-    whether the number was checked against the citation (``checked``)."""
+    how the number was confirmed (``checked``; None: unverified)."""
 
     citation: str
     printed: bool
-    checked: bool = False
+    checked: str | None = None
 
     @property
     def kind(self) -> str:
@@ -53,8 +53,8 @@ class Source:
 
     @property
     def words(self) -> str:
-        """e.g. 'published: Burda et al. 2015, Table 1 (unverified)'."""
-        return f"{self.kind}: {self.citation}" + ("" if self.checked else " (unverified)")
+        """e.g. 'published: Davidson et al. 2018, MNIST results (unverified)'."""
+        return f"{self.kind}: {self.citation} ({self.checked or 'unverified'})"
 
 
 @dataclass(frozen=True)
@@ -154,12 +154,18 @@ _ONE_LAYER = ModelConfig(latent_dim=50, hidden=(200, 200), activation="tanh")
 _TWO_LAYERS = ModelConfig(latent_dim=(100, 50), hidden=(200, 200), upper_hidden=(100, 100), activation="tanh")
 
 
-# Where the reference numbers come from. None of them was checked against its paper when the sources
-# were labelled (issue 29: the papers' tables could not be read), hence checked=False throughout.
+# Where the reference numbers come from (issue 29). The papers' own tables could not be read when the
+# sources were labelled: Burda et al.'s numbers match those that github.com/nbip/IWAE's README quotes
+# from the paper, and the DReG numbers are that README's own; the others are unverified.
 _BURDA = "Burda, Grosse & Salakhutdinov 2015, Importance weighted autoencoders"
-_BURDA_TABLE_1 = Source("Burda et al. 2015, Table 1", printed=True)
-_BURDA_APPENDIX = Source("Burda et al. 2015, appendix (Larochelle's fixed binarization)", printed=True)
-_DREG_REPRODUCTION = Source("of Tucker et al. 2018's setting, quoted in vaelab issue 16 without the reproducer's name", printed=False)
+_NBIP = "github.com/nbip/IWAE"
+_QUOTED_BY_NBIP = f"matches the paper's values as quoted in {_NBIP}'s README"
+_BURDA_TABLE_1 = Source("Burda et al. 2015, Table 1", printed=True, checked=_QUOTED_BY_NBIP)
+_BURDA_APPENDIX = Source("Burda et al. 2015, appendix D (Larochelle's fixed binarization)", printed=True, checked=_QUOTED_BY_NBIP)
+_DREG_REPRODUCTION = Source(
+    f"by {_NBIP} (a TensorFlow 2 reproduction of Burda et al.'s one-layer model, trained with and without DReG)",
+    printed=False, checked=f"read in {_NBIP}'s README, table 'DReG estimator, 1 stochastic layer'",
+)
 _RAINFORTH = Source("Rainforth et al. 2018, dynamic MNIST results (table number not recorded)", printed=True)
 _TOMCZAK = Source("Tomczak & Welling 2018, MNIST results (table number not recorded)", printed=True)
 _DAVIDSON = Source("Davidson et al. 2018, MNIST results (table number not recorded)", printed=True)
@@ -203,7 +209,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="burda2015-larochelle",
             paper=_BURDA,
-            table="Appendix, Larochelle's fixed binarization of MNIST, IWAE 1 stochastic layer, test L_5000",
+            table="Appendix D, Larochelle's fixed binarization of MNIST, IWAE 1 stochastic layer, test L_5000",
             rows=(
                 Row("iwae-k1", "IWAE k=1", "iwae", 1, 88.71, _BURDA_APPENDIX),
                 Row("iwae-k5", "IWAE k=5", "iwae", 5, 87.63, _BURDA_APPENDIX),
@@ -216,7 +222,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="tucker2018-dreg",
             paper="Tucker, Lawson, Gu & Maddison 2018, Doubly reparameterized gradient estimators for Monte Carlo objectives",
-            table="IWAE-DReG against IWAE, k=50, 1 stochastic layer, dynamic MNIST, test L_5000 (numbers of an independent reproduction)",
+            table="IWAE-DReG against IWAE, k=50, 1 stochastic layer, dynamic MNIST, test L_5000 (numbers of an independent reproduction, github.com/nbip/IWAE)",
             rows=(
                 Row("iwae-dreg-k50", "IWAE-DReG k=50", "iwae-dreg", 50, 84.32, _DREG_REPRODUCTION),
                 Row("iwae-k50", "IWAE k=50", "iwae", 50, 84.59, _DREG_REPRODUCTION),
@@ -224,9 +230,10 @@ PRESETS: dict[str, Preset] = {
             data=_DYNAMIC_MNIST, model=_ONE_LAYER, train=_BURDA_TRAIN, eval_k=5000,
             band=1.0, band_source=NO_SPREAD, reduced_epochs=_BURDA_REDUCED,
             notes=(
-                "Burda et al.'s model and schedule. Both numbers are an independent reproduction's, not the paper's; its "
-                "IWAE k=50 (84.59) differs from Burda et al.'s Table 1 (84.78, preset burda2015-1layer) for the same "
-                "configuration: compare a measurement with the reference of its own source."
+                "Burda et al.'s model and schedule. Both numbers are an independent reproduction's (github.com/nbip/IWAE), "
+                "not Tucker et al.'s; its IWAE k=50 (84.59, its own training) differs from Burda et al.'s Table 1 "
+                "(84.78, preset burda2015-1layer) for the same configuration: compare a measurement with the reference "
+                "of its own source."
             ),
         ),
         Preset(
