@@ -34,7 +34,7 @@ def test_bounds_quick_writes_figures_and_page(bounds_out):
         for suffix in ("png", "pdf"):
             assert (bounds_out / f"{name}.{suffix}").stat().st_size > 10_000
     page = (bounds_out / "bounds.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "the homework's counterexample" in page
+    assert page.count("data:image/png;base64,") == 2 and "the counterexample</b> to convergence" in page
     results = json.loads((bounds_out / "bounds.json").read_text())
     assert [curve["name"] for curve in results["curves"]] == ["linear-gaussian", "sigmoid-belief", "trained"]
     assert set(results["counterexample"]["proposals"]) == {"matched", "light-tailed", "truncated"}

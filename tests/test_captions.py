@@ -14,6 +14,7 @@ import torch
 
 from vaelab.builders import build_model
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from vaelab.data.user import dataset_from_arrays
 from vaelab.studies.compare import figures, report
 from vaelab.studies.compare.analysis import grid_coverage
 from vaelab.studies.compare.figures import mosaic, samples_figure, tile_scale
@@ -31,11 +32,13 @@ CHROMIUM_FLAGS = (
     "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
 )
 # Appended to a copy of the report: once the page has loaded, record how wide the page is against the
-# window, and the right edge of the widest image.
+# window, the right edge of the widest image, and how wide the results table is against its box.
 WIDTH_CHECK = """<script>
 window.addEventListener("load", () => {
   const right = Math.max(...Array.from(document.images, (image) => image.getBoundingClientRect().right));
-  document.body.dataset.widths = [document.documentElement.scrollWidth, window.innerWidth, Math.ceil(right)].join(",");
+  const results = document.getElementById("results");
+  document.body.dataset.widths = [document.documentElement.scrollWidth, window.innerWidth, Math.ceil(right),
+                                  results.scrollWidth, results.parentElement.clientWidth].join(",");
 });
 </script>
 </body>"""
@@ -208,6 +211,7 @@ def test_frey_face_study_names_its_gaussian_likelihood_and_the_clipping(tmp_path
         assert found, captions[name]
         assert f"AEVB: {found.group(1)}% of pixels clipped" in titles[name] or f"AEVB ({found.group(1)}% clipped)" in titles[name]
     assert "every tile covers the same prior probability" in captions["manifold"]  # N(0, I): true here
+    assert "same bits" not in text and "the pixel values as they are (continuous, under the Gaussian likelihood)" in text
 
 
 # --- the page fits the window ---------------------------------------------------------------------------
@@ -235,11 +239,30 @@ def test_report_fits_windows_700_to_1920_px_wide(default_study, tmp_path):
         command = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
                    f"--window-size={window},2000", "--dump-dom", page.as_uri()]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-        found = re.search(r'data-widths="(\d+),(\d+),(\d+)"', result.stdout)
+        found = re.search(r'data-widths="(\d+),(\d+),(\d+),(\d+),(\d+)"', result.stdout)
         assert found, f"the page did not finish loading: {result.stderr[-2000:]}"
         return tuple(int(value) for value in found.groups())
 
-    for window in (700, 1400, 1920):
-        page, inner, image_right = widths(checked, window)
+    for window in (700, 1280, 1400, 1920):
+        page, inner, image_right, table, box = widths(checked, window)
         assert inner == window and page <= inner and image_right <= inner, (window, page, inner, image_right)
+        if window >= 1280:  # no column of the results table hides behind a scrollbar
+            assert table <= box, (window, table, box)
     assert widths(control, 700)[0] > 700  # the check does see a page wider than its window
+
+
+def test_captions_read_the_likelihood_from_the_config_not_the_layer(tmp_path):
+    grey = dataset_from_arrays(train=np.random.default_rng(0).random((20, 4, 4)), name=str(tmp_path / "faces.npz"), likelihood="bernoulli")
+    gaussian = ExperimentConfig(model=ModelConfig(likelihood="gaussian"))
+    assert report._describe(gaussian, grey).likelihood == "gaussian"  # a user decoder's layer class says nothing about it
+    assert report._describe(ExperimentConfig(), grey).likelihood == "bernoulli"  # 'auto': the dataset's
+
+
+@pytest.mark.slow
+def test_report_has_a_readable_title_and_cites_the_papers(default_study):
+    html = " ".join(default_study.read_text().split())
+    assert "<title>vaelab study: wake-sleep vs AEVB on digits</title>" in html  # a dataset given by path: _dataset_name
+    assert "Kingma &amp; Welling 2013, Figure 2" in html and "wake-sleep (Hinton et al. 1995)" in html
+    assert "Theorem 1 of Burda et al. 2015" in html
+    assert "original study" not in html and "homework" not in html
+    assert "<code>model.encoder</code></td><td>built-in</td>" in html and "<td>all</td>" not in html

@@ -15,6 +15,7 @@ from vaelab.studies.compare.analysis import (
     plane_projection,
 )
 from vaelab.studies.compare.figures import mosaic
+from vaelab.studies.compare.report import _config_value, _dataset_name
 from vaelab.studies.compare.summary import (
     Estimate,
     caveats,
@@ -147,3 +148,13 @@ def test_caveats_name_what_makes_the_numbers_unusual():
 
 def test_format_duration():
     assert [format_duration(s) for s in (0.25, 12.34, 125, 3725)] == ["0.25 s", "12.3 s", "2 min 05 s", "1 h 02 min"]
+
+
+def test_unset_settings_are_named_for_what_they_mean():
+    assert _config_value("encoder", None) == _config_value("decoder", None) == "built-in"
+    assert _config_value("train_size", None) == "all training images"
+    assert _config_value("anything_else", None) == "none" and _config_value("hidden", (8, 4)) == "8, 4"
+
+
+def test_a_dataset_given_by_path_is_named_by_its_file():
+    assert _dataset_name("/home/me/data/faces.npz") == "faces.npz" and _dataset_name("mnist") == "mnist"

@@ -50,7 +50,8 @@ def test_list_prints_one_line_per_preset_with_its_published_values(capsys):
     assert main(["reproduce", "--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(PRESETS)
-    assert "IWAE k=5 85.54" in lines[0] and "Table 1" in lines[0] and "135.73" in lines[list(PRESETS).index("davidson2018-2d")]
+    assert "IWAE k=5 85.54" in lines[0] and "published: Burda et al. 2015, Table 1" in lines[0] and "135.73" in lines[list(PRESETS).index("davidson2018-2d")]
+    assert "independent reproduction" in lines[list(PRESETS).index("tucker2018-dreg")] and "(ordering of the ELBO)" in lines[-1]
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -64,7 +65,7 @@ def test_every_presets_smoke_budget_runs(name, tmp_path, shared_data_dir):
         if row["gap"] is not None:
             assert row["gap"] == pytest.approx(row["measured"] - row["published"])
     text = report.markdown.read_text()
-    assert "| published NLL | measured NLL |" in text and "Learning curves so far" in text
+    assert "| reference NLL | source | measured NLL |" in text and "Learning curves so far" in text
     assert json.loads((tmp_path / "report.json").read_text())["budget"] == "smoke"
 
 
@@ -93,3 +94,44 @@ def test_a_killed_reproduction_continues_and_a_finished_row_is_not_retrained(tmp
 def test_cli_refuses_an_unknown_preset_in_one_line(tmp_path, capsys):
     assert main(["reproduce", "no-such-paper", "--out", str(tmp_path)]) == 1
     assert "unknown preset 'no-such-paper'" in capsys.readouterr().err
+
+
+def test_every_reference_number_names_its_source_and_only_paper_numbers_are_published():
+    for preset in PRESETS.values():
+        for row in preset.rows:
+            assert row.source.citation and row.source.words.startswith(row.source.kind), (preset.name, row.name)
+    tucker = get_preset("tucker2018-dreg")
+    assert all(row.source.kind == "independent reproduction" for row in tucker.rows)  # not the paper's numbers
+    assert "84.78" in tucker.notes  # the disagreement with Burda et al.'s IWAE k=50 is stated
+    assert get_preset("burda2015-1layer").row("iwae-k50").source.kind == "published"
+    assert "pseudo-inputs are free parameters" in get_preset("tomczak2018-vamp").notes
+    assert "closed-form KL" in get_preset("burda2015-1layer").notes
+
+
+def _saved_reproduction(out, preset, finals):
+    """A reproduction directory as ``reproduce`` leaves it, from hand-made final evaluations (row -> (L_k, ELBO))."""
+    (out / "reproduce.json").write_text(json.dumps({"preset": preset, "budget": "smoke"}))
+    for row, (bound, elbo) in finals.items():
+        (out / row).mkdir()
+        (out / row / "final.json").write_text(json.dumps(
+            {"bound": bound, "bound_stderr": 0.5, "elbo": elbo, "elbo_stderr": 0.6, "k": 5, "epoch": 1, "num_images": 500, "eval_seconds": 1.0}
+        ))
+
+
+def test_the_report_says_published_only_for_paper_numbers(tmp_path):
+    _saved_reproduction(tmp_path, "tucker2018-dreg", {"iwae-dreg-k50": (-90.0, -95.0), "iwae-k50": (-91.0, -96.0)})
+    report = build_report(tmp_path)
+    table = [line for line in report.markdown.read_text().splitlines() if line.startswith("| IWAE")]
+    assert len(table) == 2 and all("independent reproduction: " in line and "published" not in line for line in table)
+    assert all("independent reproduction 84." in line for line in report.lines)
+    assert "| reference NLL | source |" in report.markdown.read_text()
+
+
+def test_kingma2013s_ordering_reads_the_elbo_as_the_paper_compares_it(tmp_path):
+    # AEVB has the better ELBO but the worse L_k: the paper's claim (on the ELBO) holds
+    _saved_reproduction(tmp_path, "kingma2013", {"aevb": (-101.0, -104.0), "wake-sleep": (-100.0, -106.0)})
+    report = build_report(tmp_path)
+    assert report.claim_holds is True
+    assert [row["elbo"] for row in report.rows] == [104.0, 106.0] and [row["measured"] for row in report.rows] == [101.0, 100.0]
+    assert "Published ordering (test -ELBO, best first: aevb, wake-sleep): holds." in report.markdown.read_text()
+    assert "| 101.00 ± 0.50 | 104.00 ± 0.60 |" in report.markdown.read_text()  # L_5000's NLL still shown beside the -ELBO

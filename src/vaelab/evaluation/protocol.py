@@ -26,10 +26,14 @@ def seeded_generator(*entropy: int, device: torch.device | str = "cpu") -> torch
     return torch.Generator(device).manual_seed(seed)
 
 
+def model_likelihood(config: ExperimentConfig, dataset: Dataset) -> str:
+    """The likelihood p(x | z) the model uses: the config's, or the dataset's where the config says 'auto'."""
+    return dataset.likelihood if config.model.likelihood == "auto" else config.model.likelihood
+
+
 def uses_binarization(config: ExperimentConfig, dataset: Dataset) -> bool:
     """True when grey pixels are turned into Bernoulli targets (Bernoulli likelihood, grey data)."""
-    likelihood = dataset.likelihood if config.model.likelihood == "auto" else config.model.likelihood
-    return likelihood == "bernoulli" and not dataset.is_binary
+    return model_likelihood(config, dataset) == "bernoulli" and not dataset.is_binary
 
 
 def evaluation_images(config: ExperimentConfig, dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -36,7 +36,7 @@ def save_figure(figure: Figure, stem: Path) -> Path:
 
 
 def training_curves_figure(histories: dict[str, dict[str, Series]], k: int) -> Figure:
-    """L_k on train (solid) and test (dashed) against epoch for every algorithm (the homework's Figure 1).
+    """L_k on train (solid) and test (dashed) against epoch for every algorithm (after Kingma & Welling 2013, Figure 2).
 
     Args:
         histories: algorithm name -> split ('train', 'test') -> its evaluations; bands are ±1
@@ -94,7 +94,7 @@ def manifold_figure(
 def samples_figure(
     panels: dict[str, np.ndarray], image_shape: tuple[int, int], prior_title: str, clipped: dict[str, float] | None = None
 ) -> Figure:
-    """Each algorithm's decoder means at the same draws z ~ p(z) (the homework's Figure 2).
+    """Each algorithm's decoder means at the same draws z ~ p(z).
 
     Args:
         panels: algorithm name -> decoder means ``[rows, columns, H * W]``.
@@ -135,7 +135,7 @@ def reconstructions_figure(rows: dict[str, np.ndarray], image_shape: tuple[int, 
 
 
 def latent_figure(panels: dict[str, tuple[np.ndarray, tuple[str, str]]], labels: np.ndarray | None) -> Figure:
-    """Each algorithm's posterior means of the test images, coloured by class (the homework's Figures 3 and 4).
+    """Each algorithm's posterior means of the test images, coloured by class.
 
     Args:
         panels: algorithm name -> (points ``[N, 2]``, (x label, y label)).

@@ -19,8 +19,9 @@ from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.errors import RunError
 from vaelab.evaluation.per_image import load_per_image
-from vaelab.evaluation.protocol import evaluation_images, uses_binarization
-from vaelab.models import DiagonalGaussianLayer, HelmholtzMachine
+from vaelab.data.user import looks_like_path
+from vaelab.evaluation.protocol import evaluation_images, model_likelihood, uses_binarization
+from vaelab.models import HelmholtzMachine
 from vaelab.runio import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -60,6 +61,14 @@ SAMPLE_GRID = (10, 10)  # rows, columns of prior samples
 TINY_SAMPLE_GRID = (6, 6)  # the same for tiny images (8 x 8 digits): fewer, larger tiles
 UNLABELLED_EXAMPLES = 10  # test images reconstructed when there are no classes to pick one of each
 FIGURE_NAMES = ("training", "samples", "reconstructions", "latent", "bound_vs_k", "manifold")  # the files _figures may write
+# What an unset (None) setting means, by field name, in the configuration table
+UNSET_WORDS = {
+    "encoder": "built-in",
+    "decoder": "built-in",
+    "prior_components": "the prior's default (10 for mixture, 500 for vamp; unused by the others)",
+    "train_size": "all training images",
+    "eval_train_size": "all training images",
+}
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,7 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None) ->
             raise RunError(f"{path}: is a directory; the report cannot be written there")
     make_directory(figures_dir, "figures folder", parents=False)
     first = next(iter(runs.values()))
-    model = _describe(config, first.model)  # the prior, likelihood and latents every caption names
+    model = _describe(config, dataset)  # the prior, likelihood and latents every caption names
     built, clipping = _figures(config, dataset, model, runs, images, means, shown)
     pngs = {name: figures.save_figure(figure, figures_dir / name) for name, figure in built.items()}
 
@@ -121,6 +130,7 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None) ->
     sample_grid = _sample_grid(dataset.image_shape)
     html = render_page(
         REPORT_FILE,
+        dataset_name=_dataset_name(dataset.name),
         names=list(runs),
         sentence=sentence,
         model=model,
@@ -215,7 +225,7 @@ def _figures(
             next(iter(runs.values())).curve["num_images"],
         ),
     }
-    if config.model.latent_dims == (2,) and config.model.latent == "gaussian":  # the homework's manifold figure
+    if config.model.latent_dims == (2,) and config.model.latent == "gaussian":  # Kingma & Welling's manifold figure
         size = _manifold_size(image_shape)
         grid = analysis.latent_grid(size)
         panels = {name: analysis.decoder_means(run.model, grid).numpy() for name, run in runs.items()}
@@ -245,10 +255,16 @@ def _comparison(study_dir: Path, runs: dict[str, _Run], k: int) -> str:
     return paired_comparison_sentence(bounds, {name: (arrays["image_index"], arrays["bound"]) for name, arrays in per_image.items()}, k)
 
 
-def _describe(config: ExperimentConfig, model: HelmholtzMachine) -> ModelDescription:
-    """The trained model in words: its likelihood read from the model itself (the config may say 'auto')."""
-    likelihood = "gaussian" if isinstance(model.generative, DiagonalGaussianLayer) else "bernoulli"
+def _describe(config: ExperimentConfig, dataset: Dataset) -> ModelDescription:
+    """The trained model in words: its likelihood is the config's, or the dataset's where the config
+    says 'auto' (a user decoder's layer class says nothing about it)."""
+    likelihood = model_likelihood(config, dataset)
     return describe_model(config.model.prior, likelihood, config.model.latent, config.model.latent_dims, config.model.prior_size)
+
+
+def _dataset_name(name: str) -> str:
+    """The dataset as a title names it: a registered name as it is, a path by its file or folder name."""
+    return Path(name).name if looks_like_path(name) else name
 
 
 def _clipped(model: ModelDescription, panels: dict[str, Any]) -> dict[str, float] | None:
@@ -353,17 +369,18 @@ def _config_rows(study: Study) -> list[tuple[str, Any]]:
     rows = [("algorithms", ", ".join(study.algorithms))]
     for section, values in study.to_dict()["config"].items():
         if isinstance(values, dict):
-            rows += [(f"{section}.{key}", _config_value(value)) for key, value in values.items()]
+            rows += [(f"{section}.{key}", _config_value(key, value)) for key, value in values.items()]
         else:
             rows.append((section, values))
     rows.append(("L_k curve images", "all test images" if study.curve_images is None else study.curve_images))
     return rows
 
 
-def _config_value(value: Any) -> Any:
+def _config_value(key: str, value: Any) -> Any:
+    """A setting as the table shows it: sequences joined, None in the words of :data:`UNSET_WORDS`."""
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value))
-    return "all" if value is None else value
+    return UNSET_WORDS.get(key, "none") if value is None else value
 
 
 def _num_train_evaluated(metrics: list[dict[str, Any]]) -> int | None:
