@@ -48,10 +48,13 @@ def _shown(spec: dataclasses.Field) -> str | None:
     return "none" if default is None else ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
 
 
-def add_field_options(parser: argparse.ArgumentParser, fields: Iterable[dataclasses.Field], choices: Mapping[str, Sequence[str]] = {}) -> None:
+def add_field_options(
+    parser: argparse.ArgumentParser, fields: Iterable[dataclasses.Field], choices: Mapping[str, Sequence[str]] | None = None
+) -> None:
     """One option per field with a kind, defaulting to None so that the dataclass supplies the
     default (and an option given is told from one left out). ``choices``: the names a field takes
     that only a registry knows (e.g. the algorithms)."""
+    choices = choices or {}
     for spec in fields:
         kind: Kind = spec.metadata["kind"]
         shown = _shown(spec)
