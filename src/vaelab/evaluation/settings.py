@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaelab.config import MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, _validate_fields, one_of
+from vaelab.config import MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, _is_int, _validate_fields, one_of
 from vaelab.errors import ConfigError
 from vaelab.estimators.ais import STARTS, AISSettings
 
@@ -22,12 +22,18 @@ def _steps(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
 
+def _switch(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise ValueError(text)
+    return text == "true"
+
+
 STEPS = Kind(
     "non-negative integers separated by commas",
     _steps,
-    lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v),
+    lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(s) and s >= 0 for s in v),
 )
-SWITCH = Kind("true or false", bool, lambda v: isinstance(v, bool))  # an option that takes no value
+SWITCH = Kind("true or false", _switch, lambda v: isinstance(v, bool))  # on the command line, a flag that takes no value
 
 
 def setting(default: Any, kind: Kind, help: str, *, shown: str | None = "", metavar: str | None = None) -> Any:
