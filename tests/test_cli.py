@@ -245,12 +245,12 @@ def test_evaluate_with_k_hat_ais_and_bdmc(tmp_path):
 
 @pytest.mark.parametrize("has_bf16_kernels", [False, True])
 def test_bf16_on_a_cpu_without_bf16_kernels_is_said_to_be_slow(monkeypatch, capsys, has_bf16_kernels):
-    from vaelab import cli
+    from vaelab.cli.command import warn_if_bf16_is_slow_here
     from vaelab.models import backend
 
     monkeypatch.setattr(backend, "ONEDNN_LINEAR_BF16", has_bf16_kernels)
-    cli.warn_if_bf16_is_slow_here("bf16", "cpu")
-    cli.warn_if_bf16_is_slow_here("fp32", "cpu")
+    warn_if_bf16_is_slow_here("bf16", "cpu")
+    warn_if_bf16_is_slow_here("fp32", "cpu")
     warnings = capsys.readouterr().err.splitlines()
     assert len(warnings) == (0 if has_bf16_kernels else 1)
     assert all("--precision bf16 runs several times slower than fp32" in line for line in warnings)

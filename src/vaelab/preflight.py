@@ -14,6 +14,7 @@ import os
 from vaelab.config import ExperimentConfig
 from vaelab.data.datasets import REGISTRY, check_dataset_name
 from vaelab.errors import ConfigError
+from vaelab.objectives.registry import check_config
 
 FLOAT_BYTES = 4
 # A parameter is held four times while training: its value, its gradient and Adam's two moments.
@@ -21,6 +22,15 @@ COPIES_PER_PARAMETER = 4
 # Activations alive at once in a forward and backward pass, per hidden unit of every layer: the
 # pre-activation, the activation and their gradients.
 COPIES_PER_ACTIVATION = 4
+
+
+def check_experiment(config: ExperimentConfig) -> None:
+    """Raise ConfigError or DataError (one line) for a config that cannot train: one its algorithm
+    cannot train (the objective registry's rules), or one that cannot run here
+    (:func:`check_before_training`). The one check of a config, made by
+    :func:`vaelab.training.train` and :func:`vaelab.studies.compare.compare` before anything is written."""
+    check_config(config)
+    check_before_training(config)
 
 
 def check_before_training(config: ExperimentConfig) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ from vaelab.evaluation.protocol import (
 )
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import flushing_subnormals, matmul_precision
-from vaelab.objectives import check_config, objective_from_config
-from vaelab.preflight import check_before_training
+from vaelab.objectives import objective_from_config
+from vaelab.preflight import check_experiment
 from vaelab.progress import bar as progress_bar
 from vaelab.progress import write as progress_write
 from vaelab.runio import (
@@ -88,6 +89,7 @@ def train(
     device: str = "auto",
     tensorboard: bool = False,
     curve_ks: tuple[int, ...] = (),
+    announce: Callable[[], None] | None = None,
 ) -> RunResult:
     """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
 
@@ -108,6 +110,9 @@ def train(
     holds a run is continued only with ``resume`` and replaced only with ``overwrite``
     (:func:`vaelab.runio.check_run_directory`); one that holds anything else is refused.
 
+    ``announce``: called once ``config`` and ``run_dir`` are accepted, before training starts (rank 0
+    only): the command line prints its plan there, after the one check of the config.
+
     Raises:
         ConfigError: the algorithm cannot train the model as configured (the registry's rules), or a
             k of ``curve_ks`` does not divide ``eval_k``.
@@ -115,10 +120,9 @@ def train(
             files that are not a run, or is in use by another process; its config differs from
             ``config``; it cannot be written; or a loss or gradient became non-finite.
     """
-    check_config(config)
+    check_experiment(config)  # before anything is allocated or written
     if any(j < 1 or config.train.eval_k % j for j in curve_ks):
         raise ConfigError(f"every k of the curve must divide eval_k = {config.train.eval_k} (got {list(curve_ks)})")
-    check_before_training(config)  # before anything is allocated or written
     if tensorboard:
         require_tensorboard()  # before any training
     placement = setup(device)
@@ -128,6 +132,8 @@ def train(
     try:
         # subnormals as zero: 2x faster steps on a trained model's confident logits (vaelab.models.backend)
         with _stop_requests() as stop, directory, flushing_subnormals():
+            if announce is not None and placement.is_main:
+                announce()
             return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop, tensorboard, curve_ks)
     finally:
         teardown(placement)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from vaelab.evaluation.per_image import load_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.models import HelmholtzMachine
-from vaelab.preflight import check_before_training
+from vaelab.preflight import check_experiment
 from vaelab.runio import (
     METRICS_FILE,
     directory_lock,
@@ -68,6 +69,7 @@ def compare(
     tensorboard: bool = False,
     jobs: int | None = 1,
     threads: int | None = None,
+    announce: Callable[[], None] | None = None,
 ) -> Report | None:
     """Train (or continue) every algorithm of ``study`` in ``study_dir`` on ``device``, analyse,
     write the report and return it. ``tensorboard``: each run also logs under its ``tensorboard/``.
@@ -84,7 +86,8 @@ def compare(
     holding anything else is refused.
 
     Under torchrun every process trains (see :func:`vaelab.training.train`); rank 0 alone
-    analyses and reports, and the other processes return None.
+    analyses and reports, and the other processes return None. ``announce``: called on rank 0 once
+    every run's config and ``study_dir`` are accepted, before the first epoch (the command line's plan).
 
     Raises:
         ConfigError: ``jobs`` above 1 with a device other than the CPU, or under torchrun.
@@ -94,8 +97,8 @@ def compare(
     """
     study_dir = Path(study_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone checks, locks and writes
-    for algorithm in study.algorithms:  # every option, before the first epoch of the first run
-        check_before_training(study.run_config(algorithm))
+    for algorithm in study.algorithms:  # every run's config, before the first epoch of the first run
+        check_experiment(study.run_config(algorithm))
     processes, threads = processes_and_threads(len(study.algorithms), jobs, threads, device)
     if main_process:
         _check_study_directory(study, study_dir, overwrite)
@@ -106,6 +109,8 @@ def compare(
             if overwrite:
                 _clear_study(study, study_dir)
             study.save(study_dir)
+            if announce is not None:
+                announce()
         if processes > 1:
             if progress:
                 tqdm.write(f"{' and '.join(study.algorithms)} at once, {processes} processes of {threads} thread(s): {study_dir}/<algorithm>")

@@ -1,0 +1,60 @@
+"""``vaelab evaluate``: L_k, AIS, BDMC or exact log p(x) of a saved run, its options generated from
+:class:`~vaelab.evaluation.settings.EvaluateSettings` as train's are from the config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from vaelab.cli.command import Command, warn_if_bf16_is_slow_here
+from vaelab.cli.options import add_common, add_field_options, settings_from
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vaelab.evaluation.settings import EvaluateSettings
+
+    parser.add_argument("run_dir", type=Path, help="run directory written by 'vaelab train'")
+    add_field_options(parser, dataclasses.fields(EvaluateSettings))
+    add_common(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vaelab.evaluation import lines
+    from vaelab.evaluation.evaluate import evaluate_ais_run, evaluate_bdmc_run, evaluate_run
+    from vaelab.evaluation.settings import EvaluateSettings
+
+    settings = settings_from(args, EvaluateSettings)
+    common = {"data_dir": args.data_dir, "device": args.device, "progress": not args.no_progress}
+    if settings.exact:
+        from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
+
+        print("\n".join(summary_lines(evaluate_exact(args.run_dir, settings.split, num_images=settings.images, **common))))
+        print(f"written to {exact_file(args.run_dir, settings.split)}")
+    elif settings.bdmc is not None:
+        for row in evaluate_bdmc_run(args.run_dir, settings.bdmc, settings.ais_steps, settings.samples, start=settings.ais_start, **common):
+            print(lines.bdmc_line(row))
+    elif settings.annealed:
+        row = evaluate_ais_run(
+            args.run_dir, settings.ais_steps[0], settings.samples, settings.split, num_images=settings.images, start=settings.ais_start, **common
+        )
+        print(lines.ais_line(row))
+    else:
+        warn_if_bf16_is_slow_here(settings.precision, args.device)
+        row = evaluate_run(args.run_dir, settings.samples, settings.split, num_images=settings.images, precision=settings.precision, **common)
+        print(lines.bound_line(row))
+    return 0
+
+
+COMMANDS = (
+    Command(
+        "evaluate",
+        "estimate L_k, or log p(x) by AIS, of a trained run",
+        "Estimate L_k (with the Pareto k-hat of each image's weights), or log p(x) by annealed importance sampling, "
+        "of a run's last checkpoint, or the BDMC sandwich on simulated images; prints mean and standard error, appends "
+        "them to the run's metrics and writes the per-image values beside them (bounds-*.npz).",
+        add_arguments,
+        run,
+        "nothing was written (evaluation has nothing to resume: run it again)",
+    ),
+)

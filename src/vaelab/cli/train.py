@@ -1,0 +1,56 @@
+"""``vaelab train``: one model into a run directory, its options generated from the config's fields."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vaelab.cli.command import Command, announcer
+from vaelab.cli.options import add_common, add_experiment_options, experiment_config, refuse_unread_options
+from vaelab.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_experiment_options(parser)
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint; alone, with the run's recorded config")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoint, metrics and config are deleted)")
+    parser.add_argument("--tensorboard", action="store_true", help="also log scalars and image grids under <out>/tensorboard (needs tensorboard)")
+    add_common(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vaelab.evaluation.lines import bound_words
+    from vaelab.runio import CONFIG_FILE
+    from vaelab.training import train
+
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    if args.resume and args.config is None and (args.out / CONFIG_FILE).is_file():
+        args.config = args.out / CONFIG_FILE  # the run's recorded config; options given beside --resume must agree with it
+    config = experiment_config(args)
+    refuse_unread_options(args, (config.train.algorithm,))
+    result = train(
+        config, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        device=args.device, tensorboard=args.tensorboard, announce=announcer(args, config, (config.train.algorithm,)),
+    )
+    if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
+    if args.no_progress:  # with progress, training printed every evaluation as it came
+        evaluations = [row for row in result.metrics if row.get("kind") == "eval"]
+        for row in evaluations[-len(config.train.eval_splits):]:
+            print(f"epoch {row['epoch']}: {bound_words(row)}")
+    print(f"run written to {result.run_dir}")
+    return 0
+
+
+COMMANDS = (
+    Command(
+        "train",
+        "train one model",
+        "Train one model; writes config.json, environment.json, metrics.jsonl and checkpoint.pt into --out.",
+        add_arguments,
+        run,
+        "the last checkpoint is intact (continue with --resume)",
+    ),
+)
