@@ -151,3 +151,17 @@ def test_a_directory_without_vaelabs_environment_file_is_not_a_run(run):
     assert runio.run_files(run) == [] and not runio.is_vaelab_run(run)
     with pytest.raises(RunError, match="not a vaelab run"):
         runio.check_run_directory(run, resume=False, overwrite=True)
+
+
+@pytest.mark.slow
+def test_compare_overwrite_keeps_a_users_own_figures_and_files(tmp_path):
+    study = tmp_path / "study"
+    arguments = ["compare", "--algorithms", "aevb", *TINY, "--epochs", "1", "--curve-images", "5", "--out", study]
+    status, _, stderr = run_cli(*arguments)
+    assert status == 0, stderr
+    mine = {study / "figures" / "my-plot.png": b"png", study / "notes.txt": b"mine", study / ".x.abcdefgh.tmp": b"mine"}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    status, _, stderr = run_cli(*arguments, "--overwrite")
+    assert status == 0, stderr
+    assert all(path.read_bytes() == data for path, data in mine.items())

@@ -158,7 +158,7 @@ def _open_lock_file(path: Path) -> int:
     """Open (or create) the lock file ``path`` for writing without following a symbolic link and
     without truncating, then check that it is a regular file with no other name: a lock that is
     a link to a file elsewhere would otherwise have that file overwritten with the holder's note."""
-    try:
+    try:  # no O_TRUNC: the file is truncated only once known to be the directory's own; O_NONBLOCK: a FIFO never hangs the open
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
     except OSError as error:
         if error.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a symbolic link
