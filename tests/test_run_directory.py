@@ -165,3 +165,18 @@ def test_compare_overwrite_keeps_a_users_own_figures_and_files(tmp_path):
     status, _, stderr = run_cli(*arguments, "--overwrite")
     assert status == 0, stderr
     assert all(path.read_bytes() == data for path, data in mine.items())
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ({"notes.txt": "mine"}, "not a vaelab reproduction"),
+    ({"reproduce.json": "{not json"}, "reproduce.json: unreadable"),
+    ({"reproduce.json": "[1]"}, "not a vaelab reproduction file"),
+])
+def test_reproduce_into_a_folder_that_is_not_its_reproduction_is_refused_in_one_line(tmp_path, content, fragment):
+    for name, text in content.items():
+        (tmp_path / name).write_text(text)
+    before = snapshot(tmp_path)
+    status, _, stderr = run_cli("reproduce", "burda2015-1layer", "--budget", "smoke", "--out", tmp_path, "--no-progress", "--threads", "1")
+    one_line_error(status, stderr)
+    assert fragment in stderr and snapshot(tmp_path) == before
+    assert runio.LOCK_FILE not in {path.name for path in tmp_path.iterdir()}
