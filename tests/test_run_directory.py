@@ -180,3 +180,21 @@ def test_reproduce_into_a_folder_that_is_not_its_reproduction_is_refused_in_one_
     one_line_error(status, stderr)
     assert fragment in stderr and snapshot(tmp_path) == before
     assert runio.LOCK_FILE not in {path.name for path in tmp_path.iterdir()}
+
+
+def test_overwrite_removes_the_runs_tensorboard_events_but_not_through_a_link(run, tmp_path):
+    events = run / runio.TENSORBOARD_DIR / "events.out.tfevents.1.host"
+    events.parent.mkdir()
+    events.write_bytes(b"old run")
+    with runio.open_run_directory(run, "train", resume=False, overwrite=True):
+        pass
+    assert not events.exists() and not (run / runio.CHECKPOINT_FILE).exists()
+    elsewhere = tmp_path / "their-logs"
+    elsewhere.mkdir()
+    (elsewhere / "events.out.tfevents.2.host").write_bytes(b"theirs")
+    (run / runio.ENVIRONMENT_FILE).write_text(json.dumps({"packages": {"vaelab": "0"}}))
+    events.parent.rmdir()
+    events.parent.symlink_to(elsewhere)
+    with runio.open_run_directory(run, "train", resume=False, overwrite=True):
+        pass
+    assert (elsewhere / "events.out.tfevents.2.host").read_bytes() == b"theirs"

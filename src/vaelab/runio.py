@@ -12,6 +12,7 @@ The file registry (every name any command writes; nothing else is ever deleted o
 - ``bounds-*.npz``, ``exact-*.json``: per-image bounds and exact log-likelihoods of evaluations;
 - ``bound_curve.json``: a compare study's L_k-against-k curve of the run;
 - ``final.json``: ``reproduce``'s final test L_k of the run's checkpoint;
+- ``tensorboard/events.out.tfevents.*``: ``train --tensorboard``'s event files;
 - study files: ``compare.json``, ``report.html`` and ``figures/`` (compare); ``reproduce.json``,
   ``report.md``, ``report.json`` (reproduce); ``bounds.json``, ``bounds.html`` and figures (bounds);
 - ``.vaelab.lock``: the lock of the directory (see :func:`directory_lock`).
@@ -61,6 +62,8 @@ PER_IMAGE_PATTERN = "bounds-*.npz"  # vaelab.evaluation.per_image.bounds_file_na
 EXACT_PATTERN = "exact-*.json"  # vaelab.evaluation.exact.exact_file
 BOUND_CURVE_FILE = "bound_curve.json"
 FINAL_FILE = "final.json"
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_PATTERN = f"{TENSORBOARD_DIR}/events.out.tfevents.*"  # what torch's SummaryWriter names its files
 # Files of a study directory.
 STUDY_FILE = "compare.json"
 REPORT_FILE = "report.html"
@@ -74,7 +77,9 @@ FIGURE_PATTERNS = ("*.png", "*.pdf")
 LOCK_FILE = ".vaelab.lock"
 
 # The files that make up a run (those of a study's runs and of `evaluate --exact` included).
-RUN_FILE_PATTERNS = (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, BOUND_CURVE_FILE, FINAL_FILE, EXACT_PATTERN, PER_IMAGE_PATTERN)
+RUN_FILE_PATTERNS = (
+    CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, BOUND_CURVE_FILE, FINAL_FILE, EXACT_PATTERN, PER_IMAGE_PATTERN, TENSORBOARD_PATTERN,
+)
 STUDY_FILE_PATTERNS = (STUDY_FILE, REPORT_FILE, REPRODUCE_FILE, REPORT_MD, REPORT_JSON, BOUNDS_RESULTS_FILE, BOUNDS_PAGE_FILE, *FIGURE_PATTERNS)
 # Per-image bounds of an in-training evaluation: written beside its metrics row, before the checkpoint.
 EVALUATION_BOUNDS_PATTERN = "bounds-eval-*.npz"
@@ -202,9 +207,12 @@ def is_vaelab_run(run_dir: str | Path) -> bool:
 def run_files(run_dir: str | Path) -> list[Path]:
     """The files of the registry that vaelab wrote into ``run_dir``, sorted: none unless it is a
     vaelab run (:func:`is_vaelab_run`)."""
+    run_dir = Path(run_dir)
     if not is_vaelab_run(run_dir):
         return []
-    return sorted({path for pattern in RUN_FILE_PATTERNS for path in Path(run_dir).glob(pattern) if path.is_file()})
+    paths = {path for pattern in RUN_FILE_PATTERNS for path in run_dir.glob(pattern)}
+    # a subfolder (tensorboard/) that is a link leads out of the run: nothing there is the run's
+    return sorted(path for path in paths if path.is_file() and (path.parent == run_dir or not path.parent.is_symlink()))
 
 
 def directory_contents(directory: str | Path) -> list[str]:
@@ -255,7 +263,8 @@ def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -
         rows = read_metrics(run_dir / METRICS_FILE)
         kept = [
             path.name for path in files
-            if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE) and not path.match(EVALUATION_BOUNDS_PATTERN)  # epoch 1's: recomputed
+            if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE)
+            and not path.match(EVALUATION_BOUNDS_PATTERN) and not path.match(TENSORBOARD_PATTERN)  # epoch 1's: recomputed
         ]
         if kept or any(row["epoch"] != 1 or row["kind"] not in ("train", "eval") for row in rows):
             raise RunError(
