@@ -170,7 +170,7 @@ def _open_lock_file(path: Path) -> int:
             raise RunError(f"{path}: is a symbolic link; a lock must be a regular file in the directory (remove the link)") from None
         raise RunError(f"{path}: cannot create the lock file ({error.strerror})") from None
     status = os.fstat(descriptor)
-    if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink > 1:  # > 1, not != 1: some network file systems report 0
         os.close(descriptor)
         what = "has other names (a hard link)" if stat.S_ISREG(status.st_mode) else "is not a regular file"
         raise RunError(f"{path}: {what}; a lock must be a regular file of the directory alone (remove it)")
