@@ -1,16 +1,32 @@
-"""Files of a run directory, each written so that a crash never leaves it half-written.
+"""The run-directory room: which files vaelab writes into a run or study directory (the file
+registry), how they are written (atomically: a crash never leaves one half-written), how they are
+read back (validated into one-line errors), the checkpoint schema, and who may write at once.
 
+The file registry (every name any command writes; nothing else is ever deleted or replaced):
+
+- ``environment.json``: versions, platform, command line and the data files' sha256; written first
+  by ``train``, it marks a directory as a vaelab run (:func:`is_vaelab_run`);
 - ``config.json``: the resolved :class:`~vaelab.config.ExperimentConfig`;
-- ``environment.json``: versions, platform, command line and the data files' sha256;
 - ``metrics.jsonl``: one JSON object per line, appended with a single write and fsync;
-- ``checkpoint.pt``: model, optimiser and RNG state, replaced atomically every epoch;
+- ``checkpoint.pt``: model, optimiser and RNG state (:data:`CHECKPOINT_KEYS`), replaced every epoch;
+- ``bounds-*.npz``, ``exact-*.json``: per-image bounds and exact log-likelihoods of evaluations;
+- ``bound_curve.json``: a compare study's L_k-against-k curve of the run;
+- ``final.json``: ``reproduce``'s final test L_k of the run's checkpoint;
+- ``tensorboard/events.out.tfevents.*``: ``train --tensorboard``'s event files;
+- study files: ``compare.json``, ``report.html`` and ``figures/`` (compare); ``reproduce.json``,
+  ``report.md``, ``report.json`` (reproduce); ``bounds.json``, ``bounds.html`` and figures (bounds);
 - ``.vaelab.lock``: the lock of the directory (see :func:`directory_lock`).
 
 Who may touch a directory at once: every command that writes into a run or study directory
-(``train``, ``evaluate``, ``compare``, ``report``, ``bounds``) holds its lock for as long as it
-runs, and a second one is refused in one line naming the holder's PID. Commands that only read a
-run (``bounds --run``, a study reading its runs) take no lock: every file is replaced atomically
-(metrics rows are whole appended lines), so they read a consistent snapshot.
+(``train``, ``evaluate``, ``compare``, ``report``, ``bounds``, ``reproduce``) holds its lock for as
+long as it runs, and a second one is refused in one line naming the holder's PID. Commands that only
+read a run (``bounds --run``, a study reading its runs) take no lock: every file is replaced
+atomically (metrics rows are whole appended lines), so they read a consistent snapshot.
+
+Resume and overwrite (``train``, and through it ``compare`` and ``reproduce``): a vaelab run is
+continued only with ``resume`` and replaced only with ``overwrite``, which deletes the run's
+registry files (``final.json`` included, so a later ``reproduce`` measures the new model) and
+nothing else; a non-empty directory that is not a vaelab run is refused whatever the options.
 """
 
 from __future__ import annotations
@@ -18,10 +34,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import json
 import os
 import platform
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -35,14 +53,57 @@ import torch
 from vaelab.errors import RunError
 from vaelab.models.backend import subnormals_flushed
 
+# The file registry: files of a run.
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+PER_IMAGE_PATTERN = "bounds-*.npz"  # vaelab.evaluation.per_image.bounds_file_name
+EXACT_PATTERN = "exact-*.json"  # vaelab.evaluation.exact.exact_file
+BOUND_CURVE_FILE = "bound_curve.json"
+FINAL_FILE = "final.json"
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_PATTERN = f"{TENSORBOARD_DIR}/events.out.tfevents.*"  # what torch's SummaryWriter names its files
+# Files of a study directory.
+STUDY_FILE = "compare.json"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+REPRODUCE_FILE = "reproduce.json"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+BOUNDS_RESULTS_FILE = "bounds.json"
+BOUNDS_PAGE_FILE = "bounds.html"
+FIGURE_PATTERNS = ("*.png", "*.pdf")
 LOCK_FILE = ".vaelab.lock"
 
-# Temporary files of _replace_atomically: ".<name>.<8 random characters>.tmp" (tempfile.mkstemp).
-_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+# The files that make up a run (those of a study's runs and of `evaluate --exact` included).
+RUN_FILE_PATTERNS = (
+    CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, BOUND_CURVE_FILE, FINAL_FILE, EXACT_PATTERN, PER_IMAGE_PATTERN, TENSORBOARD_PATTERN,
+)
+STUDY_FILE_PATTERNS = (STUDY_FILE, REPORT_FILE, REPRODUCE_FILE, REPORT_MD, REPORT_JSON, BOUNDS_RESULTS_FILE, BOUNDS_PAGE_FILE, *FIGURE_PATTERNS)
+# Per-image bounds of an in-training evaluation: written beside its metrics row, before the checkpoint.
+EVALUATION_BOUNDS_PATTERN = "bounds-eval-*.npz"
+
+# What a checkpoint holds (written at the end of every epoch by vaelab.training).
+CHECKPOINT_KEYS = frozenset({"epoch", "step", "wall_seconds", "model", "optimizer", "data_generator", "noise_generators", "config"})
+# What reading a model needs of it (evaluate, load_run): older or hand-made checkpoints may lack the rest.
+MODEL_CHECKPOINT_KEYS = frozenset({"epoch", "step", "model", "config"})
+
+# Temporary files of _replace_atomically: ".<name>.vaelab-<8 random characters>.tmp" (tempfile.mkstemp);
+# the 'vaelab-' and a registry <name> tell them from a user's own files.
+_TEMPORARY_INFIX = ".vaelab-"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.vaelab-[A-Za-z0-9_]{8}\.tmp$")
+
+
+def is_registry_name(name: str) -> bool:
+    """Whether ``name`` is the name of a file vaelab writes into run or study directories."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in (*RUN_FILE_PATTERNS, *STUDY_FILE_PATTERNS))
+
+
+def is_vaelab_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of a vaelab atomic write of a registry file."""
+    match = _TEMPORARY.match(name)
+    return match is not None and is_registry_name(match["name"])
 
 
 class DirectoryLockedError(RunError):
@@ -65,7 +126,8 @@ def directory_lock(directory: str | Path, command: str):
 
     Raises:
         DirectoryLockedError: another process holds it (one line naming its PID).
-        RunError: the lock file cannot be created.
+        RunError: the lock file cannot be created, or is not a regular file of the directory
+            alone (a symbolic link, a hard link, a FIFO): vaelab never writes through it.
     """
     key = Path(directory).resolve()
     if key in _held_locks:
@@ -76,10 +138,7 @@ def directory_lock(directory: str | Path, command: str):
             _held_locks[key][1] -= 1
         return
     path = Path(directory) / LOCK_FILE
-    try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as error:
-        raise RunError(f"{path}: cannot create the lock file ({error.strerror})") from None
+    descriptor = _open_lock_file(path)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -100,35 +159,65 @@ def directory_lock(directory: str | Path, command: str):
         os.close(descriptor)  # releases the flock
 
 
+def _open_lock_file(path: Path) -> int:
+    """Open (or create) the lock file ``path`` for writing without following a symbolic link and
+    without truncating, then check that it is a regular file with no other name: a lock that is
+    a link to a file elsewhere would otherwise have that file overwritten with the holder's note."""
+    try:  # no O_TRUNC: the file is truncated only once known to be the directory's own; O_NONBLOCK: a FIFO never hangs the open
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a symbolic link
+            raise RunError(f"{path}: is a symbolic link; a lock must be a regular file in the directory (remove the link)") from None
+        raise RunError(f"{path}: cannot create the lock file ({error.strerror})") from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink > 1:  # > 1, not != 1: some network file systems report 0
+        os.close(descriptor)
+        what = "has other names (a hard link)" if stat.S_ISREG(status.st_mode) else "is not a regular file"
+        raise RunError(f"{path}: {what}; a lock must be a regular file of the directory alone (remove it)")
+    return descriptor
+
+
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files that killed atomic writes left in ``directory`` and its
-    subfolders one level down (e.g. ``figures/``); call only while holding its lock."""
+    """Delete the temporary files that killed atomic writes of vaelab left in ``directory`` and its
+    subfolders one level down (e.g. ``figures/``), and no other file (:func:`is_vaelab_temporary`);
+    call only while holding its lock."""
     removed = []
     directory = Path(directory)
     # a subfolder with its own lock file (a study's run) is cleaned by whoever takes that lock
     subfolders = [child for child in directory.iterdir() if child.is_dir() and not child.is_symlink() and not (child / LOCK_FILE).exists()]
     for folder in [directory, *subfolders]:
         for path in folder.iterdir():
-            if _TEMPORARY.match(path.name) and path.is_file() and not path.is_symlink():
+            if is_vaelab_temporary(path.name) and path.is_file() and not path.is_symlink():
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
 
 
-# The files that make a directory a run (those of a study's runs and of `evaluate --exact` included).
-RUN_FILE_PATTERNS = (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, "bound_curve.json", "exact-*.json", "bounds-*.npz")
-# Per-image bounds of an in-training evaluation: written beside its metrics row, before the checkpoint.
-EVALUATION_BOUNDS_PATTERN = "bounds-eval-*.npz"
+def is_vaelab_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a vaelab run: its ``environment.json`` (the first file ``train``
+    writes) is a JSON object naming vaelab among its packages, as :func:`environment_info` writes.
+    A user's own ``config.json`` or ``metrics.jsonl`` does not make a folder a run."""
+    try:
+        environment = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(environment, dict) and isinstance(environment.get("packages"), dict) and "vaelab" in environment["packages"]
 
 
 def run_files(run_dir: str | Path) -> list[Path]:
-    """The vaelab files present in ``run_dir``, sorted."""
-    return sorted({path for pattern in RUN_FILE_PATTERNS for path in Path(run_dir).glob(pattern) if path.is_file()})
+    """The files of the registry that vaelab wrote into ``run_dir``, sorted: none unless it is a
+    vaelab run (:func:`is_vaelab_run`)."""
+    run_dir = Path(run_dir)
+    if not is_vaelab_run(run_dir):
+        return []
+    paths = {path for pattern in RUN_FILE_PATTERNS for path in run_dir.glob(pattern)}
+    # a subfolder (tensorboard/) that is a link leads out of the run: nothing there is the run's
+    return sorted(path for path in paths if path.is_file() and (path.parent == run_dir or not path.parent.is_symlink()))
 
 
 def directory_contents(directory: str | Path) -> list[str]:
     """The names in ``directory`` other than its lock file and temporaries of killed writes, sorted."""
-    return sorted(path.name for path in Path(directory).iterdir() if path.name != LOCK_FILE and not _TEMPORARY.match(path.name))
+    return sorted(path.name for path in Path(directory).iterdir() if path.name != LOCK_FILE and not is_vaelab_temporary(path.name))
 
 
 def refuse_foreign_contents(directory: Path, what: str) -> None:
@@ -137,14 +226,14 @@ def refuse_foreign_contents(directory: Path, what: str) -> None:
     others = directory_contents(directory)
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        raise RunError(f"{directory}: not empty and not a vaelab {what} (holds {shown}); choose a new or empty directory for --out")
+        raise RunError(f"{directory}: not empty and not a vaelab {what} (holds {shown}); vaelab replaces none of it, choose a new or empty directory for --out")
 
 
 def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse a directory that ``train`` must not write into, before anything is written.
 
-    A directory holding any vaelab file is a run: it is continued only with ``resume`` and
-    replaced only with ``overwrite``. ``resume`` needs a checkpoint, except in a run that never
+    A vaelab run (:func:`is_vaelab_run`) is continued only with ``resume`` and replaced only with
+    ``overwrite``. ``resume`` needs a checkpoint, except in a run that never
     finished its first epoch (nothing but that epoch's rows, which it recomputes). A non-empty
     directory that is not a run is refused whatever the options: nothing vaelab did not write is
     ever replaced.
@@ -174,7 +263,8 @@ def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -
         rows = read_metrics(run_dir / METRICS_FILE)
         kept = [
             path.name for path in files
-            if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE) and not path.match(EVALUATION_BOUNDS_PATTERN)  # epoch 1's: recomputed
+            if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE)
+            and not path.match(EVALUATION_BOUNDS_PATTERN) and not path.match(TENSORBOARD_PATTERN)  # epoch 1's: recomputed
         ]
         if kept or any(row["epoch"] != 1 or row["kind"] not in ("train", "eval") for row in rows):
             raise RunError(
@@ -212,7 +302,7 @@ def _replace_atomically(path: Path, write) -> None:
     """Write through ``write(file)`` into a temporary file beside ``path``, fsync, then rename."""
     path = Path(path)
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}{_TEMPORARY_INFIX}", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise RunError(f"{path}: cannot write ({error.strerror})") from None
     try:
@@ -273,7 +363,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _replace_atomically(path, lambda file: torch.save(state, file))
 
 
-def load_checkpoint(path: Path, required: frozenset[str] = frozenset({"epoch", "step", "model", "config"})) -> dict[str, Any]:
+def load_checkpoint(path: Path, required: frozenset[str] = MODEL_CHECKPOINT_KEYS) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only, never
     code) and check its shape: a dict holding ``required``, an integer epoch and step, a model
     state of named tensors, an embedded config object.

@@ -18,8 +18,8 @@ import torch
 
 from vaelab.errors import ConfigError
 from vaelab.models import HelmholtzMachine
+from vaelab.runio import TENSORBOARD_DIR
 
-TENSORBOARD_DIR = "tensorboard"
 GRID_IMAGES = 16  # samples and reconstructions per grid
 
 

@@ -48,6 +48,7 @@ from vaelab.progress import bar as progress_bar
 from vaelab.progress import write as progress_write
 from vaelab.runio import (
     CHECKPOINT_FILE,
+    CHECKPOINT_KEYS,
     CONFIG_FILE,
     ENVIRONMENT_FILE,
     METRICS_FILE,
@@ -150,8 +151,9 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
     state = _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_generator, placement, resume)
     epoch, step, wall_seconds = state["epoch"], state["step"], state["wall_seconds"]
     if epoch == 0 and placement.is_main:
-        config.save(run_dir / CONFIG_FILE)
+        # environment.json first: it marks the directory as a vaelab run (vaelab.runio.is_vaelab_run)
         write_json_atomic(run_dir / ENVIRONMENT_FILE, environment_info(dataset.files, placement))
+        config.save(run_dir / CONFIG_FILE)
     barrier(placement)
 
     objective = objective_from_config(config.train)
@@ -263,10 +265,6 @@ class _EpochImages:
         images = self.images if self.binarized is None else bernoulli_draw(self.images, generator, out=self.binarized)
         order = torch.randperm(images.shape[0], generator=generator)
         return order, torch.index_select(images, 0, order, out=self.shuffled)
-
-
-# What a checkpoint holds (written at the end of every epoch by ``_train``).
-CHECKPOINT_KEYS = frozenset({"epoch", "step", "wall_seconds", "model", "optimizer", "data_generator", "noise_generators", "config"})
 
 
 def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_generator, placement, resume) -> dict[str, Any]:

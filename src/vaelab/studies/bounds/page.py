@@ -13,12 +13,11 @@ from pathlib import Path
 import jinja2
 
 from vaelab.errors import RunError
+from vaelab.runio import BOUNDS_PAGE_FILE as PAGE_FILE
+from vaelab.runio import BOUNDS_RESULTS_FILE as RESULTS_FILE
 from vaelab.runio import write_text_atomic
 from vaelab.studies.bounds.figures import FIGURES
-from vaelab.studies.bounds.run import RESULTS_FILE
 from vaelab.studies.pages import png_data_uri, render_page
-
-PAGE_FILE = "bounds.html"
 
 
 def _table_columns(ks: list[int]) -> list[int]:

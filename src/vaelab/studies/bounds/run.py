@@ -45,10 +45,10 @@ from vaelab.exact.linear_gaussian import (
 from vaelab.exact.quadrature import LATENT_DIM, quadrature_log_marginal
 from vaelab.exact.sigmoid_belief import enumerated_log_marginal, sigmoid_belief_model
 from vaelab.models.sampling import ancestral_sample
+from vaelab.runio import BOUNDS_RESULTS_FILE as RESULTS_FILE
 from vaelab.runio import directory_lock, make_directory, write_json_atomic
 from vaelab.training import train
 
-RESULTS_FILE = "bounds.json"
 TRAINED_RUN = "digits-run"  # where the digits model is trained when no run is given
 
 

@@ -40,7 +40,7 @@ from vaelab.runio import (
     run_files,
     write_json_atomic,
 )
-from vaelab.studies.compare.report import Report, build_report
+from vaelab.studies.compare.report import FIGURE_NAMES, Report, build_report
 from vaelab.studies.compare.study import (
     BOUND_CURVE_FILE,
     CURVE_KS,
@@ -178,9 +178,8 @@ def _clear_study(study: Study, study_dir: Path) -> None:
             with directory_lock(run_dir, "compare --overwrite"):
                 for path in run_files(run_dir):
                     path.unlink()
-    figures_dir = study_dir / FIGURES_DIR
-    for path in [study_dir / STUDY_FILE, study_dir / REPORT_FILE, *(figures_dir.glob("*.png") if figures_dir.is_dir() else ()),
-                 *(figures_dir.glob("*.pdf") if figures_dir.is_dir() else ())]:
+    figures = [study_dir / FIGURES_DIR / f"{name}{suffix}" for name in FIGURE_NAMES for suffix in (".png", ".pdf")]  # a user's own figures stay
+    for path in [study_dir / STUDY_FILE, study_dir / REPORT_FILE, *figures]:
         path.unlink(missing_ok=True)
 
 

@@ -18,17 +18,16 @@ from typing import Any
 
 from vaelab.errors import RunError
 from vaelab.runio import (
+    FINAL_FILE,
     METRICS_FILE,
+    REPORT_JSON,
+    REPORT_MD,
+    REPRODUCE_FILE,
     read_metrics,
     write_json_atomic,
     write_text_atomic,
 )
 from vaelab.studies.reproduce.presets import CLAIM_WORDS, Preset, get_preset, row_config
-
-REPRODUCE_FILE = "reproduce.json"
-FINAL_FILE = "final.json"
-REPORT_MD = "report.md"
-REPORT_JSON = "report.json"
 
 
 @dataclass

@@ -17,14 +17,9 @@ from tqdm import tqdm
 from vaelab.errors import RunError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.jobs import processes_and_threads, run_jobs
-from vaelab.runio import write_json_atomic
+from vaelab.runio import FINAL_FILE, REPRODUCE_FILE, directory_lock, make_directory, refuse_foreign_contents, write_json_atomic
 from vaelab.studies.reproduce.presets import Preset, final_images, final_k, row_config
-from vaelab.studies.reproduce.report import (
-    FINAL_FILE,
-    REPRODUCE_FILE,
-    ReproductionReport,
-    build_report,
-)
+from vaelab.studies.reproduce.report import ReproductionReport, build_report
 from vaelab.training import train
 
 
@@ -47,30 +42,34 @@ def reproduce(
     (:mod:`vaelab.jobs`; None: one process per row up to the usable CPUs); 1 trains them one
     after the other in this process.
 
+    ``out`` is locked while the reproduction runs (:func:`vaelab.runio.directory_lock`), as each
+    row's directory is while it trains.
+
     Raises:
         ConfigError: ``jobs`` above 1 on a GPU or under torchrun.
-        RunError: ``out`` holds another preset's or budget's reproduction, or cannot be written.
+        RunError: ``out`` holds another preset's or budget's reproduction or files that are not a
+            reproduction, cannot be written, or is in use by another process
+            (:class:`vaelab.runio.DirectoryLockedError`).
     """
     out = Path(out)
     selected = [preset.row(name) for name in rows] if rows else list(preset.rows)
     processes, threads = processes_and_threads(len(selected), jobs, threads, device)
-    _refuse_another_reproduction(out, preset.name, budget)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"{out}: cannot create the reproduction directory ({error.strerror})") from None
-    write_json_atomic(out / REPRODUCE_FILE, {"preset": preset.name, "budget": budget})
-    arguments = [(preset, row.name, budget, out, data_dir, progress, device) for row in selected]
-    if processes > 1:
-        if progress:
-            tqdm.write(f"{preset.name}: {len(selected)} rows, {processes} at once, one process of {threads} thread(s) each: {out}/<row>")
-        run_jobs(train_row, arguments, processes, threads)
-    else:
-        for number, row_arguments in enumerate(arguments, start=1):
+    _check_reproduction_directory(out, preset.name, budget)  # before creating anything
+    make_directory(out, "reproduction directory")
+    with directory_lock(out, "reproduce"):  # a second `vaelab reproduce` there is refused in one line
+        _check_reproduction_directory(out, preset.name, budget)  # again, now that no one else writes
+        write_json_atomic(out / REPRODUCE_FILE, {"preset": preset.name, "budget": budget})
+        arguments = [(preset, row.name, budget, out, data_dir, progress, device) for row in selected]
+        if processes > 1:
             if progress:
-                tqdm.write(f"{preset.name} {row_arguments[1]} ({number}/{len(selected)}): {out / row_arguments[1]}")
-            train_row(*row_arguments)
-    return build_report(out)
+                tqdm.write(f"{preset.name}: {len(selected)} rows, {processes} at once, one process of {threads} thread(s) each: {out}/<row>")
+            run_jobs(train_row, arguments, processes, threads)
+        else:
+            for number, row_arguments in enumerate(arguments, start=1):
+                if progress:
+                    tqdm.write(f"{preset.name} {row_arguments[1]} ({number}/{len(selected)}): {out / row_arguments[1]}")
+                train_row(*row_arguments)
+        return build_report(out)
 
 
 def train_row(preset: Preset, row: str, budget: str, out: Path, data_dir: str | Path | None, progress: bool, device: str) -> None:
@@ -81,11 +80,23 @@ def train_row(preset: Preset, row: str, budget: str, out: Path, data_dir: str | 
     _save_final(result, config, final_k(preset, budget), final_images(budget), epoch)
 
 
-def _refuse_another_reproduction(out: Path, preset: str, budget: str) -> None:
+def _check_reproduction_directory(out: Path, preset: str, budget: str) -> None:
+    """Refuse ``out`` unless it is absent, empty, or holds the reproduction of ``preset`` at
+    ``budget`` (which is continued): vaelab writes into no one else's folder."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunError(f"{out}: exists and is not a directory; choose another --out")
     path = out / REPRODUCE_FILE
     if not path.exists():
+        refuse_foreign_contents(out, "reproduction")
         return
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise RunError(f"{path}: unreadable ({getattr(error, 'strerror', None) or type(error).__name__}); choose another --out") from None
+    if not isinstance(saved, dict):
+        raise RunError(f"{path}: not a vaelab reproduction file (a JSON {type(saved).__name__}); choose another --out")
     if (saved.get("preset"), saved.get("budget")) != (preset, budget):
         raise RunError(
             f"{out}: holds the reproduction of {saved.get('preset')} at budget {saved.get('budget')}; choose another --out"
