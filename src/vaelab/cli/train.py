@@ -21,12 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vaelab.evaluation.lines import bound_words
-    from vaelab.runio import CONFIG_FILE
+    from vaelab.runio import CONFIG_FILE, is_vaelab_run
     from vaelab.training import train
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-    if args.resume and args.config is None and (args.out / CONFIG_FILE).is_file():
+    if args.resume and args.config is None and is_vaelab_run(args.out):
         args.config = args.out / CONFIG_FILE  # the run's recorded config; options given beside --resume must agree with it
     config = experiment_config(args)
     refuse_unread_options(args, (config.train.algorithm,))
