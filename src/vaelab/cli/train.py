@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-    if args.resume and args.config is None and is_vaelab_run(args.out):
+    if args.resume and args.config is None and is_vaelab_run(args.out) and (args.out / CONFIG_FILE).is_file():
         args.config = args.out / CONFIG_FILE  # the run's recorded config; options given beside --resume must agree with it
     config = experiment_config(args)
     refuse_unread_options(args, (config.train.algorithm,))
