@@ -30,7 +30,7 @@ from vaelab.models import (
     VampPrior,
 )
 from vaelab.models.conv import ConvDecoder, ConvEncoder
-from vaelab.models.networks import NetworkLayer
+from vaelab.models.networks import NetworkLayer, call_user_code, evaluation_mode
 from vaelab.models.priors import build_prior
 from vaelab.runio import (
     CHECKPOINT_FILE,
@@ -78,9 +78,11 @@ def _network_layers(config: ModelConfig, data_shape: tuple[int, ...], latent_dim
         encoder, decoder = ConvEncoder(data_shape, latent_dim), ConvDecoder(data_shape, latent_dim, heads)
         names = ("the conv encoder", "the conv decoder")
     else:
-        encoder = network_factory(config.encoder, "--encoder")(data_shape=data_shape, latent_dim=latent_dim)
-        decoder = network_factory(config.decoder, "--decoder")(data_shape=data_shape, latent_dim=latent_dim)
         names = (f"--encoder {config.encoder}", f"--decoder {config.decoder}")
+        encoder, decoder = (
+            call_user_code(name, "failed to build its network", network_factory(path, flag), data_shape=data_shape, latent_dim=latent_dim)
+            for path, flag, name in ((config.encoder, "--encoder", names[0]), (config.decoder, "--decoder", names[1]))
+        )
         for network, name in zip((encoder, decoder), names):
             if not isinstance(network, nn.Module):
                 raise ConfigError(f"{name}: returned a {type(network).__name__}, not a torch.nn.Module")
@@ -93,16 +95,12 @@ def _network_layers(config: ModelConfig, data_shape: tuple[int, ...], latent_dim
 def network_factory(path: str, flag: str = "--encoder") -> Any:
     """The callable named by ``MODULE:FACTORY`` (MODULE a module on the Python path or a ``.py`` file).
 
-    Raises ConfigError (one line, naming the path) when it cannot be imported or is not callable.
+    Raises ConfigError (one line, naming the path) when it cannot be imported (whatever its code
+    raises, :func:`~vaelab.models.networks.call_user_code`) or is not callable.
     """
     module_name, _, attribute = path.rpartition(":")
-    try:
-        if module_name.endswith(".py"):
-            module = _module_from_file(Path(module_name))
-        else:
-            module = importlib.import_module(module_name)
-    except Exception as error:  # any failure of the user's module is reported in one line
-        raise ConfigError(f"{flag} {path}: cannot import {module_name} ({type(error).__name__}: {error})") from None
+    importer = (lambda: _module_from_file(Path(module_name))) if module_name.endswith(".py") else (lambda: importlib.import_module(module_name))
+    module = call_user_code(f"{flag} {path}", f"cannot import {module_name}", importer)
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ConfigError(f"{flag} {path}: {module_name} has no callable {attribute!r}")
@@ -133,12 +131,8 @@ def check_networks(model: HelmholtzMachine, images: torch.Tensor) -> None:
     for layer, inputs in ((model.recognition, images), (model.generative, torch.zeros(images.shape[0], model.latent_dims[0]))):
         if not isinstance(layer, NetworkLayer):
             continue
-        try:
-            with torch.no_grad():
-                outputs = layer.parameters_of(inputs)
-        except Exception as error:  # the user's network, any failure: one line naming it
-            message = str(error) if isinstance(error, ValueError) and str(error).startswith(layer.name) else f"{layer.name}: failed on a batch of {inputs.shape[0]} ({type(error).__name__}: {error})"
-            raise ConfigError(message.splitlines()[0]) from None
+        with torch.no_grad(), evaluation_mode(model):  # the probe must not move BatchNorm's running statistics
+            outputs = layer.parameters_of(inputs)  # a failure, a wrong dtype or shape: one line naming the network
         if not torch.isfinite(outputs).all():
             raise ConfigError(f"{layer.name}: returned non-finite values (NaN or inf) on a batch of {inputs.shape[0]}")
 

@@ -42,6 +42,7 @@ from vaelab.evaluation.protocol import (
 )
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import flushing_subnormals, matmul_precision
+from vaelab.models.networks import evaluation_mode
 from vaelab.objectives import objective_from_config
 from vaelab.preflight import check_experiment
 from vaelab.progress import bar as progress_bar
@@ -51,14 +52,17 @@ from vaelab.runio import (
     CHECKPOINT_KEYS,
     CONFIG_FILE,
     ENVIRONMENT_FILE,
+    LOCK_FILE,
     METRICS_FILE,
     append_metrics,
+    directory_contents,
     environment_info,
     keep_metrics_through_epoch,
     load_checkpoint,
     load_model_state,
     open_run_directory,
     read_metrics,
+    run_files,
     save_checkpoint,
     write_json_atomic,
 )
@@ -128,16 +132,44 @@ def train(
         require_tensorboard()  # before any training
     placement = setup(device)
     run_dir = Path(run_dir)
+    existed = run_dir.exists()
     # rank 0 alone writes, so it alone checks, creates and locks the directory
     directory = open_run_directory(run_dir, "train", resume=resume, overwrite=overwrite) if placement.is_main else contextlib.nullcontext()
+    undo = _undoing_a_failed_start(run_dir, existed) if placement.is_main else contextlib.nullcontext()
     try:
         # subnormals as zero: 2x faster steps on a trained model's confident logits (vaelab.models.backend)
-        with _stop_requests() as stop, directory, flushing_subnormals():
+        with _stop_requests() as stop, directory, undo, flushing_subnormals():
             if announce is not None and placement.is_main:
                 announce()
             return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop, tensorboard, curve_ks)
     finally:
         teardown(placement)
+        if placement.is_main and not existed:
+            _remove_if_left_empty(run_dir)
+
+
+@contextlib.contextmanager
+def _undoing_a_failed_start(run_dir: Path, existed: bool):
+    """Held inside the run's lock: a failure before the first checkpoint (a refused start, a user
+    network that fails) deletes the run files this command wrote, so that the same command can be
+    run again without --overwrite. Files that were there before (a run killed in its first epoch,
+    resumed) are kept, and nothing is deleted once a checkpoint exists."""
+    before = set(run_files(run_dir)) if existed else set()
+    try:
+        yield
+    except Exception:
+        if not (run_dir / CHECKPOINT_FILE).exists():
+            for path in set(run_files(run_dir)) - before:
+                path.unlink(missing_ok=True)
+        raise
+
+
+def _remove_if_left_empty(run_dir: Path) -> None:
+    """Remove the directory this command created if it holds nothing but its lock file."""
+    if run_dir.is_dir() and not directory_contents(run_dir):
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty after all (another process wrote into it): keep it
+            run_dir.rmdir()
 
 
 def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorboard=False, curve_ks=()) -> RunResult:
@@ -216,7 +248,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
             for row in rows:
                 append_metrics(metrics_path, row)
             if log is not None:
-                log.write(rows, model)
+                with evaluation_mode(model):  # its samples and reconstructions are evaluations too
+                    log.write(rows, model)
             save_checkpoint(
                 run_dir / CHECKPOINT_FILE,
                 {

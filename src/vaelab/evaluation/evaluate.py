@@ -32,6 +32,7 @@ from vaelab.evaluation.per_image import bounds_file_name, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
+from vaelab.models.networks import evaluation_mode
 from vaelab.preflight import check_before_training
 from vaelab.runio import (
     CONFIG_FILE,
@@ -88,7 +89,7 @@ def evaluate_split(
     generator = seeded_generator(config.seed, epoch, SPLIT_TAGS[split], k, placement.rank, device=placement.device)
     batch_size = config.train.eval_batch_size
     shown = progress and placement.is_main
-    with matmul_precision(precision):
+    with matmul_precision(precision), evaluation_mode(model):  # no dropout, no BatchNorm statistics of the images scored
         # the same draws as L_k alone: k-hat reads the weights L_k is made of
         title = f"{config.train.algorithm} {split} L_{k}" if shown else None
         if curve_ks:
