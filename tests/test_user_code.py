@@ -3,15 +3,17 @@ run directory left as it was; eval mode for every evaluation; consent before a r
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import pytest
 import torch
 from conftest import run_main
 
-from vaelab.builders import build_model
+from vaelab.builders import build_model, load_run
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.data import load_dataset
+from vaelab.errors import ConfigError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.runio import read_metrics
 
@@ -135,3 +137,36 @@ def test_l_k_during_training_equals_evaluate_for_a_batchnorm_dropout_network(use
     during = next(row for row in rows if row["kind"] == "eval" and row["split"] == "test")
     after = next(row for row in rows if row["kind"] == "evaluate")
     assert during["bound"] == pytest.approx(after["bound"], abs=1e-5)
+
+
+def test_code_named_by_a_run_runs_only_with_consent(user_module, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    module = tmp_path / "nets.py"
+    module.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n" + USER_MODULE)
+    run = tmp_path / "run"
+    networks = ["--encoder", f"{module}:encoder", "--decoder", f"{module}:decoder"]
+    assert run_main(["train", *TINY, "--epochs", "1", *networks, "--out", str(run)], capsys)[0] == 0  # the command line is consent
+    marker.unlink()
+    for name in [name for name, loaded in sys.modules.items() if getattr(loaded, "__file__", None) == str(module)]:
+        del sys.modules[name]  # imported once per process: forget it, so that running it again would show
+    refusal = f"{run / 'config.json'}: names network code that would run ({module}); pass --trust-code if you trust it"
+    for command in (["evaluate", str(run), "--k", "5"], ["evaluate", str(run), "--exact", "--images", "2"],
+                    ["evaluate", str(run), "--estimator", "ais", "--steps", "1", "--k", "2", "--images", "2"],
+                    ["train", *TINY, "--epochs", "2", "--resume", "--out", str(run)]):
+        status, error = run_main(command, capsys)
+        assert status == 1 and error.count("\n") == 1 and refusal in error, (command, error)
+    with pytest.raises(ConfigError, match="trust_code=True in Python"):
+        load_run(run)
+    assert not marker.exists()  # nothing of the module ran
+    assert load_run(run, trust_code=True).config.model.encoder == f"{module}:encoder" and marker.exists()
+    assert run_main(["train", *TINY, "--epochs", "2", "--resume", "--out", str(run), "--trust-code"], capsys)[0] == 0
+    assert run_main(["train", *TINY, "--epochs", "3", "--resume", "--out", str(run), *networks], capsys)[0] == 0
+
+
+def test_a_study_of_user_networks_is_reported_only_with_consent(user_module, tmp_path, capsys):
+    study = tmp_path / "study"
+    networks = ["--encoder", f"{user_module}:encoder", "--decoder", f"{user_module}:decoder"]
+    assert run_main(["compare", *TINY, "--epochs", "1", "--algorithms", "aevb", "--jobs", "1", *networks, "--curve-images", "5", "--out", str(study)], capsys)[0] == 0
+    status, error = run_main(["report", str(study)], capsys)
+    assert status == 1 and "pass --trust-code" in error and str(user_module) in error, error
+    assert run_main(["report", str(study), "--trust-code"], capsys)[0] == 0

@@ -67,18 +67,19 @@ def test_compare_evaluate_and_report_with_conv_and_user_networks(networks, user_
     options = ["--architecture", "conv"] if networks == "conv" else ["--encoder", f"{user_module}:encoder", "--decoder", f"{user_module}:decoder"]
     study = tmp_path / "study"
     assert main(["compare", *TINY, "--epochs", "1", *options, "--curve-images", "20", "--out", str(study)]) == 0
-    assert (study / "report.html").exists() and main(["report", str(study)]) == 0
+    trust = ["--trust-code"] if networks == "user" else []  # the runs name the user's module: it runs only with consent
+    assert (study / "report.html").exists() and main(["report", str(study), *trust]) == 0
     run = study / "aevb"
     config = json.loads((run / "config.json").read_text())["model"]
     if networks == "user":
         assert config["encoder"] == f"{user_module}:encoder"
     else:
         assert config["architecture"] == "conv"
-    assert main(["evaluate", str(run), "--k", "5"]) == 0
-    assert main(["evaluate", str(run), "--exact", "--images", "3"]) == 0  # 2-D latent: quadrature
+    assert main(["evaluate", str(run), "--k", "5", *trust]) == 0
+    assert main(["evaluate", str(run), "--exact", "--images", "3", *trust]) == 0  # 2-D latent: quadrature
     assert (run / "exact-test.json").exists()
     capsys.readouterr()
-    loaded = load_run(run)
+    loaded = load_run(run, trust_code=True)
     assert isinstance(loaded.model.recognition, NetworkLayer) and isinstance(loaded.model.generative, NetworkLayer)
     assert read_metrics(run / "metrics.jsonl")[-1]["kind"] == "evaluate"
 

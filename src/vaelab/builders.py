@@ -218,13 +218,30 @@ class LoadedRun:
         return evaluate_bound(self.model, images, k, torch.Generator().manual_seed(seed), batch_size)
 
 
-def load_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu") -> LoadedRun:
+def require_trust(config: ExperimentConfig, source: str | Path, trust_code: bool) -> None:
+    """Refuse (ConfigError, one line naming the code) to build the model of a ``config`` read from the
+    file ``source`` when it names user networks, whose modules building it would import and run,
+    unless ``trust_code``: a run directory or config someone sent you must not run their code
+    unasked (as Hugging Face's ``trust_remote_code``). Built-in networks need no consent."""
+    modules = sorted({path.rpartition(":")[0] for path in (config.model.encoder, config.model.decoder) if path is not None})
+    if modules and not trust_code:
+        raise ConfigError(
+            f"{source}: names network code that would run ({', '.join(modules)}); "
+            "pass --trust-code if you trust it (trust_code=True in Python)"
+        )
+
+
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu", trust_code: bool = False) -> LoadedRun:
     """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``.
+
+    A run of user networks imports and runs the code its config names: only with ``trust_code``
+    (:func:`require_trust`).
 
     Takes no lock: the files it reads are replaced atomically, so it reads a consistent snapshot
     even while the run trains.
 
     Raises:
+        ConfigError: the config names user networks and ``trust_code`` is not given.
         RunError: not a run; a config or checkpoint that is unreadable, of another shape, or
             whose model does not fit the config; a parameter holding NaN or infinity (refused
             before any evaluation, naming the tensor).
@@ -234,6 +251,7 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None, device: st
     if not (run_dir / CONFIG_FILE).exists():
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
     config = ExperimentConfig.load(run_dir / CONFIG_FILE)
+    require_trust(config, run_dir / CONFIG_FILE, trust_code)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     dataset = dataset_of(config.data, data_dir)
     check_data_unchanged(run_dir, dataset)

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from vaelab.cli.command import Command, warn_if_bf16_is_slow_here
-from vaelab.cli.options import add_common, add_field_options, settings_from
+from vaelab.cli.options import add_common, add_field_options, add_trust_code, settings_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="run directory written by 'vaelab train'")
     add_field_options(parser, dataclasses.fields(EvaluateSettings))
     add_common(parser)
+    add_trust_code(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from vaelab.evaluation.settings import EvaluateSettings
 
     settings = settings_from(args, EvaluateSettings)
-    common = {"data_dir": args.data_dir, "device": args.device, "progress": not args.no_progress}
+    common = {"data_dir": args.data_dir, "device": args.device, "progress": not args.no_progress, "trust_code": args.trust_code}
     if settings.exact:
         from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
 

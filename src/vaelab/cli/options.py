@@ -146,6 +146,23 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_trust_code(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code", action="store_true",
+        help="run the user networks (--encoder/--decoder modules) that a saved config names: they are imported, so their code "
+             "runs; networks named on the command line need no such consent",
+    )
+
+
+def check_trust(args: argparse.Namespace, config: ExperimentConfig) -> None:
+    """Networks named by a config file (--config, or the run's own on --resume) run only with
+    --trust-code; named on the command line, they are the user's own."""
+    if getattr(args, "config", None) and args.encoder is None:
+        from vaelab.builders import require_trust
+
+        require_trust(config, args.config, args.trust_code)
+
+
 def add_jobs(parser: argparse.ArgumentParser, what: str) -> None:
     """--jobs: how many of ``what`` (e.g. 'algorithms') train at once on the CPU."""
     parser.add_argument(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from vaelab.cli.command import Command, announcer
-from vaelab.cli.options import add_common, add_experiment_options, experiment_config, refuse_unread_options
+from vaelab.cli.options import add_common, add_experiment_options, add_trust_code, check_trust, experiment_config, refuse_unread_options
 from vaelab.errors import ConfigError
 
 
@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoint, metrics and config are deleted)")
     parser.add_argument("--tensorboard", action="store_true", help="also log scalars and image grids under <out>/tensorboard (needs tensorboard)")
     add_common(parser)
+    add_trust_code(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.config is None and is_vaelab_run(args.out) and (args.out / CONFIG_FILE).is_file():
         args.config = args.out / CONFIG_FILE  # the run's recorded config; options given beside --resume must agree with it
     config = experiment_config(args)
+    check_trust(args, config)
     refuse_unread_options(args, (config.train.algorithm,))
     result = train(
         config, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,

@@ -146,6 +146,7 @@ def evaluate_run(
     num_images: int | None = None,
     precision: str = "fp32",
     progress: bool = False,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """Estimate L_k (and the ELBO) of ``split`` (its first ``num_images``; None: all) at the run's
     last checkpoint, multiplying in ``precision`` ('fp32' or 'bf16'); appends the row to its metrics.
@@ -154,11 +155,11 @@ def evaluate_run(
     metrics): refused in one line while another process trains or evaluates the run."""
     _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
-        return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress)
+        return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code)
 
 
-def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress) -> dict[str, Any]:
-    config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
+def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code) -> dict[str, Any]:
+    config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
     check_before_training(dataclasses.replace(config, train=dataclasses.replace(config.train, eval_k=k)))  # memory for k samples
     read_metrics(Path(run_dir) / METRICS_FILE)  # refuse a corrupt metrics file before the costly part, not after it
     row = {
@@ -188,6 +189,7 @@ def evaluate_ais_run(
     num_images: int | None = None,
     start: str = "proposal",
     progress: bool = False,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """log p(x) of ``split`` (its first ``num_images``) by forward AIS (:mod:`vaelab.estimators.ais`) at
     the run's last checkpoint: T = ``steps`` intermediate distributions, M = ``chains`` chains per
@@ -204,7 +206,7 @@ def evaluate_ais_run(
     """
     _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
-        config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
+        config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
         read_metrics(Path(run_dir) / METRICS_FILE)  # refuse a corrupt metrics file before the costly part
         settings = AISSettings(steps=steps, chains=chains, start=start)
         images, _ = evaluation_images(config, dataset, split)
@@ -247,6 +249,7 @@ def evaluate_bdmc_run(
     device: str = "auto",
     start: str = "proposal",
     progress: bool = False,
+    trust_code: bool = False,
 ) -> list[dict[str, Any]]:
     """Bidirectional Monte Carlo (Grosse et al. 2015) at the run's last checkpoint: ``num_images`` images
     simulated from the model (z ~ p(z), x ~ p(x|z): the same images for every T), then for each T in
@@ -260,7 +263,7 @@ def evaluate_bdmc_run(
     """
     _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
-        config, model, _, checkpoint = load_run(run_dir, data_dir, device)
+        config, model, _, checkpoint = load_run(run_dir, data_dir, device, trust_code)
         read_metrics(Path(run_dir) / METRICS_FILE)
         device_of_model = next(model.parameters()).device
         epoch = checkpoint["epoch"]

@@ -32,13 +32,13 @@ def exact_file(run_dir: str | Path, split: str) -> Path:
     return Path(run_dir) / f"exact-{split}.json"
 
 
-def load_2d_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu"):
+def load_2d_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu", trust_code: bool = False):
     """:func:`vaelab.evaluation.evaluate.load_run` for a run whose latent is 2-D.
 
     Raises:
         RunError: the run's latent is not 2-D (quadrature would need a grid in more dimensions).
     """
-    config, model, dataset, checkpoint = load_run(run_dir, data_dir, device)
+    config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
     if config.model.latent_dims != (LATENT_DIM,) or config.model.latent != "gaussian":
         raise RunError(
             f"{run_dir}: exact log p(x) needs a 2-D latent in one Gaussian layer "
@@ -55,6 +55,7 @@ def evaluate_exact(
     settings: QuadratureSettings = QuadratureSettings(),
     num_images: int | None = None,
     progress: bool = False,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """log p(x), L_k and log p(x) - L_k of ``split`` (its first ``num_images``; None: all) at the
     run's last checkpoint, in nats; also written as JSON. ``progress``: a bar with an ETA for each pass.
@@ -68,11 +69,11 @@ def evaluate_exact(
     if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
     with directory_lock(run_dir, "evaluate --exact"):
-        return _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress)
+        return _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress, trust_code)
 
 
-def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress) -> dict[str, Any]:
-    config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir, device)
+def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress, trust_code) -> dict[str, Any]:
+    config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir, device, trust_code)
     images = evaluation_images(config, dataset, split)[0][:num_images]
     batch_size = config.train.eval_batch_size
     started = time.perf_counter()

@@ -11,7 +11,9 @@ from vaelab.cli.options import (
     add_data_dir,
     add_experiment_options,
     add_jobs,
+    add_trust_code,
     argument_type,
+    check_trust,
     experiment_config,
     positive_int,
     refuse_unread_options,
@@ -33,6 +35,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tensorboard", action="store_true", help="each run also logs scalars and image grids under <run>/tensorboard (needs tensorboard)")
     add_jobs(parser, "algorithms")
     add_common(parser)
+    add_trust_code(parser)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -40,6 +43,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from vaelab.studies.compare.study import Study
 
     config = experiment_config(args, algorithm=args.algorithms[0])
+    check_trust(args, config)
     refuse_unread_options(args, args.algorithms)
     study = Study(args.algorithms, config, args.curve_images)
     report = compare(
@@ -60,12 +64,13 @@ def print_report(report) -> int:
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study_dir", type=Path, help="study directory written by 'vaelab compare'")
     add_data_dir(parser)
+    add_trust_code(parser)
 
 
 def run_report(args: argparse.Namespace) -> int:
     from vaelab.studies.compare.report import build_report
 
-    return print_report(build_report(args.study_dir, data_dir=args.data_dir))
+    return print_report(build_report(args.study_dir, data_dir=args.data_dir, trust_code=args.trust_code))
 
 
 COMMANDS = (

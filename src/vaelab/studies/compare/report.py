@@ -89,8 +89,9 @@ class _Run:
     curve: dict[str, Any]
 
 
-def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> Report:
+def build_report(study_dir: str | Path, data_dir: str | Path | None = None, trust_code: bool = False) -> Report:
     """Write ``figures/*.png|pdf`` and a self-contained ``report.html`` into ``study_dir``.
+    ``trust_code``: runs of user networks import and run the code they name (:func:`vaelab.builders.require_trust`).
 
     Holds the study's lock: refused in one line while ``vaelab compare`` runs there (its
     report would be rebuilt from runs still training). Every file is replaced atomically, so a
@@ -103,12 +104,12 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None) -> R
     study_dir = Path(study_dir)
     study = Study.load(study_dir)
     with directory_lock(study_dir, "report"):
-        return _build_report(study_dir, study, data_dir)
+        return _build_report(study_dir, study, data_dir, trust_code)
 
 
-def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None) -> Report:
+def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, trust_code: bool) -> Report:
     config = study.run_config(study.algorithms[0])
-    loaded = [_load_run(study_dir, algorithm, data_dir) for algorithm in study.algorithms]
+    loaded = [_load_run(study_dir, algorithm, data_dir, trust_code) for algorithm in study.algorithms]
     runs = {display_name(run.algorithm): run for run, _ in loaded}
     dataset = loaded[0][1]
     images, labels = evaluation_images(config, dataset, "test")
@@ -305,12 +306,12 @@ def _manifold_size(image_shape: tuple[int, int]) -> int:
     return 20 if min(image_shape[-2:]) >= 16 else 10
 
 
-def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None) -> tuple[_Run, Dataset]:
+def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None, trust_code: bool) -> tuple[_Run, Dataset]:
     """One finished run of the study: its model at the last checkpoint, metrics and saved curve."""
     directory = algorithm_run_dir(study_dir, algorithm)
     if not (directory / CHECKPOINT_FILE).exists():
         raise RunError(f"{directory}: not trained yet; run the same 'vaelab compare' again to finish the study")
-    _, model, dataset, checkpoint = load_run(directory, data_dir)
+    _, model, dataset, checkpoint = load_run(directory, data_dir, trust_code=trust_code)
     curve = read_bound_curve(directory)
     if curve is None or curve["epoch"] != checkpoint["epoch"]:
         raise RunError(
