@@ -3,8 +3,15 @@ run directory left as it was; eval mode for every evaluation; consent before a r
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.metadata
+import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +177,37 @@ def test_a_study_of_user_networks_is_reported_only_with_consent(user_module, tmp
     status, error = run_main(["report", str(study)], capsys)
     assert status == 1 and "pass --trust-code" in error and str(user_module) in error, error
     assert run_main(["report", str(study), "--trust-code"], capsys)[0] == 0
+
+
+class _InterruptedImport(importlib.abc.MetaPathFinder):
+    """Ctrl-C while ``vaelab.cli`` (and through it torch) is being imported, deterministically."""
+
+    def find_spec(self, name, path, target=None):
+        if name == "vaelab.cli":
+            raise KeyboardInterrupt
+        return None
+
+
+def test_ctrl_c_while_loading_is_one_line_and_exit_130(monkeypatch, capsys):
+    from vaelab.__main__ import main as entry_point
+
+    monkeypatch.delitem(sys.modules, "vaelab.cli")
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport(), *sys.meta_path])
+    assert entry_point() == 130
+    assert capsys.readouterr().err == "vaelab: interrupted\n"
+    (script,) = [entry for entry in importlib.metadata.entry_points(group="console_scripts") if entry.name == "vaelab"]
+    assert script.value == "vaelab.__main__:main"  # the installed command goes through it
+
+
+def test_ctrl_c_sent_while_the_command_loads_is_one_line():
+    # the installed command, under -X importtime, which reports each import as it completes: SIGINT
+    # goes once the command line has begun to load, while it and torch (a second or more) still load
+    command = [sys.executable, "-X", "importtime", str(Path(sys.executable).parent / "vaelab"), "datasets"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if line.split("|")[-1].strip() == "vaelab.errors":
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    lines = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert process.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], rest[-2000:]
