@@ -211,3 +211,8 @@ def test_ctrl_c_sent_while_the_command_loads_is_one_line():
     _, rest = process.communicate(timeout=60)
     lines = [line for line in rest.splitlines() if not line.startswith("import time:")]
     assert process.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], rest[-2000:]
+
+
+def test_a_batch_larger_than_the_data_is_sized_as_the_data(tmp_path, capsys):
+    status, error = run_main(["train", *TINY, "--batch-size", str(10**9), "--epochs", "1", "--out", str(tmp_path / "run")], capsys)
+    assert status == 0, error  # one batch of the 1,350 training images, not a refusal for 3,427 GiB

@@ -47,7 +47,7 @@ def check_before_training(config: ExperimentConfig) -> None:
             f"dataset {config.data.dataset} has no {', '.join(missing)} split (it has {', '.join(spec.split_sizes)}); "
             "choose --eval-splits among those"
         )
-    needed = memory_needed(config, math.prod(spec.image_shape))
+    needed = memory_needed(config, math.prod(spec.image_shape), spec.split_sizes)
     available = available_memory()
     if available is not None and needed > available:
         raise ConfigError(
@@ -56,12 +56,15 @@ def check_before_training(config: ExperimentConfig) -> None:
         )
 
 
-def memory_needed(config: ExperimentConfig, data_dim: int) -> int:
+def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str, int] | None = None) -> int:
     """A lower estimate, in bytes, of what training ``config`` on ``data_dim``-pixel images holds at once:
     every parameter (with its gradient and Adam's moments) plus the larger of a training batch's
     activations (batch_size x num_samples x groups rows through every layer, kept for the backward
     pass) and an evaluation batch's (eval_batch_size x eval_k rows, one layer's input and output at
-    a time). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction."""
+    a time). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction.
+
+    With the dataset's ``split_sizes`` a batch holds no more images than its split (training) or
+    the largest evaluated split (evaluation): ``--batch-size 10**9`` on 1,350 images is a batch of 1,350."""
     model = config.model
     stacks = [(data_dim, model.hidden, model.latent_dims[0])]
     stacks += [(lower, model.upper_hidden, upper) for lower, upper in zip(model.latent_dims, model.latent_dims[1:])]
@@ -73,8 +76,12 @@ def memory_needed(config: ExperimentConfig, data_dim: int) -> int:
             widest = max(widest, *widths)
     parameters += (config.model.prior_components or 0) * data_dim  # at most: vamp pseudo-inputs
     train = config.train
-    training = COPIES_PER_ACTIVATION * train.batch_size * train.num_samples * train.groups * units
-    evaluation = 2 * train.eval_batch_size * train.eval_k * widest  # no gradients: a layer's input and output at once
+    batch_size, eval_batch_size = train.batch_size, train.eval_batch_size
+    if split_sizes:  # a batch is its split's images at most
+        batch_size = min(batch_size, split_sizes.get("train", batch_size), train.train_size or batch_size)
+        eval_batch_size = min(eval_batch_size, max((split_sizes.get(split, eval_batch_size) for split in train.eval_splits), default=eval_batch_size))
+    training = COPIES_PER_ACTIVATION * batch_size * train.num_samples * train.groups * units
+    evaluation = 2 * eval_batch_size * train.eval_k * widest  # no gradients: a layer's input and output at once
     return FLOAT_BYTES * (COPIES_PER_PARAMETER * parameters + max(training, evaluation))
 
 
