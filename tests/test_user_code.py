@@ -3,6 +3,7 @@ run directory left as it was; eval mode for every evaluation; consent before a r
 
 from __future__ import annotations
 
+import errno
 import importlib.abc
 import importlib.metadata
 import os
@@ -216,3 +217,15 @@ def test_ctrl_c_sent_while_the_command_loads_is_one_line():
 def test_a_batch_larger_than_the_data_is_sized_as_the_data(tmp_path, capsys):
     status, error = run_main(["train", *TINY, "--batch-size", str(10**9), "--epochs", "1", "--out", str(tmp_path / "run")], capsys)
     assert status == 0, error  # one batch of the 1,350 training images, not a refusal for 3,427 GiB
+
+
+@pytest.mark.parametrize("call, named", [("pwrite", ".vaelab.lock"), ("fsync", "config.json")])
+def test_a_full_disk_at_the_start_is_one_line_and_leaves_nothing(call, named, tmp_path, capsys, monkeypatch):
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, call, full)
+    run = tmp_path / "run"
+    status, error = run_main(["train", *TINY, "--epochs", "1", "--out", str(run)], capsys)
+    assert status == 1 and error.count("\n") == 1 and f"{run / named}: cannot write (No space left on device)" in error, error
+    assert not run.exists()

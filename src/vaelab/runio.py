@@ -147,8 +147,11 @@ def directory_lock(directory: str | Path, command: str):
                 raise RunError(f"{path}: cannot lock ({error.strerror})") from None
             holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
             raise DirectoryLockedError(f"{directory}: in use by {holder}; wait for it to finish, or stop it first") from None
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"process {os.getpid()} ({command})\n".encode(), 0)
+        try:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"process {os.getpid()} ({command})\n".encode(), 0)
+        except OSError as error:  # a full disk: the lock is held all the same, but nothing can be written
+            raise RunError(f"{path}: cannot write ({error.strerror})") from None
         remove_stale_temporaries(directory)
         _held_locks[key] = [descriptor, 1]
         try:
