@@ -229,3 +229,10 @@ def test_a_full_disk_at_the_start_is_one_line_and_leaves_nothing(call, named, tm
     status, error = run_main(["train", *TINY, "--epochs", "1", "--out", str(run)], capsys)
     assert status == 1 and error.count("\n") == 1 and f"{run / named}: cannot write (No space left on device)" in error, error
     assert not run.exists()
+
+
+def test_a_study_file_without_algorithms_is_refused_without_an_index_error(tmp_path, capsys):
+    (tmp_path / "compare.json").write_text('{"algorithms": [], "config": {"train": {}}, "curve_images": 5}')
+    status, error = run_main(["report", str(tmp_path)], capsys)
+    assert status == 1 and "not a valid study file (ConfigError: a study needs at least one algorithm)" in error, error
+    assert "IndexError" not in error

@@ -73,8 +73,11 @@ class Study:
             raise RunError(f"{study_dir}: not a vaelab study (no {STUDY_FILE}); 'vaelab compare --out DIR' makes one")
         try:
             values = json.loads(path.read_text())
-            shared = {**values["config"], "train": {**values["config"]["train"], "algorithm": values["algorithms"][0]}}
-            return cls(tuple(values["algorithms"]), ExperimentConfig.from_dict(shared), values["curve_images"])
+            algorithms = tuple(values["algorithms"])
+            # none: the default algorithm stands in, and the study itself refuses the empty list (not an IndexError here)
+            first = {"algorithm": algorithms[0]} if algorithms else {}
+            shared = {**values["config"], "train": {**values["config"]["train"], **first}}
+            return cls(algorithms, ExperimentConfig.from_dict(shared), values["curve_images"])
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, IndexError, ValueError, ConfigError) as error:
             raise RunError(f"{path}: not a valid study file ({type(error).__name__}: {str(error)[:200]})") from None
 
