@@ -126,8 +126,9 @@ def _module_from_file(path: Path) -> Any:
 
 
 def check_networks(model: HelmholtzMachine, images: torch.Tensor) -> None:
-    """Run q(z_1 | x) and p(x | z_1) once on ``images`` ``[B, D]``: a network that fails, returns the
-    wrong shape or non-finite numbers is answered here, in one line naming it, before any training."""
+    """Run q(z_1 | x) and p(x | z_1) once on ``images`` ``[B, D]``, in eval mode: a network that fails,
+    returns another dtype or shape, or non-finite numbers is answered here, in one line naming it,
+    before any training (every later call is checked too, :class:`~vaelab.models.networks.NetworkLayer`)."""
     for layer, inputs in ((model.recognition, images), (model.generative, torch.zeros(images.shape[0], model.latent_dims[0]))):
         if not isinstance(layer, NetworkLayer):
             continue
