@@ -219,7 +219,7 @@ def test_a_batch_larger_than_the_data_is_sized_as_the_data(tmp_path, capsys):
     assert status == 0, error  # one batch of the 1,350 training images, not a refusal for 3,427 GiB
 
 
-@pytest.mark.parametrize("call, named", [("pwrite", ".vaelab.lock"), ("fsync", "config.json")])
+@pytest.mark.parametrize("call, named", [("pwrite", ".vaelab.lock"), ("fsync", "environment.json")])
 def test_a_full_disk_at_the_start_is_one_line_and_leaves_nothing(call, named, tmp_path, capsys, monkeypatch):
     def full(*args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
