@@ -7,13 +7,12 @@ import math
 import pytest
 import torch
 
-from vaelab import training as train_module
 from vaelab.builders import build_run
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.data import load_dataset
 from vaelab.errors import ConfigError
 from vaelab.schedules import burda_epochs, burda_stage, learning_rate_at
-from vaelab.training import train
+from vaelab.training import TrainingHooks, train
 
 
 def test_burda_stages_are_3_to_the_i_epochs_long():
@@ -62,28 +61,24 @@ def _staged_config(epochs: int) -> ExperimentConfig:
     )
 
 
-def test_training_sets_each_epochs_learning_rate(tmp_path, monkeypatch):
+def test_training_sets_each_epochs_learning_rate(tmp_path):
     seen = []
-    real = train_module.learning_rate_at
-    monkeypatch.setattr(train_module, "learning_rate_at", lambda config, epoch: seen.append(epoch) or real(config, epoch))
-    result = train(_staged_config(5), tmp_path, progress=False)
-    assert sorted(set(seen)) == [1, 2, 3, 4, 5]
+    config = _staged_config(5)
+    result = train(config, tmp_path, progress=False, hooks=TrainingHooks(on_epoch_start=lambda epoch, lr: seen.append((epoch, lr))))
+    assert seen == [(epoch, learning_rate_at(config.train, epoch)) for epoch in range(1, 6)]
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert [group["lr"] for group in checkpoint["optimizer"]["param_groups"]] == pytest.approx([3e-3 * 10 ** (-2 / 7)] * 2)
     assert result.dataset.splits["train"].images.shape[0] == 1497  # train_size subsets training, not the dataset
 
 
-def test_a_run_killed_mid_schedule_resumes_bitwise_equal(tmp_path, monkeypatch):
+def test_a_run_killed_mid_schedule_resumes_bitwise_equal(tmp_path):
     """Killed in epoch 3 (stage 1) and resumed: stage 2 then starts at epoch 5 as in the
     uninterrupted run, and every parameter and Adam moment is bitwise equal."""
     reference = train(_staged_config(6), tmp_path / "reference", progress=False)
 
-    real_objective = train_module.objective_from_config
     calls = {"steps": 0}
 
-    def dying_objective(train_config):
-        objective = real_objective(train_config)
-
+    def dying_objective(objective):
         def step(model, x, generator):
             calls["steps"] += 1
             if calls["steps"] == 2 * 6 + 3:  # 6 steps per epoch (300 images, batch 50): epoch 3, step 3
@@ -92,10 +87,8 @@ def test_a_run_killed_mid_schedule_resumes_bitwise_equal(tmp_path, monkeypatch):
 
         return step
 
-    monkeypatch.setattr(train_module, "objective_from_config", dying_objective)
     with pytest.raises(KeyboardInterrupt):
-        train(_staged_config(6), tmp_path / "killed", progress=False)
-    monkeypatch.setattr(train_module, "objective_from_config", real_objective)
+        train(_staged_config(6), tmp_path / "killed", progress=False, hooks=TrainingHooks(wrap_objective=dying_objective))
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 2
 
     resumed = train(_staged_config(6), tmp_path / "killed", resume=True, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from importlib import metadata
 
@@ -12,7 +13,7 @@ from vaelab import training as train_module
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import RunError
 from vaelab.runio import read_metrics
-from vaelab.training import train
+from vaelab.training import TrainingHooks, train
 
 
 def small_config(algorithm="aevb", epochs=3, **train_options) -> ExperimentConfig:
@@ -79,21 +80,16 @@ def test_resume_refuses_a_different_config_and_names_the_keys(tmp_path):
         train(changed, tmp_path, resume=True, progress=False)
 
 
-def test_crash_between_metrics_and_checkpoint_resumes_bitwise_equal(tmp_path, monkeypatch):
+def test_crash_between_metrics_and_checkpoint_resumes_bitwise_equal(tmp_path):
     reference = train(small_config(epochs=4), tmp_path / "reference", progress=False)
 
     # Crash while writing epoch 2's checkpoint: its metrics rows are already on disk.
-    real_save = train_module.save_checkpoint
-
-    def crashing_save(path, state):
+    def crash_at_epoch_2(path, state):
         if state["epoch"] == 2:
             raise KeyboardInterrupt
-        real_save(path, state)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        train(small_config(epochs=4), tmp_path / "crashed", progress=False)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+        train(small_config(epochs=4), tmp_path / "crashed", progress=False, hooks=TrainingHooks(on_checkpoint=crash_at_epoch_2))
     assert torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
     resumed = train(small_config(epochs=4), tmp_path / "crashed", resume=True, progress=False)
@@ -110,23 +106,19 @@ def test_extending_a_finished_run_continues_it(tmp_path):
         assert torch.equal(tensor, extended.model.state_dict()[name]), name
 
 
-def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path):
     train(small_config(epochs=1), tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    real = train_module.objective_from_config
 
-    def poisoned(config):
-        objective = real(config)
-
+    def poisoned(objective):
         def call(model, x, generator):
             output = objective(model, x, generator)
             return type(output)(output.bound, output.theta_surrogate * float("nan"), output.phi_surrogate)
 
         return call
 
-    monkeypatch.setattr(train_module, "objective_from_config", poisoned)
     with pytest.raises(train_module.NumericalError, match=r"epoch 2, batch 0: the theta surrogate is NaN"):
-        train(small_config(epochs=2), tmp_path, resume=True, progress=False)
+        train(small_config(epochs=2), tmp_path, resume=True, progress=False, hooks=TrainingHooks(wrap_objective=poisoned))
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
@@ -165,14 +157,12 @@ def test_resume_refuses_fewer_epochs_than_already_trained(tmp_path):
         train(small_config(epochs=2), tmp_path, resume=True, progress=False)
 
 
-def poisoned_gradient(at_call: int):
-    """An objective_from_config whose theta gradient (not its surrogate) is NaN on the minibatch of
-    call ``at_call``, and on it again when a replay meets it: 0 * sqrt(u) at u = 0 has the value 0
-    and the derivative 0 * inf = NaN."""
-    real = train_module.objective_from_config
+def poisoned_gradient(at_call: int) -> TrainingHooks:
+    """Hooks that wrap the objective so that its theta gradient (not its surrogate) is NaN on the
+    minibatch of call ``at_call``, and on it again when a replay meets it: 0 * sqrt(u) at u = 0 has
+    the value 0 and the derivative 0 * inf = NaN."""
 
-    def poisoned(config):
-        objective = real(config)
+    def poisoned(objective):
         calls = []
 
         def call(model, x, generator):
@@ -187,19 +177,18 @@ def poisoned_gradient(at_call: int):
 
         return call
 
-    return poisoned
+    return TrainingHooks(wrap_objective=poisoned)
 
 
 @pytest.mark.parametrize("algorithm, batch", [("aevb", 74), ("wake-sleep", 7)])
-def test_non_finite_gradient_inside_a_window_is_named_by_its_batch(tmp_path, monkeypatch, algorithm, batch):
+def test_non_finite_gradient_inside_a_window_is_named_by_its_batch(tmp_path, algorithm, batch):
     # digits: 1497 training images, batch 20, so 75 steps an epoch, checked after steps 49 and 74.
     # aevb, batch 74: the epoch's last step, its loss finite; only the parameters Adam moved show the fault.
     # wake-sleep, batch 7: the next step dreams from Bernoulli(NaN) and raises; the fault is named all the same.
     train(small_config(algorithm, epochs=1, batch_size=20), tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    monkeypatch.setattr(train_module, "objective_from_config", poisoned_gradient(at_call=batch + 1))
     with pytest.raises(train_module.NumericalError, match=rf"epoch 2, batch {batch}: the theta gradient is not finite; .*epoch 1 intact"):
-        train(small_config(algorithm, epochs=2, batch_size=20), tmp_path, resume=True, progress=False)
+        train(small_config(algorithm, epochs=2, batch_size=20), tmp_path, resume=True, progress=False, hooks=poisoned_gradient(at_call=batch + 1))
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
@@ -215,11 +204,10 @@ def test_adam_carries_a_non_finite_gradient_into_its_parameter(fused, bad):
     assert torch.isnan(parameter[1]) and torch.isfinite(parameter[[0, 2]]).all()
 
 
-def test_a_fault_in_the_first_window_of_a_fresh_run_is_named(tmp_path, monkeypatch):
+def test_a_fault_in_the_first_window_of_a_fresh_run_is_named(tmp_path):
     """The window was saved before Adam's first step: the replay starts Adam afresh and meets the fault again."""
-    monkeypatch.setattr(train_module, "objective_from_config", poisoned_gradient(at_call=4))
     with pytest.raises(train_module.NumericalError, match=r"epoch 1, batch 3: the theta gradient is not finite; .*epoch 0 intact"):
-        train(small_config("aevb", epochs=1, batch_size=20), tmp_path, progress=False)
+        train(small_config("aevb", epochs=1, batch_size=20), tmp_path, progress=False, hooks=poisoned_gradient(at_call=4))
 
 
 def test_a_window_restores_what_it_saved_into_the_same_tensors():
@@ -257,20 +245,11 @@ def test_a_window_restores_what_it_saved_into_the_same_tensors():
         assert saved_after == 0 or [tensor.data_ptr() for tensor in window.copies] == storages
 
 
-def test_a_fault_after_a_mid_epoch_save_is_replayed_from_that_save(tmp_path, monkeypatch):
+def test_a_fault_after_a_mid_epoch_save_is_replayed_from_that_save(tmp_path):
     """Saves every 10 steps, checks every 5: a fault at batch 23 is found at the check after batch 24
     and replayed from the save at batch 20, so the replay starts from a state saved after Adam's steps."""
-    monkeypatch.setattr(train_module, "CHECK_EVERY", 5)
-    monkeypatch.setattr(train_module, "SAVE_EVERY", 10)
     replayed_from = []
-    restore = train_module._Window.restore
-
-    def recording_restore(window):
-        replayed_from.append(window.first_batch)
-        restore(window)
-
-    monkeypatch.setattr(train_module._Window, "restore", recording_restore)
-    monkeypatch.setattr(train_module, "objective_from_config", poisoned_gradient(at_call=24))
+    hooks = dataclasses.replace(poisoned_gradient(at_call=24), check_every=5, save_every=10, on_replay=replayed_from.append)
     with pytest.raises(train_module.NumericalError, match=r"epoch 1, batch 23: the theta gradient is not finite"):
-        train(small_config("aevb", epochs=1, batch_size=20), tmp_path, progress=False)
+        train(small_config("aevb", epochs=1, batch_size=20), tmp_path, progress=False, hooks=hooks)
     assert replayed_from == [20]

@@ -74,6 +74,26 @@ class NumericalError(RunError):
     """A loss became NaN or infinite; the last checkpoint is left as it was."""
 
 
+@dataclass(frozen=True)
+class TrainingHooks:
+    """Where a caller may watch or alter a run (tests inject faults here); each hook defaults to none.
+
+    ``wrap_objective(objective) -> objective``: the objective every step calls, ``(model, x [B, D_x],
+    generator) -> output``, wrapped (e.g. to poison or count steps). ``on_epoch_start(epoch, lr)``:
+    after the epoch's learning rate is set. ``on_checkpoint(path, state)``: before ``state`` is saved
+    to ``path`` (rank 0). ``on_replay(first_batch)``: a fault check replays its window from that batch.
+    ``check_every`` and ``save_every``: steps between two fault checks and between two saves of the
+    state a fault is replayed from (:class:`_Window`).
+    """
+
+    wrap_objective: Callable[[Callable], Callable] | None = None
+    on_epoch_start: Callable[[int, float], None] | None = None
+    on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None
+    on_replay: Callable[[int], None] | None = None
+    check_every: int = 50  # each check reads the device (losses, parameters, progress bar): not every step
+    save_every: int = 500  # at most this many steps are replayed to name a fault
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -95,6 +115,7 @@ def train(
     tensorboard: bool = False,
     curve_ks: tuple[int, ...] = (),
     announce: Callable[[], None] | None = None,
+    hooks: TrainingHooks = TrainingHooks(),
 ) -> RunResult:
     """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
 
@@ -117,6 +138,8 @@ def train(
 
     ``announce``: called once ``config`` and ``run_dir`` are accepted, before training starts (rank 0
     only): the command line prints its plan there, after the one check of the config.
+
+    ``hooks``: observers and wrappers of the loop (:class:`TrainingHooks`); none by default.
 
     Raises:
         ConfigError: the algorithm cannot train the model as configured (the registry's rules), or a
@@ -141,7 +164,7 @@ def train(
         with _stop_requests() as stop, directory, undo, flushing_subnormals():
             if announce is not None and placement.is_main:
                 announce()
-            return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop, tensorboard, curve_ks)
+            return _train(config, run_dir, data_dir, resume, progress and placement.is_main, placement, stop, tensorboard, curve_ks, hooks)
     finally:
         teardown(placement)
         if placement.is_main and not existed:
@@ -172,7 +195,7 @@ def _remove_if_left_empty(run_dir: Path) -> None:
             run_dir.rmdir()
 
 
-def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorboard=False, curve_ks=()) -> RunResult:
+def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorboard=False, curve_ks=(), hooks=TrainingHooks()) -> RunResult:
     dataset = dataset_of(config.data, data_dir)
     if resume:
         check_data_unchanged(run_dir, dataset)
@@ -189,17 +212,21 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
     barrier(placement)
 
     objective = objective_from_config(config.train)
+    if hooks.wrap_objective is not None:
+        objective = hooks.wrap_objective(objective)
     epoch_images = _EpochImages(training_images(config, dataset), config.data.binarization == "dynamic" and uses_binarization(config, dataset))
     log = _tensorboard_log(config, dataset, run_dir) if tensorboard and placement.is_main else None
     metrics_path = run_dir / METRICS_FILE
     parameters = list(model.parameters())
     groups = (model.generative_parameters(), model.recognition_parameters())  # theta, phi: listed once, not per step
-    loop = _Loop(objective, model, optimizer, noise_generator, groups, parameters, placement)
+    loop = _Loop(objective, model, optimizer, noise_generator, groups, parameters, placement, hooks)
     window = _Window(loop)
     for epoch in range(epoch + 1, config.train.epochs + 1):
         started = time.perf_counter()
         for group in optimizer.param_groups:  # the schedule is a function of the epoch: resume needs no more state
             group["lr"] = learning_rate_at(config.train, epoch)
+        if hooks.on_epoch_start is not None:
+            hooks.on_epoch_start(epoch, optimizer.param_groups[0]["lr"])
         order, shuffled = epoch_images.draw(data_generator)
         # the running bound stays on the device (float64, as the Python float it replaces) and is read once a window
         bound_sum, seen = torch.zeros((), dtype=torch.float64, device=placement.device), 0
@@ -208,7 +235,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
         losses = []
         with matmul_precision(config.train.precision):  # the forward passes; backward follows the graph's dtypes
             for batch_index, global_batch in enumerate(batches):
-                if batch_index % SAVE_EVERY == 0:
+                if batch_index % hooks.save_every == 0:
                     window.save(batch_index)
                 start = batch_index * config.train.batch_size
                 images = shuffled[start : start + global_batch.numel()][placement.rank :: placement.world_size]  # this process's part
@@ -222,7 +249,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                 bound_sum += output.bound.sum()
                 seen += images.shape[0]
                 step += 1
-                if (batch_index + 1) % CHECK_EVERY == 0 or batch_index + 1 == len(batches):
+                if (batch_index + 1) % hooks.check_every == 0 or batch_index + 1 == len(batches):
                     _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, state)
                     losses = []
                     bar.update(start + global_batch.numel() - bar.n)
@@ -250,19 +277,19 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
             if log is not None:
                 with evaluation_mode(model):  # its samples and reconstructions are evaluations too
                     log.write(rows, model)
-            save_checkpoint(
-                run_dir / CHECKPOINT_FILE,
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "wall_seconds": wall_seconds,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "data_generator": data_generator.get_state(),
-                    "noise_generators": noise_states,
-                    "config": config.to_dict(),
-                },
-            )
+            checkpoint = {
+                "epoch": epoch,
+                "step": step,
+                "wall_seconds": wall_seconds,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "data_generator": data_generator.get_state(),
+                "noise_generators": noise_states,
+                "config": config.to_dict(),
+            }
+            if hooks.on_checkpoint is not None:
+                hooks.on_checkpoint(run_dir / CHECKPOINT_FILE, checkpoint)
+            save_checkpoint(run_dir / CHECKPOINT_FILE, checkpoint)
         barrier(placement)
         state = {"epoch": epoch}
         if _any_process(stop.requested, placement):
@@ -339,12 +366,6 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
     return {key: checkpoint[key] for key in fresh}
 
 
-# Steps between two reads of the device: the finiteness check of the losses and parameters, and the progress bar.
-CHECK_EVERY = 50
-# Steps between two saves of the state a fault is replayed from (at most this many steps are replayed).
-SAVE_EVERY = 10 * CHECK_EVERY
-
-
 @dataclass(frozen=True)
 class _Loop:
     """What every training step of a run uses; theta and phi (``groups``) are listed once, not per step."""
@@ -356,6 +377,7 @@ class _Loop:
     groups: tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]
     parameters: list[torch.nn.Parameter]
     placement: Placement
+    hooks: TrainingHooks
 
 
 def _step(loop: _Loop, images: torch.Tensor, checked: tuple[int, int, dict[str, Any]] | None = None):
@@ -379,8 +401,8 @@ def _step(loop: _Loop, images: torch.Tensor, checked: tuple[int, int, dict[str, 
 
 class _Window:
     """The state at the start of a window of steps (the model's parameters and buffers, Adam's
-    state, the noise generator), saved every ``SAVE_EVERY`` steps, so that a fault found by a check
-    (every ``CHECK_EVERY`` steps) can be replayed from it, checked step by step.
+    state, the noise generator), saved every ``save_every`` steps, so that a fault found by a check
+    (every ``check_every`` steps; :class:`TrainingHooks`) can be replayed from it, checked step by step.
 
     Saved by copying into tensors allocated once per run: a fresh deep copy of the state dicts
     every 50 steps (its allocation, page faults and Python) cost about 0.07 ms a step of MNIST
@@ -430,7 +452,7 @@ def _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, s
     mean non-finite) and the parameters (Adam carries a non-finite gradient into its moments and so
     into the parameter, where it stays: m / (sqrt(v) + eps) is NaN for m, v = +-inf or NaN, and
     NaN is absorbing). A fault found is named by replaying the steps from the last save
-    (``window.first_batch``, at most ``SAVE_EVERY`` steps back) with the per-step checks.
+    (``window.first_batch``, at most ``save_every`` steps back) with the per-step checks.
     ``failed``: step ``batch_index`` raised; if the parameters are not finite and the replay names
     no fault before that step, the caller re-raises its error.
     """
@@ -439,6 +461,8 @@ def _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, s
         suspect = _any_process(suspect, loop.placement)  # every process replays, so the all-reduces pair up
     if not suspect:
         return
+    if loop.hooks.on_replay is not None:
+        loop.hooks.on_replay(window.first_batch)
     window.restore()
     size, placement = batches[0].numel(), loop.placement
     for index in range(window.first_batch, batch_index + 1):
