@@ -39,6 +39,7 @@ def correlated():
     return model, x, linear_gaussian_log_marginal(model, x).detach()
 
 
+@pytest.mark.algebra
 def test_the_schedule_runs_from_zero_to_one_and_is_sigmoidal():
     betas = annealing_schedule(10)
     assert betas.shape == (12,) and betas[0] == 0 and betas[-1] == 1 and (betas.diff() > 0).all()
@@ -47,6 +48,7 @@ def test_the_schedule_runs_from_zero_to_one_and_is_sigmoidal():
     torch.testing.assert_close(annealing_schedule(0), torch.tensor([0.0, 1.0], dtype=torch.float64))
 
 
+@pytest.mark.algebra
 def test_no_intermediate_distributions_is_l_m_on_the_same_draws(correlated):
     model, x, _ = correlated
     result = forward_ais(model, x, AISSettings(steps=0, chains=8), torch.Generator().manual_seed(3))
@@ -56,6 +58,7 @@ def test_no_intermediate_distributions_is_l_m_on_the_same_draws(correlated):
     assert decoder_passes(AISSettings(steps=0, chains=8)) == 8
 
 
+@pytest.mark.statistics
 def test_ais_tightens_with_steps(correlated):
     model, x, exact = correlated
     means = {}
@@ -69,6 +72,7 @@ def test_ais_tightens_with_steps(correlated):
 
 
 @pytest.mark.slow
+@pytest.mark.statistics
 def test_ais_matches_the_closed_form_within_monte_carlo_error(correlated):
     model, x, exact = correlated
     gap = exact - forward_ais(model, x, AISSettings(steps=100, chains=8), torch.Generator().manual_seed(0)).log_marginal
@@ -77,6 +81,7 @@ def test_ais_matches_the_closed_form_within_monte_carlo_error(correlated):
     assert -3 * stderr < gap.mean() < 3 * stderr + 0.02 and gap.mean() < 0.15, (gap.mean(), stderr)
 
 
+@pytest.mark.statistics
 def test_ais_from_the_prior_matches_the_closed_form(correlated):
     model, x, exact = correlated
     gap = exact[:8] - forward_ais(model, x[:8], AISSettings(steps=150, chains=8, start="prior"), torch.Generator().manual_seed(0)).log_marginal
@@ -87,6 +92,7 @@ def test_ais_from_the_prior_matches_the_closed_form(correlated):
 
 
 @pytest.mark.slow
+@pytest.mark.statistics
 def test_bdmc_sandwiches_the_exact_log_marginal(correlated):
     model, _, _ = correlated
     result = bdmc(model, 24, AISSettings(steps=50, chains=4), torch.Generator().manual_seed(7))
@@ -111,6 +117,7 @@ def test_bdmc_sandwiches_the_exact_log_marginal(correlated):
     ],
     ids=["standard-normal", "mixture", "vamp", "two-layers", "gaussian-likelihood"],
 )
+@pytest.mark.contract
 def test_ais_runs_on_every_gaussian_latent_model(config):
     torch.manual_seed(0)
     model = build_model(config, data_dim=10, likelihood="bernoulli")
@@ -125,12 +132,14 @@ def test_ais_runs_on_every_gaussian_latent_model(config):
     torch.testing.assert_close(t0.log_marginal.float(), reference, rtol=0, atol=1e-4)
 
 
+@pytest.mark.algebra
 def test_bernoulli_latents_are_refused():
     model = build_model(ModelConfig(latent_dim=3, hidden=(8,), latent="bernoulli", prior="bernoulli"), data_dim=10, likelihood="bernoulli")
     with pytest.raises(ConfigError, match="continuous"):
         forward_ais(model, torch.zeros(2, 10), AISSettings(steps=2, chains=2))
 
 
+@pytest.mark.algebra
 def test_settings_are_checked():
     with pytest.raises(ConfigError):
         AISSettings(chains=0)

@@ -57,6 +57,7 @@ MODELS = {  # model variants of the contract test
 DATA_SHAPES = {"conv": (1, 2, 5)}  # the others see x as a flat [10]
 
 
+@pytest.mark.contract
 def test_every_objective_states_its_reported_bound():
     assert set(REPORTED_BOUND) == set(OBJECTIVES)
 
@@ -70,6 +71,7 @@ def _contract_cases():
 
 
 @pytest.mark.parametrize("name, variant", list(_contract_cases()))
+@pytest.mark.contract
 def test_objective_contract(name, variant):
     torch.manual_seed(0)
     model = build_model(MODELS[variant], data_dim=10, likelihood="bernoulli", data_shape=DATA_SHAPES.get(variant))
@@ -97,12 +99,14 @@ def test_objective_contract(name, variant):
 
 
 @pytest.mark.parametrize("algorithm", sorted(name for name, objective in OBJECTIVES.items() if objective.reparameterized))
+@pytest.mark.contract
 def test_reparameterised_objectives_refuse_bernoulli_latents(algorithm):
     model = ModelConfig(latent="bernoulli", prior="bernoulli")
     with pytest.raises(ConfigError, match="cannot train Bernoulli latents"):
         check_config(ExperimentConfig(model=model, train=TrainConfig(algorithm=algorithm, kl="monte-carlo", num_samples=2)))
 
 
+@pytest.mark.algebra
 def test_vimco_needs_two_samples_and_analytic_kl_needs_the_standard_normal():
     with pytest.raises(ConfigError, match="vimco needs num_samples >= 2"):
         check_config(ExperimentConfig(train=TrainConfig(algorithm="vimco", num_samples=1)))
@@ -128,6 +132,7 @@ def _mean_and_se(draws):
 
 @pytest.mark.parametrize("standard, doubly", [("iwae", "iwae-dreg"), ("rws", "rws-dreg")])
 @pytest.mark.slow
+@pytest.mark.statistics
 def test_dreg_phi_gradient_agrees_in_expectation_and_has_lower_variance(linear_gaussian, standard, doubly):
     model, x = linear_gaussian
     with torch.no_grad():
@@ -145,6 +150,7 @@ def test_dreg_phi_gradient_agrees_in_expectation_and_has_lower_variance(linear_g
 
 
 @pytest.mark.slow
+@pytest.mark.statistics
 def test_phi_gradients_with_a_vamp_prior_agree_in_expectation():
     # The VampPrior's components are q_phi(z | u_k): log p(z) depends on phi directly, a term the
     # DReG and VIMCO surrogates must add back (sum_i w~_i d log p(z_i) / dphi) to stay unbiased
@@ -162,6 +168,7 @@ def test_phi_gradients_with_a_vamp_prior_agree_in_expectation():
 
 
 @pytest.mark.slow
+@pytest.mark.statistics
 def test_rws_wake_phi_matches_self_normalised_importance_sampling_of_the_posterior(linear_gaussian):
     # wake-phi estimates E_{p(z|x)}[d log q_phi(z|x) / dphi]; on the linear-Gaussian model the
     # exact posterior N(m, S) gives it in closed form through E_p[log q(z)] =
@@ -194,6 +201,7 @@ def _exact_expected_bound(model, x, k):
 
 
 @pytest.mark.slow
+@pytest.mark.statistics
 def test_vimco_phi_gradient_is_unbiased_on_a_small_discrete_model():
     model = sigmoid_belief_model(latent_dim=3, data_dim=6, generator=torch.Generator().manual_seed(0))
     x = torch.bernoulli(torch.full((3, 6), 0.5, dtype=torch.float64), generator=torch.Generator().manual_seed(1))
@@ -208,6 +216,7 @@ def test_vimco_phi_gradient_is_unbiased_on_a_small_discrete_model():
     assert exact.abs().max() > 20 * se.max()
 
 
+@pytest.mark.algebra
 def test_leave_one_out_bounds_replace_each_weight_by_the_geometric_mean_of_the_others():
     log_weights = torch.tensor([[0.0, -1.0], [2.0, 0.5], [-3.0, 0.0]], dtype=torch.float64)  # [k=3, B=2]
     expected = torch.empty_like(log_weights)
@@ -218,6 +227,7 @@ def test_leave_one_out_bounds_replace_each_weight_by_the_geometric_mean_of_the_o
     torch.testing.assert_close(leave_one_out_bounds(log_weights), expected)
 
 
+@pytest.mark.statistics
 def test_mixture_prior_samples_have_the_mixture_moments():
     torch.manual_seed(0)
     prior = MixturePrior(latent_dim=2, components=3)
@@ -234,6 +244,7 @@ def test_mixture_prior_samples_have_the_mixture_moments():
     assert ((z.var(0) - variance).abs() <= 0.02 * variance).all()  # about 4 SE of a variance at 200k draws
 
 
+@pytest.mark.algebra
 def test_two_stochastic_layers_recover_log_marginal_with_the_exact_posterior():
     # p(z2) = N(0, 1), p(z1 | z2) = N(B z2 + d, diag tau^2), p(x | z1) = N(W z1 + b, sigma^2 I).
     # With B = [b1, 0]^T and W^T W diagonal, p(z1 | x) is diagonal and p(z2 | z1, x) = p(z2 | z1)
@@ -264,6 +275,7 @@ def test_two_stochastic_layers_recover_log_marginal_with_the_exact_posterior():
     torch.testing.assert_close(log_weights, log_marginal.expand_as(log_weights))
 
 
+@pytest.mark.algebra
 def test_three_stochastic_layers_order_their_blocks():
     # z = [z_1, z_2, z_3]: q draws z_1 | x, z_2 | z_1, z_3 | z_2; p draws z_3, z_2 | z_3, z_1 | z_2.
     torch.manual_seed(0)

@@ -29,6 +29,7 @@ from vaelab.models.backend import matmul_precision
 from vaelab.objectives import log_mean_exp
 
 
+@pytest.mark.algebra
 def test_log_mean_exp_is_stable_and_exact():
     values = torch.tensor([[-1000.0, 3.0], [-1001.0, 1.0], [-999.0, 2.0]], dtype=torch.float64)
     expected = torch.tensor([-1000.0 + math.log((1 + math.exp(-1) + math.exp(1)) / 3), math.log((math.e**3 + math.e + math.e**2) / 3)], dtype=torch.float64)
@@ -36,6 +37,7 @@ def test_log_mean_exp_is_stable_and_exact():
 
 
 @pytest.mark.parametrize("k,max_rows", [(1, 4096), (7, 3), (1000, 64), (1001, 4096)])
+@pytest.mark.algebra
 def test_chunked_bound_is_exact_when_weights_are_constant(k, max_rows):
     # With q equal to the exact posterior every weight is p(x), so L_k = log p(x) for any k and
     # any chunking; this checks the running logaddexp and the 1/k normalisation.
@@ -47,6 +49,7 @@ def test_chunked_bound_is_exact_when_weights_are_constant(k, max_rows):
 
 
 @pytest.mark.slow
+@pytest.mark.statistics
 def test_bound_is_below_log_marginal_increases_with_k_and_converges(linear_gaussian):
     model, x = linear_gaussian
     exact = linear_gaussian_log_marginal(model, x)  # [64]
@@ -66,6 +69,7 @@ def test_bound_is_below_log_marginal_increases_with_k_and_converges(linear_gauss
     assert abs(gap[5000]) < 0.05, gap  # ... and within 0.05 nats of log p(x) at k = 5000
 
 
+@pytest.mark.algebra
 def test_evaluate_bound_batches_and_matches_shapes(linear_gaussian):
     model, x = linear_gaussian
     values = evaluate_bound(model, x, 5, torch.Generator().manual_seed(0), batch_size=10)
@@ -73,18 +77,21 @@ def test_evaluate_bound_batches_and_matches_shapes(linear_gaussian):
     assert torch.isfinite(values).all()
 
 
+@pytest.mark.algebra
 def test_rejects_nonpositive_k(linear_gaussian):
     model, x = linear_gaussian
     with pytest.raises(ValueError, match="positive"):
         importance_weighted_bound(model, x, 0)
 
 
+@pytest.mark.algebra
 def test_mean_and_standard_error():
     mean, stderr = mean_and_standard_error(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     assert mean == pytest.approx(2.5)
     assert stderr == pytest.approx(math.sqrt(5 / 3) / 2)
 
 
+@pytest.mark.algebra
 def test_block_bound_is_the_mean_of_disjoint_block_estimates():
     log_weights = torch.log(torch.tensor([[1.0], [3.0], [2.0], [6.0]], dtype=torch.float64))
     torch.testing.assert_close(block_bound(log_weights, 2), torch.tensor([(math.log(2.0) + math.log(4.0)) / 2], dtype=torch.float64))
@@ -94,6 +101,7 @@ def test_block_bound_is_the_mean_of_disjoint_block_estimates():
         block_bound(log_weights, 3)
 
 
+@pytest.mark.algebra
 def test_bound_curve_agrees_with_single_draws(linear_gaussian):
     model, x = linear_gaussian
     curve = bound_curve(model, x, (1, 10, 100), torch.Generator().manual_seed(0), batch_size=16)
@@ -107,6 +115,7 @@ def test_bound_curve_agrees_with_single_draws(linear_gaussian):
         assert abs(difference) < 4 * stderr, (k, difference, stderr)
 
 
+@pytest.mark.algebra
 def test_bf16_matmuls_move_the_bound_by_a_small_stated_amount():
     # Same samples (same seed) scored with bfloat16 matmuls: each image's L_k moves by far less
     # than a nat on the homework's architecture (measured on MNIST's trained AEVB model: 0.02 nats on average).
@@ -122,6 +131,7 @@ def test_bf16_matmuls_move_the_bound_by_a_small_stated_amount():
 
 
 @pytest.mark.parametrize("k,max_rows", [(10, 4096), (300, 4096), (300, 128), (1000, 50)])
+@pytest.mark.algebra
 def test_k_hat_rides_on_the_same_draws_as_the_bound(linear_gaussian, k, max_rows):
     # bound_and_k_hat keeps only a running top of the weights: its L_k must be the very numbers of
     # importance_weighted_bound (the same draws, bitwise), and its k-hat that of all k weights.
@@ -133,6 +143,7 @@ def test_k_hat_rides_on_the_same_draws_as_the_bound(linear_gaussian, k, max_rows
     assert torch.isnan(k_hat).all() == (k < 25)
 
 
+@pytest.mark.algebra
 def test_the_curve_with_k_hat_rides_on_the_evaluations_draws(linear_gaussian):
     # L_100 of the curve is the running evaluation's on the same seed (one log-sum-exp against a
     # running one: rounding only), its k-hat the very same, and its other k those of bound_curve.
@@ -147,6 +158,7 @@ def test_the_curve_with_k_hat_rides_on_the_evaluations_draws(linear_gaussian):
     assert all(torch.equal(curve[k], expected_curve[k]) for k in (1, 10, 100))
 
 
+@pytest.mark.algebra
 def test_evaluate_bound_and_k_hat_matches_evaluate_bound(linear_gaussian):
     model, x = linear_gaussian
     bounds, k_hats = evaluate_bound_and_k_hat(model, x, 100, torch.Generator().manual_seed(5), batch_size=17)

@@ -11,6 +11,8 @@ from vaelab.cli import main
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.training import train
 
+pytestmark = pytest.mark.e2e
+
 
 def vaelab(*args):
     # One intra-op thread: these small workloads gain nothing from more, and on a busy machine

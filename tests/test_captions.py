@@ -56,6 +56,7 @@ window.addEventListener("load", () => {
         ("bernoulli", "bernoulli", 10, ["Bernoulli(z_d; σ(a_d))", "binary"], ["N(0, I)", "mixture"]),
     ],
 )
+@pytest.mark.algebra
 def test_each_prior_is_named_in_words_and_in_figure_titles(prior, latent, components, says, never):
     model = describe_model(prior, "bernoulli", latent, (2,), components)
     for fragment in says:
@@ -67,6 +68,7 @@ def test_each_prior_is_named_in_words_and_in_figure_titles(prior, latent, compon
     assert model.latent_space == ("{0, 1}^2" if latent == "bernoulli" else "R^2")
 
 
+@pytest.mark.algebra
 def test_description_of_the_likelihood_and_of_several_stochastic_layers():
     gaussian = describe_model("standard-normal", "gaussian", "gaussian", (100, 50), 10)
     assert gaussian.mean_words == "pixel means" and "Gaussian" in gaussian.likelihood_words
@@ -76,6 +78,7 @@ def test_description_of_the_likelihood_and_of_several_stochastic_layers():
     assert describe_model("standard-normal", "bernoulli", "gaussian", (2,), 1).mean_words == "pixel probabilities"
 
 
+@pytest.mark.algebra
 def test_clipped_fraction_and_its_sentence():
     images = np.array([[-0.5, 0.0, 0.5, 1.0], [1.0001, 0.2, 0.3, 0.4]])
     assert clipped_fraction(images) == 2 / 8  # the ends 0 and 1 themselves are drawn as they are
@@ -87,6 +90,7 @@ def test_clipped_fraction_and_its_sentence():
 # --- figures: tiles large enough to judge ---------------------------------------------------------------
 
 
+@pytest.mark.algebra
 def test_mosaic_upsamples_tiny_images_into_square_blocks():
     assert (tile_scale((8, 8)), tile_scale((28, 28)), tile_scale((28, 20))) == (4, 1, 1)
     images = np.arange(2 * 3 * 4, dtype=float).reshape(1, 2, 12) / 24  # one row of two 3 x 4 images
@@ -97,6 +101,7 @@ def test_mosaic_upsamples_tiny_images_into_square_blocks():
     np.testing.assert_array_equal(tiled[:, 9:], np.kron(images[0, 1].reshape(3, 4), np.ones((2, 2))))
 
 
+@pytest.mark.algebra
 def test_mosaic_draws_colour_images_channels_last():
     # two 3 x 2 x 2 colour images, stored flat and channels first as datasets hold them
     images = np.arange(2 * 12, dtype=float).reshape(1, 2, 12) / 24
@@ -120,6 +125,7 @@ def _tile_css_pixels(figure, grid_columns: int, image_width: int, page_width: fl
 
 
 @pytest.mark.parametrize("algorithms", [2, 6])
+@pytest.mark.algebra
 def test_digit_samples_stay_large_however_many_algorithms(algorithms):
     rows, columns = report._sample_grid((8, 8))
     panels = {f"algorithm {number}": np.random.default_rng(number).random((rows, columns, 64)) for number in range(algorithms)}
@@ -131,6 +137,7 @@ def test_digit_samples_stay_large_however_many_algorithms(algorithms):
 # --- the prior's mass on the manifold grid --------------------------------------------------------------
 
 
+@pytest.mark.algebra
 def test_grid_coverage_of_the_standard_normal_is_the_square_of_one_less_a_tile():
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=2, hidden=(4,)), data_dim=6, likelihood="bernoulli")
@@ -168,6 +175,7 @@ def _study(tmp_path, monkeypatch, algorithms, data=DataConfig(), data_dir=None, 
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_mixture_prior_study_names_its_prior(tmp_path, monkeypatch):
     text, captions, titles = _study(tmp_path, monkeypatch, ("wake-sleep", "aevb"), prior="mixture", prior_components=3)
     assert "N(0, I)" not in captions["samples"] and "a learned mixture of 3 diagonal Gaussians" in captions["samples"]
@@ -182,6 +190,7 @@ def test_mixture_prior_study_names_its_prior(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_vamp_prior_study_names_its_prior(tmp_path, monkeypatch):
     _, captions, titles = _study(tmp_path, monkeypatch, ("iwae",), prior="vamp", prior_components=4)
     assert "the VampPrior over 4 learned pseudo-inputs" in captions["samples"] and "N(0, I)" not in captions["samples"]
@@ -190,6 +199,7 @@ def test_vamp_prior_study_names_its_prior(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_bernoulli_latent_study_names_its_binary_latents(tmp_path, monkeypatch):
     text, captions, titles = _study(tmp_path, monkeypatch, ("wake-sleep",), prior="bernoulli", latent="bernoulli", latent_dim=3)
     assert "independent binary units" in captions["samples"] and "N(0, I)" not in captions["samples"]
@@ -201,6 +211,7 @@ def test_bernoulli_latent_study_names_its_binary_latents(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_frey_face_study_names_its_gaussian_likelihood_and_the_clipping(tmp_path, monkeypatch, shared_data_dir):
     text, captions, titles = _study(tmp_path, monkeypatch, ("aevb",), data=DataConfig(dataset="frey-face"), data_dir=shared_data_dir)
     assert "Gaussian with diagonal covariance" in text and "Gaussian likelihood" in text
@@ -226,6 +237,7 @@ def default_study(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_report_fits_windows_700_to_1920_px_wide(default_study, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -251,6 +263,7 @@ def test_report_fits_windows_700_to_1920_px_wide(default_study, tmp_path):
     assert widths(control, 700)[0] > 700  # the check does see a page wider than its window
 
 
+@pytest.mark.algebra
 def test_captions_read_the_likelihood_from_the_config_not_the_layer(tmp_path):
     grey = dataset_from_arrays(train=np.random.default_rng(0).random((20, 4, 4)), name=str(tmp_path / "faces.npz"), likelihood="bernoulli")
     gaussian = ExperimentConfig(model=ModelConfig(likelihood="gaussian"))
@@ -259,6 +272,7 @@ def test_captions_read_the_likelihood_from_the_config_not_the_layer(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_report_has_a_readable_title_and_cites_the_papers(default_study):
     html = " ".join(default_study.read_text().split())
     assert "<title>vaelab study: wake-sleep vs AEVB on digits</title>" in html  # a dataset given by path: _dataset_name

@@ -14,6 +14,8 @@ import torch
 from vaelab.models.backend import subnormals_flushed
 from vaelab.runio import read_metrics
 
+pytestmark = pytest.mark.e2e
+
 FAST = ["--dataset", "digits", "--epochs", "2", "--hidden", "32", "--eval-every", "1", "--eval-k", "10", "--no-progress"]
 
 

@@ -17,6 +17,8 @@ from vaelab.cli import Command, build_parser, commands, main, register_command
 from vaelab.evaluation.settings import AIS_DEFAULT_CHAINS, AIS_DEFAULT_STEPS, LK_DEFAULT_K, EvaluateSettings
 from vaelab.estimators.ais import AISSettings
 
+pytestmark = pytest.mark.e2e
+
 
 def _add_toy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--times", type=int, default=1)

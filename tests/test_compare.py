@@ -24,6 +24,8 @@ from vaelab.studies.compare import run as compare_module
 from vaelab.studies.compare.run import compare
 from vaelab.studies.compare.study import Study
 
+pytestmark = pytest.mark.e2e
+
 TINY = ["--epochs", "2", "--hidden", "16", "--eval-every", "1", "--eval-k", "10", "--eval-train-size", "300", "--no-progress"]
 TINY_CONFIG = ExperimentConfig(
     model=ModelConfig(hidden=(16,)), train=TrainConfig(epochs=2, eval_every=1, eval_k=10, eval_train_size=300)

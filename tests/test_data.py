@@ -119,6 +119,7 @@ def assert_one_line(err: pytest.ExceptionInfo) -> str:
 # ---------------------------------------------------------------- IDX reader
 
 
+@pytest.mark.algebra
 def test_idx_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     images, labels = random_images(rng, 4), rng.integers(0, 10, 4)
@@ -144,6 +145,7 @@ def test_idx_round_trip(tmp_path):
     ],
     ids=["truncated", "trailing", "short-header", "tiny", "magic", "dtype", "ndim"],
 )
+@pytest.mark.algebra
 def test_idx_images_reject_bad_header_or_length(tmp_path, mutate, problem):
     data = mutate(idx_bytes(random_images(np.random.default_rng(0), 4)))
     path = write(tmp_path / "images.gz", gzip.compress(data))
@@ -153,6 +155,7 @@ def test_idx_images_reject_bad_header_or_length(tmp_path, mutate, problem):
     assert problem in str(err.value)
 
 
+@pytest.mark.algebra
 def test_idx_images_reject_wrong_image_size_and_count(tmp_path):
     path = write(tmp_path / "images.gz", gzip.compress(idx_bytes(np.zeros((4, 28, 27)))))
     with pytest.raises(DataError, match="images are 28x27, expected 28x28"):
@@ -171,6 +174,7 @@ def test_idx_images_reject_wrong_image_size_and_count(tmp_path):
     ],
     ids=["not-gzip", "truncated-gzip", "bad-length-trailer"],
 )
+@pytest.mark.algebra
 def test_idx_rejects_broken_gzip(tmp_path, data, problem):
     path = write(tmp_path / "labels.gz", data)
     with pytest.raises(DataError) as err:
@@ -178,12 +182,14 @@ def test_idx_rejects_broken_gzip(tmp_path, data, problem):
     assert problem in assert_one_line(err)
 
 
+@pytest.mark.algebra
 def test_idx_labels_reject_values_outside_classes(tmp_path):
     path = write(tmp_path / "labels.gz", gzip.compress(idx_bytes(np.array([0, 9, 10, 3]))))
     with pytest.raises(DataError, match=r"label value 10 outside 0\.\.9"):
         read_idx_labels(path, count=4, num_classes=10)
 
 
+@pytest.mark.algebra
 def test_idx_rejects_image_label_count_mismatch(tmp_path):
     images_path = write(tmp_path / "images.gz", gzip.compress(idx_bytes(np.zeros((4, 28, 28)))))
     labels_path = write(tmp_path / "labels.gz", gzip.compress(idx_bytes(np.zeros(3))))
@@ -192,6 +198,7 @@ def test_idx_rejects_image_label_count_mismatch(tmp_path):
     assert assert_one_line(err) == f"{images_path}: 4 images, but {labels_path} has 3 labels"
 
 
+@pytest.mark.algebra
 def test_missing_file_is_data_error(tmp_path):
     with pytest.raises(DataError, match="cannot read"):
         read_idx_labels(tmp_path / "absent.gz", count=None, num_classes=10)
@@ -201,6 +208,7 @@ def test_missing_file_is_data_error(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".amat", ".amat.gz"])
+@pytest.mark.algebra
 def test_amat_round_trip(tmp_path, suffix):
     values = np.random.default_rng(0).integers(0, 2, size=(3, 784), dtype=np.uint8)
     text = amat_bytes(values)
@@ -231,6 +239,7 @@ def _replace_line(text: bytes, index: int, line: bytes) -> bytes:
     ],
     ids=["short-row", "long-row", "non-binary", "double-space", "crlf", "no-final-newline", "blank-line"],
 )
+@pytest.mark.algebra
 def test_amat_rejects_bad_layout(tmp_path, mutate, problem):
     text = amat_bytes(np.zeros((3, 784), dtype=np.uint8))
     path = write(tmp_path / "split.amat", mutate(text))
@@ -239,6 +248,7 @@ def test_amat_rejects_bad_layout(tmp_path, mutate, problem):
     assert assert_one_line(err) == f"{path}: {problem}"
 
 
+@pytest.mark.algebra
 def test_amat_rejects_wrong_row_count(tmp_path):
     path = write(tmp_path / "split.amat", amat_bytes(np.zeros((3, 784), dtype=np.uint8)))
     with pytest.raises(DataError) as err:
@@ -246,6 +256,7 @@ def test_amat_rejects_wrong_row_count(tmp_path):
     assert assert_one_line(err) == f"{path}: 3 rows, expected 4"
 
 
+@pytest.mark.algebra
 def test_amat_rejects_broken_gzip(tmp_path):
     path = write(tmp_path / "split.amat.gz", gzip.compress(amat_bytes(np.zeros((3, 784))))[:-20])
     with pytest.raises(DataError, match="corrupt or truncated gzip data"):
@@ -255,6 +266,7 @@ def test_amat_rejects_broken_gzip(tmp_path):
 # ---------------------------------------------------------------- Frey MAT reader
 
 
+@pytest.mark.algebra
 def test_frey_round_trip(tmp_path):
     faces = random_images(np.random.default_rng(0), 5, FREY_SHAPE)
     path = write(tmp_path / "frey.mat", frey_mat_bytes(tmp_path, faces))
@@ -272,6 +284,7 @@ def test_frey_round_trip(tmp_path):
     ],
     ids=["not-mat", "no-ff", "dtype", "shape", "count"],
 )
+@pytest.mark.algebra
 def test_frey_rejects_bad_mat(tmp_path, contents, problem):
     path = tmp_path / "frey.mat"
     if contents is None:
@@ -307,6 +320,7 @@ def truncation_dir(tmp_path_factory) -> Path:
 # then fail the test, or flake it, for a reason that has nothing to do with truncation.
 @settings(max_examples=50, deadline=None)
 @given(fraction=st.floats(min_value=0, max_value=1, exclude_max=True))
+@pytest.mark.algebra
 def test_truncated_files_always_raise_data_error(valid_files, truncation_dir, name, fraction):
     data = valid_files[name]
     path = write(truncation_dir / name, data[: int(fraction * len(data))])
@@ -320,6 +334,7 @@ def test_truncated_files_always_raise_data_error(valid_files, truncation_dir, na
 # ---------------------------------------------------------------- data folder
 
 
+@pytest.mark.algebra
 def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("VAELAB_DATA", raising=False)
@@ -338,6 +353,7 @@ def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- loading synthetic datasets
 
 
+@pytest.mark.algebra
 def test_load_tiny_mnist_records_files_and_scales_values(tmp_path, monkeypatch):
     files = tiny_mnist_files(np.random.default_rng(0))
     for name, data in files.items():
@@ -355,6 +371,7 @@ def test_load_tiny_mnist_records_files_and_scales_values(tmp_path, monkeypatch):
     assert (dataset.data_dim, dataset.num_classes, dataset.likelihood) == (784, 10, "bernoulli")
 
 
+@pytest.mark.algebra
 def test_sha256_mismatch_names_the_file(tmp_path, monkeypatch):
     files = tiny_mnist_files(np.random.default_rng(0))
     for name, data in files.items():
@@ -373,6 +390,7 @@ def test_sha256_mismatch_names_the_file(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.algebra
 def test_binarized_mnist_reads_plain_or_gzipped_amat(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     sizes = {"train": 4, "valid": 2, "test": 3}
@@ -411,6 +429,7 @@ def test_binarized_mnist_reads_plain_or_gzipped_amat(tmp_path, monkeypatch):
     assert dataset.is_binary and dataset.num_classes is None
 
 
+@pytest.mark.algebra
 def test_frey_face_split_is_fixed_and_covers_all_faces(tmp_path, monkeypatch):
     faces = random_images(np.random.default_rng(0), 12, FREY_SHAPE)
     data = frey_mat_bytes(tmp_path, faces)
@@ -428,6 +447,7 @@ def test_frey_face_split_is_fixed_and_covers_all_faces(tmp_path, monkeypatch):
     assert dataset.likelihood == "gaussian" and dataset.image_shape == FREY_SHAPE
 
 
+@pytest.mark.algebra
 def test_unknown_dataset_name():
     with pytest.raises(ConfigError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
@@ -462,6 +482,7 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+@pytest.mark.algebra
 def test_download_fetches_missing_files_atomically(tmp_path, monkeypatch, http_root):
     served, url = http_root
     files = tiny_mnist_files(np.random.default_rng(0))
@@ -480,6 +501,7 @@ def test_download_fetches_missing_files_atomically(tmp_path, monkeypatch, http_r
     assert dataset.splits["train"].images.shape == (5, 784)
 
 
+@pytest.mark.algebra
 def test_download_rejects_wrong_bytes(tmp_path, monkeypatch, http_root):
     served, url = http_root
     files = tiny_mnist_files(np.random.default_rng(0))
@@ -495,6 +517,7 @@ def test_download_rejects_wrong_bytes(tmp_path, monkeypatch, http_root):
     assert os.listdir(tmp_path / "data" / "mnist") == []
 
 
+@pytest.mark.algebra
 def test_download_interrupted_leaves_nothing(tmp_path, monkeypatch):
     class DroppedResponse:
         def __enter__(self):
@@ -516,6 +539,7 @@ def test_download_interrupted_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "mnist") == []
 
 
+@pytest.mark.algebra
 def test_offline_download_gives_one_line_naming_files_and_folder(tmp_path, monkeypatch):
     mirrors = (_closed_port_url(), _closed_port_url())
     monkeypatch.setitem(datasets.MIRRORS, "mnist", mirrors)
@@ -547,6 +571,7 @@ def test_offline_download_gives_one_line_naming_files_and_folder(tmp_path, monke
     assert os.listdir(folder) == []
 
 
+@pytest.mark.algebra
 def test_download_disabled_never_touches_the_network(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the network was used")
@@ -563,6 +588,7 @@ def test_download_disabled_never_touches_the_network(tmp_path, monkeypatch):
     assert not (tmp_path / "mnist").exists()
 
 
+@pytest.mark.algebra
 def test_dataset_status_of_empty_folder(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the network was used")
@@ -581,6 +607,7 @@ def test_dataset_status_of_empty_folder(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.algebra
 def test_missing_binarized_mnist_files_are_named_with_their_gz_form(tmp_path):
     (tmp_path / "binarized-mnist").mkdir()
     (tmp_path / "binarized-mnist" / "binarized_mnist_train.amat.gz").write_bytes(b"")  # present (checked later)
@@ -594,6 +621,7 @@ def test_missing_binarized_mnist_files_are_named_with_their_gz_form(tmp_path):
 # ---------------------------------------------------------------- digits (embedded in scikit-learn)
 
 
+@pytest.mark.algebra
 def test_digits_split_and_values():
     dataset = load_dataset("digits", "/nonexistent/never/read")
     train, test = dataset.splits["train"], dataset.splits["test"]
@@ -613,6 +641,7 @@ def test_digits_split_and_values():
 # ---------------------------------------------------------------- binarization
 
 
+@pytest.mark.statistics
 def test_binarize_sampling_modes():
     grey = torch.full((2000, 50), 0.3)
     for mode in ("dynamic", "static"):
@@ -626,6 +655,7 @@ def test_binarize_sampling_modes():
     assert not torch.equal(first, binarize(grey, "dynamic", torch.Generator().manual_seed(1)))
 
 
+@pytest.mark.algebra
 def test_binarize_threshold_and_none_are_exact():
     images = torch.tensor([[0.0, 0.2, 0.5, 0.5001, 1.0]])
     assert torch.equal(binarize(images, "threshold", None), torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]]))
@@ -644,6 +674,7 @@ def _require(shared_data_dir: Path, folder: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_real_mnist(shared_data_dir):
     _require(shared_data_dir, "mnist")
     dataset = load_dataset("mnist", shared_data_dir, download=False)
@@ -659,6 +690,7 @@ def test_real_mnist(shared_data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_real_binarized_mnist(shared_data_dir):
     _require(shared_data_dir, "binarized-mnist")
     dataset = load_dataset("binarized-mnist", shared_data_dir, download=False)
@@ -671,6 +703,7 @@ def test_real_binarized_mnist(shared_data_dir):
     assert dataset.is_binary and dataset.num_classes is None and len(dataset.files) == 3
 
 
+@pytest.mark.e2e
 def test_real_frey_face(shared_data_dir):
     _require(shared_data_dir, "frey-face")
     dataset = load_dataset("frey-face", shared_data_dir, download=False)
@@ -686,6 +719,7 @@ def test_real_frey_face(shared_data_dir):
     assert dataset.likelihood == "gaussian" and dataset.image_shape == FREY_SHAPE
 
 
+@pytest.mark.e2e
 def test_real_fashion_mnist_images_missing(shared_data_dir):
     _require(shared_data_dir, "fashion-mnist")
     if (shared_data_dir / "fashion-mnist" / "train-images-idx3-ubyte.gz").exists():
@@ -698,6 +732,7 @@ def test_real_fashion_mnist_images_missing(shared_data_dir):
     )
 
 
+@pytest.mark.e2e
 def test_real_dataset_status(shared_data_dir):
     statuses = {status.name: status for status in dataset_status(shared_data_dir)}
     for name in ("digits", "mnist", "binarized-mnist", "frey-face"):

@@ -37,6 +37,7 @@ def _shard_worker(rank: int, world_size: int, port: int, results) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.gradients
 def test_averaged_shard_gradients_equal_the_full_batch_gradient():
     results = mp.Manager().dict()
     mp.spawn(_shard_worker, args=(2, _free_port(), results), nprocs=2, join=True)
@@ -50,6 +51,7 @@ def test_averaged_shard_gradients_equal_the_full_batch_gradient():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_two_processes_train_like_one(tmp_path):
     common = ["--dataset", "digits", "--epochs", "4", "--hidden", "64", "--eval-every", "4", "--eval-k", "50", "--no-progress", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1"}

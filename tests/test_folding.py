@@ -14,6 +14,8 @@ from vaelab.estimators.bounds import bound_curve, importance_weighted_bound
 from vaelab.exact.linear_gaussian import linear_gaussian_model
 from vaelab.models.backend import matmul_precision
 
+pytestmark = pytest.mark.algebra
+
 DATA_DIM = 64
 # Per-image tolerance on L_k between the two paths: rounding only (the figures).
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}

@@ -36,11 +36,13 @@ TESTS = Path(__file__).resolve().parent
     (3, 2, None, 8, (2, 4)),
     (2, 4, 3, 2, (2, 3)),         # never more processes than jobs; --threads as given
 ])
+@pytest.mark.algebra
 def test_processes_and_threads(monkeypatch, count, given_jobs, given_threads, cpus, expected):
     monkeypatch.setattr(jobs, "usable_cpus", lambda: cpus)
     assert jobs.processes_and_threads(count, given_jobs, given_threads) == expected
 
 
+@pytest.mark.e2e
 def test_every_job_runs_in_its_own_process_with_its_threads(tmp_path):
     paths = [str(tmp_path / f"job{index}.json") for index in range(3)]
     jobs.run_jobs(job_functions.record, [(path,) for path in paths], processes=2, threads=1)
@@ -51,6 +53,7 @@ def test_every_job_runs_in_its_own_process_with_its_threads(tmp_path):
 
 
 @pytest.mark.parametrize("flushed", [False, True])
+@pytest.mark.e2e
 def test_a_job_computes_with_subnormals_as_its_parent_does(tmp_path, flushed):
     """The CLI flushes subnormals (backend.flushing_subnormals); its jobs must too, as --jobs 1 does in-process."""
     from vaelab.models.backend import flushing_subnormals
@@ -61,6 +64,7 @@ def test_a_job_computes_with_subnormals_as_its_parent_does(tmp_path, flushed):
     assert json.loads(Path(path).read_text())["flushed"] is flushed
 
 
+@pytest.mark.e2e
 def test_the_jobs_bars_and_lines_are_drawn_by_the_parent(capfd):
     jobs.run_jobs(job_functions.show_progress, [("first",), ("second",)], processes=2, threads=1)
     out, err = capfd.readouterr()
@@ -68,6 +72,7 @@ def test_the_jobs_bars_and_lines_are_drawn_by_the_parent(capfd):
     assert "first:   0%" in err and "second:   0%" in err  # tqdm's bars, on this process's stderr
 
 
+@pytest.mark.e2e
 def test_a_failure_comes_back_by_type_after_the_other_jobs_were_stopped(tmp_path):
     waiter = str(tmp_path / "waiter")
     with pytest.raises(ConfigError, match="^no good$"):
@@ -75,12 +80,14 @@ def test_a_failure_comes_back_by_type_after_the_other_jobs_were_stopped(tmp_path
     assert Path(waiter).read_text() == str(int(signal.SIGTERM))  # stopped as training stops: its epoch finished
 
 
+@pytest.mark.e2e
 def test_a_bug_in_a_job_is_raised_by_name(capfd):
     with pytest.raises(RuntimeError, match="ValueError: a bug"):
         jobs.run_jobs(job_functions.crash, [()], processes=1, threads=1)
     assert "Traceback" in capfd.readouterr().err  # the job's own traceback, for whoever debugs it
 
 
+@pytest.mark.e2e
 def test_an_interrupt_reaches_every_job_and_is_raised(tmp_path):
     waiters = [str(tmp_path / f"waiter{index}") for index in range(2)]
 
@@ -99,6 +106,7 @@ TINY_STUDY = Study(("wake-sleep", "aevb"), ExperimentConfig(
     model=ModelConfig(hidden=(16,)), train=TrainConfig(epochs=2, eval_every=1, eval_k=10, eval_train_size=100)), curve_images=50)
 
 
+@pytest.mark.e2e
 def test_a_study_trained_at_once_equals_one_trained_one_after_the_other(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same thread count in both: then the same bits
@@ -115,6 +123,7 @@ def test_a_study_trained_at_once_equals_one_trained_one_after_the_other(tmp_path
         assert curves[0] == curves[1]
 
 
+@pytest.mark.e2e
 def test_jobs_at_once_only_on_the_cpu(monkeypatch):
     assert jobs.processes_and_threads(2, None, None, "cpu")[0] == min(2, jobs.usable_cpus())
     monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: one after the other, and --jobs 2 is refused
@@ -127,6 +136,7 @@ EPOCHS = 200  # a few seconds of training each: the interrupt lands mid-run
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_ctrl_c_stops_every_algorithm_at_a_checkpoint_and_the_study_continues(tmp_path):
     """The terminal's Ctrl-C (SIGINT to the process group): each algorithm's epoch finished and saved,
     one line, exit 130; the same command continues both runs to the end."""
@@ -151,11 +161,13 @@ def test_ctrl_c_stops_every_algorithm_at_a_checkpoint_and_the_study_continues(tm
         assert torch.load(out / algorithm / "checkpoint.pt", weights_only=True)["epoch"] == EPOCHS
 
 
+@pytest.mark.e2e
 def test_a_killed_job_is_named_in_one_line(tmp_path):
     with pytest.raises(RunError, match="^a job's process was killed by signal 9 before it finished; its last checkpoint is intact$"):
         jobs.run_jobs(job_functions.die, [()], processes=1, threads=1)
 
 
+@pytest.mark.e2e
 def test_a_job_stopped_on_its_own_stops_the_study(tmp_path):
     waiter = str(tmp_path / "waiter")
     with pytest.raises(KeyboardInterrupt):
@@ -164,6 +176,7 @@ def test_a_job_stopped_on_its_own_stops_the_study(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (prctl)")
+@pytest.mark.e2e
 def test_a_job_stops_and_exits_when_its_parent_is_killed(tmp_path):
     """SIGTERM from the kernel stops the job at its checkpoint; then it exits although nobody reads
     the progress it still sends (more than a pipe holds)."""
@@ -189,6 +202,7 @@ def test_a_job_stops_and_exits_when_its_parent_is_killed(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_reproduction_with_its_rows_at_once_equals_one_row_after_the_other(tmp_path, shared_data_dir):
     from vaelab.studies.reproduce.presets import get_preset
     from vaelab.studies.reproduce.run import reproduce

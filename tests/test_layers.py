@@ -15,6 +15,8 @@ import pytest
 
 import vaelab
 
+pytestmark = pytest.mark.contract
+
 PACKAGE_DIR = Path(vaelab.__file__).parent
 
 

@@ -78,6 +78,7 @@ class MakesAFolderWhenUnpickled:
     ],
     ids=["empty", "truncated", "random-bytes", "declares-58-TiB", "declares-less", "npy-3.0", "no-npy-magic"],
 )
+@pytest.mark.algebra
 def test_a_malformed_npz_gets_one_line_naming_it(tmp_path, contents, fragment):
     path = tmp_path / "data.npz"
     path.write_bytes(contents())
@@ -85,6 +86,7 @@ def test_a_malformed_npz_gets_one_line_naming_it(tmp_path, contents, fragment):
     assert fragment in message and "allow_pickle" not in message, message
 
 
+@pytest.mark.algebra
 def test_a_pickle_named_npz_is_no_npz_archive_and_is_never_unpickled(tmp_path):
     marker = tmp_path / "unpickled"
     path = tmp_path / "data.npz"
@@ -95,6 +97,7 @@ def test_a_pickle_named_npz_is_no_npz_archive_and_is_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.algebra
 def test_an_object_array_in_an_npz_is_refused_unread(tmp_path):
     marker = tmp_path / "unpickled"
     path = tmp_path / "data.npz"
@@ -104,6 +107,7 @@ def test_an_object_array_in_an_npz_is_refused_unread(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.algebra
 def test_an_npz_larger_than_the_memory_available_is_refused_before_it_is_read(tmp_path, monkeypatch):
     path = tmp_path / "data.npz"
     path.write_bytes(good_npz())
@@ -117,6 +121,7 @@ def test_an_npz_larger_than_the_memory_available_is_refused_before_it_is_read(tm
 # No deadline: the error raised is what is tested, not speed (as in test_data.py's truncation test).
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
+@pytest.mark.algebra
 def test_a_truncated_or_flipped_npz_loads_or_gets_a_data_error(tmp_path_factory, compressed, data):
     contents = bytearray(good_npz(compressed))
     if data.draw(st.booleans(), label="truncate"):
@@ -134,6 +139,7 @@ def test_a_truncated_or_flipped_npz_loads_or_gets_a_data_error(tmp_path_factory,
 # ---------------------------------------------------------------- splits
 
 
+@pytest.mark.algebra
 def test_a_split_of_one_image_is_refused(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, train=np.zeros((5, 4, 4), np.uint8), test=np.zeros((1, 4, 4), np.uint8))
@@ -141,6 +147,7 @@ def test_a_split_of_one_image_is_refused(tmp_path):
     assert "the test split has 1 image; a split needs at least 2" in message
 
 
+@pytest.mark.algebra
 def test_a_held_out_test_split_has_at_least_two_images(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, train=np.zeros((10, 4, 4), np.uint8))  # 10% of 10 rounds to 1
@@ -180,17 +187,20 @@ def fifo(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.algebra
 def test_a_fifo_as_the_dataset_is_not_a_regular_file(fifo):
     error = returns_without_blocking(lambda: load_dataset(str(fifo)), fifo)
     assert isinstance(error, DataError) and str(error).startswith(f"{fifo}: not a regular file"), error
 
 
 @pytest.mark.parametrize("read", [read_regular_file, lambda path: read_idx_labels(path, count=None, num_classes=10)], ids=["file", "idx"])
+@pytest.mark.algebra
 def test_a_reader_given_a_fifo_refuses_it_without_blocking(fifo, read):
     error = returns_without_blocking(lambda: read(fifo), fifo)
     assert isinstance(error, DataError) and str(error) == f"{fifo}: not a regular file", error
 
 
+@pytest.mark.e2e
 def test_the_cli_refuses_a_fifo_in_one_line(fifo, tmp_path, capsys):
     result = {}
     assert returns_without_blocking(lambda: result.update(cli=run_main(["train", "--dataset", str(fifo), *TINY, "--out", str(tmp_path / "run")], capsys)), fifo) is None
@@ -237,6 +247,7 @@ def image_folder(root: Path, bad: bytes) -> Path:
     ],
     ids=["100000x100000", "10000x10000", "truncated", "random-bytes"],
 )
+@pytest.mark.algebra
 def test_a_malformed_image_gets_one_line_naming_it(tmp_path, contents, fragment):
     bad = image_folder(tmp_path / "images", contents())
     assert fragment in one_line_data_error(lambda: load_dataset(str(tmp_path / "images")), bad)
@@ -263,6 +274,7 @@ def one_image_test_split(path: Path) -> Path:
     ],
     ids=["empty", "truncated", "declares-58-TiB", "one-image-split", "100000x100000-png"],
 )
+@pytest.mark.e2e
 def test_the_cli_refuses_a_malformed_dataset_in_one_line(tmp_path, capsys, make, fragment):
     dataset = make(tmp_path)
     status, error = run_main(["train", "--dataset", str(dataset), *TINY, "--out", str(tmp_path / "run")], capsys)
@@ -272,6 +284,7 @@ def test_the_cli_refuses_a_malformed_dataset_in_one_line(tmp_path, capsys, make,
 # No deadline: see the .npz test above.
 @settings(max_examples=40, deadline=None)
 @given(length=st.integers(0, len(good_png()) - 1))
+@pytest.mark.algebra
 def test_a_truncated_png_loads_or_gets_a_data_error(tmp_path_factory, length):
     root = tmp_path_factory.mktemp("png") / "images"
     bad = image_folder(root, good_png()[:length])

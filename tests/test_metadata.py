@@ -6,7 +6,10 @@ import importlib.resources
 import re
 import tomllib
 
+import pytest
 from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.algebra
 
 
 def test_the_package_ships_py_typed():

@@ -17,6 +17,7 @@ from vaelab.objectives import aevb
 
 
 @pytest.mark.parametrize("grey", [False, True])
+@pytest.mark.algebra
 def test_fused_bernoulli_log_prob_equals_the_distribution(grey):
     torch.manual_seed(0)
     layer = BernoulliLayer(3, 20, (16,), "relu").double()
@@ -28,6 +29,7 @@ def test_fused_bernoulli_log_prob_equals_the_distribution(grey):
     assert layer.log_prob(z, x).shape == (7, 5)
 
 
+@pytest.mark.algebra
 def test_fused_bernoulli_log_prob_is_finite_for_extreme_logits():
     layer = BernoulliLayer(2, 4, (), "relu")
     with torch.no_grad():
@@ -39,6 +41,7 @@ def test_fused_bernoulli_log_prob_is_finite_for_extreme_logits():
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "elu", "softplus", "sigmoid"])
 @pytest.mark.skipif(not ONEDNN_LINEAR, reason="this PyTorch build has no oneDNN linear op")
+@pytest.mark.algebra
 def test_onednn_linear_matches_f_linear(activation):
     torch.manual_seed(0)
     mlp = MLP(6, (32, 16), activation)
@@ -63,6 +66,7 @@ def _confident_model_and_data():
     return model, x, torch.randn(5, 8, 2, generator=torch.Generator().manual_seed(2))
 
 
+@pytest.mark.algebra
 def test_flushing_subnormals_moves_log_likelihoods_and_gradients_by_rounding_only():
     model, x, z = _confident_model_and_data()
     reference = copy.deepcopy(model).double().log_likelihood(x.double(), z.double())
@@ -87,6 +91,7 @@ def test_flushing_subnormals_moves_log_likelihoods_and_gradients_by_rounding_onl
 
 
 @pytest.mark.parametrize("onednn_bf16", [False, True])
+@pytest.mark.algebra
 def test_bf16_products_without_gradient_run_whether_or_not_onednn_has_bf16(monkeypatch, onednn_bf16):
     # AVX2-only CPUs have no oneDNN bf16 linear ("could not create a primitive descriptor"): bf16
     # products then take F.linear. Both paths give F.linear's bf16 result up to bf16 rounding.
@@ -106,12 +111,14 @@ def test_bf16_products_without_gradient_run_whether_or_not_onednn_has_bf16(monke
     assert not torch.equal(outputs, mlp(inputs).detach())  # bf16 did run
 
 
+@pytest.mark.gradients
 def test_gradients_flow_through_the_autograd_path():
     mlp = MLP(4, (8,), "relu")
     mlp(torch.randn(5, 4)).sum().backward()  # with grad enabled, F.linear is used
     assert mlp.layers[0].weight.grad is not None
 
 
+@pytest.mark.gradients
 def test_bf16_training_gradients_reach_the_fp32_parameters_and_point_the_same_way():
     # The AEVB surrogate with bfloat16 matmuls (the same noise): every gradient is fp32, differs
     # from the fp32 one (bf16 did run), and agrees with it in direction (cosine > 0.99 per tensor).
@@ -133,6 +140,7 @@ def test_bf16_training_gradients_reach_the_fp32_parameters_and_point_the_same_wa
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
 
 
+@pytest.mark.algebra
 def test_gaussian_layer_scale_is_bounded_below():
     layer = DiagonalGaussianLayer(2, 3, (4,), "tanh")
     with torch.no_grad():
@@ -140,6 +148,7 @@ def test_gaussian_layer_scale_is_bounded_below():
     assert (layer(torch.randn(10, 2)).base_dist.scale >= 1e-3).all()
 
 
+@pytest.mark.algebra
 def test_build_model_takes_the_dataset_likelihood_unless_overridden():
     assert isinstance(build_model(ModelConfig(), 784, "bernoulli").generative, BernoulliLayer)
     assert isinstance(build_model(ModelConfig(), 560, "gaussian").generative, DiagonalGaussianLayer)

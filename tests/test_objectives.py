@@ -33,6 +33,7 @@ def closed_form_elbo(model, x):
     return expected_log_likelihood - kl
 
 
+@pytest.mark.algebra
 def test_analytic_kl_matches_closed_form():
     mu = torch.tensor([[0.3, -1.2], [2.0, 0.1]], dtype=torch.float64)
     sd = torch.tensor([[0.5, 1.7], [0.2, 1.0]], dtype=torch.float64)
@@ -42,6 +43,7 @@ def test_analytic_kl_matches_closed_form():
     torch.testing.assert_close(kl_divergence(q, p), expected)
 
 
+@pytest.mark.algebra
 def test_elbo_equals_log_marginal_when_q_is_the_exact_posterior():
     # Orthogonal columns make the exact posterior diagonal, so q = p(z|x) and every log-weight equals log p(x).
     weight = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
@@ -57,6 +59,7 @@ def test_elbo_equals_log_marginal_when_q_is_the_exact_posterior():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kl", ["analytic", "monte-carlo"])
+@pytest.mark.statistics
 def test_aevb_value_is_unbiased_for_the_closed_form_elbo(linear_gaussian, kl):
     model, x = linear_gaussian
     estimate = aevb(model, x, num_samples=20_000, generator=torch.Generator().manual_seed(0), kl=kl).bound
@@ -66,6 +69,7 @@ def test_aevb_value_is_unbiased_for_the_closed_form_elbo(linear_gaussian, kl):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kl", ["analytic", "monte-carlo"])
+@pytest.mark.statistics
 def test_aevb_gradient_is_unbiased_for_the_exact_elbo_gradient(linear_gaussian, kl):
     model, x = linear_gaussian
     parameters = list(model.parameters())
@@ -84,6 +88,7 @@ def test_aevb_gradient_is_unbiased_for_the_exact_elbo_gradient(linear_gaussian, 
     assert max(g.abs().max() for g in exact) > 50 * max(torch.stack([d[i] for d in draws]).std(0).max() / math.sqrt(20) for i in range(len(exact)))
 
 
+@pytest.mark.gradients
 def test_aevb_gradient_matches_finite_differences():
     # With the noise fixed, the reparameterised surrogate is a deterministic function of the
     # parameters: autograd must agree with finite differences (float64 gradcheck).
@@ -104,6 +109,7 @@ def test_aevb_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(functional, (weight.detach().clone().requires_grad_(),))
 
 
+@pytest.mark.gradients
 def test_wake_sleep_phases_move_only_their_own_parameters():
     # One surrogate serves both groups: its theta-gradient must be the wake phase's alone and its
     # phi-gradient the sleep phase's alone, each recomputed here from the same draws.
@@ -125,6 +131,7 @@ def test_wake_sleep_phases_move_only_their_own_parameters():
     assert not output.bound.requires_grad
 
 
+@pytest.mark.statistics
 def test_wake_sleep_sleep_phase_fits_q_to_dreams_of_the_exact_posterior():
     # On the linear-Gaussian model, E_{p(z,x)}[log q(z|x)] is maximised by q = p(z|x): the sleep
     # gradient at the exact posterior's mean map vanishes in expectation.

@@ -24,11 +24,13 @@ def generalized_pareto_log_samples(shape: float, size: tuple[int, int], generato
     return torch.log(torch.expm1(-shape * torch.log1p(-uniform)) / shape)
 
 
+@pytest.mark.algebra
 def test_tail_length_is_the_papers():
     assert tail_length(100) == 20 and tail_length(5000) == 213 and tail_length(25) == 5
 
 
 @pytest.mark.parametrize("shape", [0.2, 0.5, 0.9, 1.3])
+@pytest.mark.statistics
 def test_k_hat_recovers_the_shape_of_generalized_pareto_samples(shape):
     # 200 "images" of k = 5000 weights each; the tail beyond any threshold is again GPD with the same xi.
     log_weights = generalized_pareto_log_samples(shape, (5000, 200), torch.Generator().manual_seed(0)) + 123.0  # any scale of p(x)
@@ -39,6 +41,7 @@ def test_k_hat_recovers_the_shape_of_generalized_pareto_samples(shape):
     assert k_hat.std().item() < 0.2
 
 
+@pytest.mark.statistics
 def test_k_hat_flags_the_heavy_tailed_counterexample_and_not_the_matched_proposal():
     weight = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
     models = proposal_models(weight, torch.zeros(3, dtype=torch.float64), noise_scale=0.5)
@@ -55,6 +58,7 @@ def test_k_hat_flags_the_heavy_tailed_counterexample_and_not_the_matched_proposa
     assert (k_hats["truncated"] < 0.5).all(), k_hats["truncated"]
 
 
+@pytest.mark.algebra
 def test_tied_and_too_few_weights():
     assert pareto_k_hat(torch.zeros(100, 3)).eq(-math.inf).all()  # equal weights: no tail at all
     assert pareto_k_hat(torch.randn(MIN_SAMPLES - 1, 3)).isnan().all()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.estimators.bounds import bound_curve, evaluate_bound
 from vaelab.exact.quadrature import QuadratureSettings, quadrature_log_marginal
+
+pytestmark = pytest.mark.algebra
 
 
 def test_long_steps_show_a_bar_with_an_eta_only_when_asked(capsys):

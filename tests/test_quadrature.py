@@ -25,6 +25,8 @@ from vaelab.exact.quadrature import (
 from vaelab.models import HelmholtzMachine, StandardNormalPrior, StochasticLayer
 from vaelab.models.sampling import ancestral_sample
 
+pytestmark = pytest.mark.algebra
+
 
 def brute_force_log_marginal(model, x, points=1000, half_width=8.0):
     """The midpoint rule on one fine grid over [-a, a]^2: slow, but with no adaptivity to get wrong."""

@@ -26,6 +26,8 @@ from vaelab.studies.compare.summary import (
     summarise_run,
 )
 
+pytestmark = pytest.mark.algebra
+
 
 def test_comparison_sentence_of_two_algorithms():
     sentence = comparison_sentence({"wake-sleep": Estimate(-143.3, 0.5), "aevb": Estimate(-140.1, 0.4)}, 1000)

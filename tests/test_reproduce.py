@@ -26,6 +26,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.contract
 def test_presets_cover_the_six_sources_and_every_budget_is_a_valid_config():
     assert all(any(name.startswith(source) for name in PRESETS) for source in SOURCES)
     for preset in PRESETS.values():
@@ -35,6 +36,7 @@ def test_presets_cover_the_six_sources_and_every_budget_is_a_valid_config():
                 check_config(row_config(preset, row, budget))  # the registry's rules hold for each row
 
 
+@pytest.mark.algebra
 def test_burdas_protocol_is_the_published_one():
     preset = get_preset("burda2015-1layer")
     full = row_config(preset, preset.row("iwae-k5"), "full")
@@ -46,6 +48,7 @@ def test_burdas_protocol_is_the_published_one():
     assert [row.published for row in preset.rows] == [86.76, 86.47, 86.35, 85.54, 84.78]
 
 
+@pytest.mark.e2e
 def test_list_prints_one_line_per_preset_with_its_published_values(capsys):
     assert main(["reproduce", "--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -56,6 +59,7 @@ def test_list_prints_one_line_per_preset_with_its_published_values(capsys):
 
 @pytest.mark.parametrize("name", list(PRESETS))
 @pytest.mark.slow
+@pytest.mark.contract
 def test_every_presets_smoke_budget_runs(name, tmp_path, shared_data_dir):
     report = reproduce(get_preset(name), "smoke", tmp_path, data_dir=shared_data_dir, progress=False)
     assert len(report.rows) == len(get_preset(name).rows)
@@ -70,6 +74,7 @@ def test_every_presets_smoke_budget_runs(name, tmp_path, shared_data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_killed_reproduction_continues_and_a_finished_row_is_not_retrained(tmp_path, shared_data_dir):
     preset = get_preset("kingma2013")
     # "killed" after the first row: only aevb ran
@@ -91,11 +96,13 @@ def test_a_killed_reproduction_continues_and_a_finished_row_is_not_retrained(tmp
         reproduce(preset, "reduced", tmp_path, data_dir=shared_data_dir, progress=False)
 
 
+@pytest.mark.e2e
 def test_cli_refuses_an_unknown_preset_in_one_line(tmp_path, capsys):
     assert main(["reproduce", "no-such-paper", "--out", str(tmp_path)]) == 1
     assert "unknown preset 'no-such-paper'" in capsys.readouterr().err
 
 
+@pytest.mark.contract
 def test_every_reference_number_names_its_source_and_only_paper_numbers_are_published():
     for preset in PRESETS.values():
         for row in preset.rows:
@@ -118,6 +125,7 @@ def _saved_reproduction(out, preset, finals):
         ))
 
 
+@pytest.mark.algebra
 def test_the_report_says_published_only_for_paper_numbers(tmp_path):
     _saved_reproduction(tmp_path, "tucker2018-dreg", {"iwae-dreg-k50": (-90.0, -95.0), "iwae-k50": (-91.0, -96.0)})
     report = build_report(tmp_path)
@@ -127,6 +135,7 @@ def test_the_report_says_published_only_for_paper_numbers(tmp_path):
     assert "| reference NLL | source |" in report.markdown.read_text()
 
 
+@pytest.mark.algebra
 def test_kingma2013s_ordering_reads_the_elbo_as_the_paper_compares_it(tmp_path):
     # AEVB has the better ELBO but the worse L_k: the paper's claim (on the ELBO) holds
     _saved_reproduction(tmp_path, "kingma2013", {"aevb": (-101.0, -104.0), "wake-sleep": (-100.0, -106.0)})

@@ -69,6 +69,7 @@ def start_killed_at(out: Path, kind: str, count: int) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_sigkill_at_ten_events_then_resume_equals_uninterrupted_run(tmp_path):
     reference = start(tmp_path / "reference")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
@@ -97,6 +98,7 @@ def test_sigkill_at_ten_events_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_sigint_stops_after_a_checkpoint_and_resumes(tmp_path):
     process = start(tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoint.pt"
@@ -114,6 +116,7 @@ def test_sigint_stops_after_a_checkpoint_and_resumes(tmp_path):
     assert start(tmp_path / "run", "--resume").wait(timeout=300) == 0
 
 
+@pytest.mark.e2e
 def test_full_disk_during_checkpoint_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     runio.save_checkpoint(path, {"epoch": 1, "weights": torch.ones(3)})
@@ -129,6 +132,7 @@ def test_full_disk_during_checkpoint_keeps_the_previous_checkpoint(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
 
 
+@pytest.mark.e2e
 def test_unwritable_directory_is_reported_and_nothing_is_lost(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("{}")
 
@@ -141,6 +145,7 @@ def test_unwritable_directory_is_reported_and_nothing_is_lost(tmp_path, monkeypa
     assert (tmp_path / "config.json").read_text() == "{}"
 
 
+@pytest.mark.algebra
 def test_a_partial_metrics_line_is_ignored_and_cut_before_the_next_append(tmp_path):
     path = tmp_path / "metrics.jsonl"
     append_metrics(path, {"epoch": 1, "kind": "train"})
@@ -167,6 +172,7 @@ known_keys = st.sampled_from(["dataset", "binarization", "latent_dim", "hidden",
         st.dictionaries(st.sampled_from(["data", "model", "train", "seed"]), st.dictionaries(known_keys, json_values, max_size=4) | json_values, max_size=4),
     )
 )
+@pytest.mark.algebra
 def test_config_loader_answers_any_json_with_a_config_or_one_line(values):
     try:
         config = ExperimentConfig.from_dict(values)
@@ -176,6 +182,7 @@ def test_config_loader_answers_any_json_with_a_config_or_one_line(values):
         assert ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
+@pytest.mark.algebra
 def test_extreme_log_weights_give_finite_bounds():
     log_weights = torch.tensor([[-1e4, 0.0], [-2e4, -1e30], [0.0, -1e30]], dtype=torch.float32)
     values = log_mean_exp(log_weights, 0)
@@ -183,6 +190,7 @@ def test_extreme_log_weights_give_finite_bounds():
     torch.testing.assert_close(values, torch.log(torch.tensor([1 / 3, 1 / 3])))
 
 
+@pytest.mark.algebra
 def test_peaked_weights_and_extreme_logits_give_finite_bounds():
     from vaelab.builders import build_model
     from vaelab.config import ModelConfig
@@ -195,6 +203,7 @@ def test_peaked_weights_and_extreme_logits_give_finite_bounds():
     assert torch.isfinite(importance_weighted_bound(model, x, 1000, torch.Generator().manual_seed(0))).all()
 
 
+@pytest.mark.algebra
 def test_atomic_files_get_the_usual_permissions(tmp_path):
     runio.write_text_atomic(tmp_path / "a.json", "{}")
     mask = os.umask(0)

@@ -47,6 +47,7 @@ def run(trained, tmp_path) -> Path:
     (lambda lock, outside: os.link(outside, lock), "hard link"),
     (lambda lock, outside: os.mkfifo(lock), "not a regular file"),
 ])
+@pytest.mark.e2e
 def test_a_lock_file_that_is_a_link_or_no_regular_file_is_refused_and_nothing_outside_changes(run, tmp_path, make, fragment):
     outside = tmp_path / "precious.txt"
     outside.write_text("someone's data\n")
@@ -64,6 +65,7 @@ def test_a_lock_file_that_is_a_link_or_no_regular_file_is_refused_and_nothing_ou
 # Only what vaelab wrote is removed ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_overwrite_of_a_folder_that_is_not_a_run_deletes_nothing_and_does_not_recommend_overwrite(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -80,6 +82,7 @@ def test_overwrite_of_a_folder_that_is_not_a_run_deletes_nothing_and_does_not_re
     assert sorted(path.name for path in folder.iterdir()) == ["config.json", "metrics.jsonl", "notes.txt"]  # not even a lock file
 
 
+@pytest.mark.e2e
 def test_only_temporaries_of_vaelab_writes_of_its_own_files_are_removed(tmp_path):
     seen = []
 
@@ -101,6 +104,7 @@ def test_only_temporaries_of_vaelab_writes_of_its_own_files_are_removed(tmp_path
 # The registry ------------------------------------------------------------------------------------
 
 
+@pytest.mark.contract
 def test_every_file_a_command_writes_is_in_the_registry(tmp_path):
     names = [
         runio.CONFIG_FILE, runio.ENVIRONMENT_FILE, runio.METRICS_FILE, runio.CHECKPOINT_FILE, runio.FINAL_FILE, runio.BOUND_CURVE_FILE,
@@ -112,6 +116,7 @@ def test_every_file_a_command_writes_is_in_the_registry(tmp_path):
     assert not any(is_registry_name(name) for name in ("notes.txt", "data.npz", "model.pt"))
 
 
+@pytest.mark.e2e
 def test_train_overwrite_removes_the_final_measurement_so_reproduce_measures_the_new_model(run):
     """reproduce skips its final L_k when final.json was saved for the checkpoint's epoch: a run
     replaced by `train --overwrite` for as many epochs must not keep the old model's bound."""
@@ -123,6 +128,7 @@ def test_train_overwrite_removes_the_final_measurement_so_reproduce_measures_the
     assert json.loads((run / runio.CONFIG_FILE).read_text())["seed"] == 1
 
 
+@pytest.mark.algebra
 def test_checkpoints_are_read_against_one_schema(run):
     checkpoint = runio.load_checkpoint(run / runio.CHECKPOINT_FILE, runio.CHECKPOINT_KEYS)
     assert set(checkpoint) == runio.CHECKPOINT_KEYS  # what training writes is what resume requires
@@ -132,6 +138,7 @@ def test_checkpoints_are_read_against_one_schema(run):
 # reproduce's lock --------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_reproduce_on_a_directory_in_use_is_refused_in_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "reproduction"
     out.mkdir()
@@ -145,6 +152,7 @@ def test_a_reproduce_on_a_directory_in_use_is_refused_in_one_line_and_writes_not
     assert [path.name for path in out.iterdir()] == [runio.LOCK_FILE]
 
 
+@pytest.mark.e2e
 def test_a_directory_without_vaelabs_environment_file_is_not_a_run(run):
     """environment.json marks a run: a directory holding only config.json is not vaelab's."""
     (run / runio.ENVIRONMENT_FILE).unlink()
@@ -154,6 +162,7 @@ def test_a_directory_without_vaelabs_environment_file_is_not_a_run(run):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_overwrite_keeps_a_users_own_figures_and_files(tmp_path):
     study = tmp_path / "study"
     arguments = ["compare", "--algorithms", "aevb", *TINY, "--epochs", "1", "--curve-images", "5", "--out", study]
@@ -172,6 +181,7 @@ def test_compare_overwrite_keeps_a_users_own_figures_and_files(tmp_path):
     ({"reproduce.json": "{not json"}, "reproduce.json: unreadable"),
     ({"reproduce.json": "[1]"}, "not a vaelab reproduction file"),
 ])
+@pytest.mark.e2e
 def test_reproduce_into_a_folder_that_is_not_its_reproduction_is_refused_in_one_line(tmp_path, content, fragment):
     for name, text in content.items():
         (tmp_path / name).write_text(text)
@@ -182,6 +192,7 @@ def test_reproduce_into_a_folder_that_is_not_its_reproduction_is_refused_in_one_
     assert runio.LOCK_FILE not in {path.name for path in tmp_path.iterdir()}
 
 
+@pytest.mark.e2e
 def test_overwrite_removes_the_runs_tensorboard_events_but_not_through_a_link(run, tmp_path):
     events = run / runio.TENSORBOARD_DIR / "events.out.tfevents.1.host"
     events.parent.mkdir()

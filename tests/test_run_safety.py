@@ -478,6 +478,8 @@ def test_every_dataset_file_has_its_expected_size_and_the_shared_copies_match_it
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(["epoch", "kind", "model", "k", "bound", "split", "config", "algorithms"]) | st.text(max_size=5), children, max_size=4),

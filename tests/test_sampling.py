@@ -17,6 +17,7 @@ from vaelab.objectives.core import sleep_phase
 from vaelab.studies.compare.analysis import prior_sample_means
 
 
+@pytest.mark.statistics
 def test_ancestral_sample_has_the_marginal_of_the_linear_gaussian_model(linear_gaussian):
     # z ~ N(0, I), x | z ~ N(W z + b, s^2 I) gives x ~ N(b, W W^T + s^2 I)
     model, _ = linear_gaussian
@@ -35,6 +36,7 @@ def test_ancestral_sample_has_the_marginal_of_the_linear_gaussian_model(linear_g
     assert (covariance_se < 0.05 * covariance.abs().max()).all()  # power: a wrong noise scale or a missing W W^T would show
 
 
+@pytest.mark.algebra
 def test_ancestral_sample_is_the_prior_then_the_likelihood_on_one_generator():
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=(4, 3), hidden=(8,), upper_hidden=(6,), latent="bernoulli", prior="bernoulli"), data_dim=10, likelihood="bernoulli")
@@ -47,6 +49,7 @@ def test_ancestral_sample_is_the_prior_then_the_likelihood_on_one_generator():
     assert set(x.unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.algebra
 def test_decoder_mean_returns_e_x_given_z_and_draws_nothing_more():
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=2, hidden=(8,)), data_dim=6, likelihood="bernoulli")
@@ -59,6 +62,7 @@ def test_decoder_mean_returns_e_x_given_z_and_draws_nothing_more():
     torch.testing.assert_close(prior_sample_means(model, 5, torch.Generator().manual_seed(3)), mean)
 
 
+@pytest.mark.algebra
 def test_sleep_phase_scores_q_at_the_ancestral_samples():
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=2, hidden=(8,)), data_dim=6, likelihood="bernoulli")
@@ -68,6 +72,7 @@ def test_sleep_phase_scores_q_at_the_ancestral_samples():
     assert math.isfinite(expected.sum().item())
 
 
+@pytest.mark.statistics
 def test_bernoulli_draw_has_the_bernoulli_distribution_elementwise():
     probs = torch.tensor([0.0, 1e-3, 0.13, 0.5, 0.87, 1.0], dtype=torch.float64)
     n = 200_000
@@ -83,6 +88,7 @@ def test_bernoulli_draw_has_the_bernoulli_distribution_elementwise():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.algebra
 def test_bernoulli_draw_gives_torch_bernoullis_very_bits_on_the_cpu(dtype):
     # torch.bernoulli on the CPU compares one uniform per element with p, in order, from the same
     # stream: a run trains on the same pixels and dreams with vaelab.draws as with torch.bernoulli.
@@ -98,6 +104,7 @@ def test_bernoulli_draw_gives_torch_bernoullis_very_bits_on_the_cpu(dtype):
             bernoulli_draw(probs, torch.Generator().manual_seed(5), out=wrong)
 
 
+@pytest.mark.algebra
 def test_dynamic_binarization_draws_afresh_and_static_keeps_torch_bernoulli():
     grey = torch.rand(50, 784, generator=torch.Generator().manual_seed(1))
     static = binarize(grey, "static", torch.Generator().manual_seed(0))

@@ -15,6 +15,7 @@ from vaelab.schedules import burda_epochs, burda_stage, learning_rate_at
 from vaelab.training import TrainingHooks, train
 
 
+@pytest.mark.algebra
 def test_burda_stages_are_3_to_the_i_epochs_long():
     stages = [burda_stage(epoch) for epoch in range(1, burda_epochs(7) + 1)]
     assert [stages.count(i) for i in range(8)] == [3**i for i in range(8)]
@@ -25,6 +26,7 @@ def test_burda_stages_are_3_to_the_i_epochs_long():
         burda_stage(0)
 
 
+@pytest.mark.algebra
 def test_burda_learning_rates_are_1e_3_times_10_to_the_minus_i_over_7():
     config = TrainConfig(lr_schedule="burda", learning_rate=1e-3)
     last_epochs = [burda_epochs(i) for i in range(8)]  # 1, 4, 13, 40, 121, 364, 1093, 3280
@@ -34,6 +36,7 @@ def test_burda_learning_rates_are_1e_3_times_10_to_the_minus_i_over_7():
     assert math.isclose(learning_rate_at(TrainConfig(learning_rate=3e-4), 1000), 3e-4)  # constant
 
 
+@pytest.mark.algebra
 def test_adam_takes_the_configs_betas_and_epsilon():
     config = ExperimentConfig(
         model=ModelConfig(latent_dim=2, hidden=(8,)), train=TrainConfig(adam_beta1=0.5, adam_beta2=0.99, adam_eps=1e-4)
@@ -44,6 +47,7 @@ def test_adam_takes_the_configs_betas_and_epsilon():
 
 
 @pytest.mark.parametrize("options", [{"adam_beta1": 1.0}, {"adam_eps": 0.0}, {"lr_schedule": "cosine"}, {"train_size": 0}])
+@pytest.mark.algebra
 def test_bad_optimiser_options_are_refused(options):
     with pytest.raises(ConfigError):
         TrainConfig(**options)
@@ -61,6 +65,7 @@ def _staged_config(epochs: int) -> ExperimentConfig:
     )
 
 
+@pytest.mark.e2e
 def test_training_sets_each_epochs_learning_rate(tmp_path):
     seen = []
     config = _staged_config(5)
@@ -71,6 +76,7 @@ def test_training_sets_each_epochs_learning_rate(tmp_path):
     assert result.dataset.splits["train"].images.shape[0] == 1497  # train_size subsets training, not the dataset
 
 
+@pytest.mark.e2e
 def test_a_run_killed_mid_schedule_resumes_bitwise_equal(tmp_path):
     """Killed in epoch 3 (stage 1) and resumed: stage 2 then starts at epoch 5 as in the
     uninterrupted run, and every parameter and Adam moment is bitwise equal."""

@@ -39,6 +39,7 @@ def gradient(function, *inputs):
 # ---------------------------------------------------------------- wake-phi (RWS)
 
 
+@pytest.mark.gradients
 def test_wake_phi_gradient_wrt_log_q_is_the_normalised_weights_which_sum_to_one():
     by_log_weight, by_log_q = gradient(wake_phi_surrogate_from_log_weight, LOG_WEIGHT, LOG_Q)
     torch.testing.assert_close(by_log_q, normalised_by_hand(LOG_WEIGHT))
@@ -48,12 +49,14 @@ def test_wake_phi_gradient_wrt_log_q_is_the_normalised_weights_which_sum_to_one(
     torch.testing.assert_close(wake_phi_surrogate_from_log_weight(LOG_WEIGHT, LOG_Q), expected)
 
 
+@pytest.mark.algebra
 def test_wake_phi_is_unchanged_by_a_constant_added_to_an_example_s_log_weights():
     # self-normalisation: log p(x) (a per-example constant) need not be known
     shifted = LOG_WEIGHT + torch.tensor([7.0, -300.0], dtype=torch.float64)
     torch.testing.assert_close(wake_phi_surrogate_from_log_weight(shifted, LOG_Q), wake_phi_surrogate_from_log_weight(LOG_WEIGHT, LOG_Q))
 
 
+@pytest.mark.gradients
 def test_rws_dreg_gradient_wrt_the_pathwise_log_weights_is_w_minus_w_squared():
     weights = normalised_by_hand(LOG_WEIGHT)
     by_log_weight, by_pathwise = gradient(rws_dreg_phi_surrogate_from_log_weight, LOG_WEIGHT, LOG_Q)
@@ -67,6 +70,7 @@ def test_rws_dreg_gradient_wrt_the_pathwise_log_weights_is_w_minus_w_squared():
 # ---------------------------------------------------------------- VIMCO
 
 
+@pytest.mark.algebra
 def test_vimco_leave_one_out_baselines_for_three_samples_written_out_by_hand():
     # L^_{-i} = log (1/3) (w_j + w_l + exp((log w_j + log w_l) / 2)),  {j, l} the two other samples
     a0, a1, a2 = LOG_WEIGHT
@@ -78,6 +82,7 @@ def test_vimco_leave_one_out_baselines_for_three_samples_written_out_by_hand():
     torch.testing.assert_close(leave_one_out_bounds(LOG_WEIGHT), expected)
 
 
+@pytest.mark.gradients
 def test_each_vimco_baseline_is_independent_of_its_own_sample():
     # d L^_{-i} / d log w_i = 0 (what keeps the estimator unbiased), and examples do not mix
     jacobian = torch.autograd.functional.jacobian(leave_one_out_bounds, LOG_WEIGHT)  # [k, B, k, B]
@@ -90,6 +95,7 @@ def test_each_vimco_baseline_is_independent_of_its_own_sample():
     assert (jacobian.abs() > 1e-3).sum() == k * (k - 1) * batch  # ... while every other sample counts
 
 
+@pytest.mark.gradients
 def test_vimco_gradients_are_the_learning_signals_and_the_normalised_weights():
     a0, a1, a2 = LOG_WEIGHT
     estimate = torch.log((a0.exp() + a1.exp() + a2.exp()) / 3)  # L^
@@ -104,6 +110,7 @@ def test_vimco_gradients_are_the_learning_signals_and_the_normalised_weights():
     torch.testing.assert_close(with_prior - without_prior, (normalised_by_hand(LOG_WEIGHT) * LOG_PRIOR).sum(0))
 
 
+@pytest.mark.algebra
 def test_vimco_learning_signal_of_equal_weights_is_minus_one_over_k():
     # all w_i equal: every L^_{-i} = L^, so each sample's signal is -w~_i = -1/k
     _, by_log_q = gradient(vimco_phi_surrogate_from_log_weight, torch.full((4, 2), -1.7, dtype=torch.float64), LOG_Q[:1].expand(4, 2))
@@ -123,10 +130,12 @@ def test_vimco_learning_signal_of_equal_weights_is_minus_one_over_k():
         ("vimco", lambda log_q, log_prior: vimco_phi_surrogate_from_log_weight(LOG_WEIGHT, log_q, log_prior), (LOG_Q, LOG_PRIOR)),
     ],
 )
+@pytest.mark.gradients
 def test_gradcheck(name, function, inputs):
     assert torch.autograd.gradcheck(function, [value.clone().requires_grad_() for value in inputs]), name
 
 
+@pytest.mark.gradients
 def test_gradient_of_l_k_is_the_normalised_weights():
     (by_log_weight,) = gradient(log_mean_exp, LOG_WEIGHT)
     torch.testing.assert_close(by_log_weight, normalised_by_hand(LOG_WEIGHT))
@@ -137,6 +146,7 @@ def test_gradient_of_l_k_is_the_normalised_weights():
 
 
 @pytest.mark.parametrize("name", ["rws", "vimco"])
+@pytest.mark.algebra
 def test_objective_phi_surrogate_is_its_function_of_its_own_log_weights(name):
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=3, hidden=(8,), prior="vamp", prior_components=4), data_dim=10, likelihood="bernoulli").double()

@@ -25,6 +25,7 @@ from vaelab.studies.bounds.run import (
 )
 
 
+@pytest.mark.algebra
 def test_enumerated_marginal_is_a_distribution_over_x():
     # sum over all 2^D binary x of p(x) = 1 exactly, and for one x it matches a sum written out by hand
     model = sigmoid_belief_model(latent_dim=3, data_dim=4, generator=torch.Generator().manual_seed(0))
@@ -50,6 +51,7 @@ def _linear_gaussian(fixture):
 
 
 @pytest.mark.parametrize("name", ["sigmoid-belief", "linear-gaussian"])
+@pytest.mark.statistics
 def test_expected_bound_rises_with_k_and_stays_below_log_marginal(name, linear_gaussian):
     model, x, exact = _sigmoid_belief() if name == "sigmoid-belief" else _linear_gaussian(linear_gaussian)
     ks = (1, 10, 100, 1000)
@@ -66,6 +68,7 @@ def test_expected_bound_rises_with_k_and_stays_below_log_marginal(name, linear_g
     assert gap[-1] < gap[0] / 10, gap  # ... and L_1000 closes most of the gap
 
 
+@pytest.mark.statistics
 def test_counterexample_stalls_below_log_marginal_at_ten_thousand_samples():
     settings = StudySettings(ks=(1, 100, 10_000), repetitions=3, num_points=12)
     proposals = counterexample(settings, torch.Generator().manual_seed(0))["proposals"]
@@ -80,6 +83,7 @@ def test_counterexample_stalls_below_log_marginal_at_ten_thousand_samples():
     assert ess["truncated"] == pytest.approx(ess["matched"], rel=0.05), ess  # ... but cannot see the missing support
 
 
+@pytest.mark.statistics
 def test_truncated_proposal_covers_only_the_quadrant_above_the_posterior_mean():
     generator = torch.Generator().manual_seed(0)
     weight = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
@@ -94,6 +98,7 @@ def test_truncated_proposal_covers_only_the_quadrant_above_the_posterior_mean():
         proposal_models(torch.ones(3, 2, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0.5)
 
 
+@pytest.mark.statistics
 def test_half_normal_samples_with_a_generator():
     values = sample(HalfNormal(torch.tensor(2.0)), (20_000,), torch.Generator().manual_seed(0))
     assert (values >= 0).all()
@@ -101,6 +106,7 @@ def test_half_normal_samples_with_a_generator():
     assert values.mean().item() == pytest.approx(2 * math.sqrt(2 / math.pi), abs=0.04)
 
 
+@pytest.mark.algebra
 def test_effective_sample_size_of_blocks():
     log_weights = torch.log(torch.tensor([[1.0], [1.0], [1.0], [1.0], [1.0], [0.0], [0.0], [0.0]], dtype=torch.float64))
     torch.testing.assert_close(block_effective_sample_size(log_weights, 4), torch.tensor([[4.0], [1.0]], dtype=torch.float64))

@@ -11,6 +11,8 @@ import pytest
 
 from vaelab.threads import configure_threads
 
+pytestmark = pytest.mark.e2e
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 CLI = "from vaelab.cli import main; main(['datasets'])"  # main configures threads before anything loads torch
 

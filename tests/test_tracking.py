@@ -10,6 +10,8 @@ from vaelab.cli import main
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.training import train
 
+pytestmark = pytest.mark.e2e
+
 CONFIG = ExperimentConfig(
     data=DataConfig(dataset="digits"),
     model=ModelConfig(latent_dim=2, hidden=(16,)),

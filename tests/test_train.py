@@ -31,6 +31,7 @@ def comparable(rows):
 
 
 @pytest.mark.parametrize("algorithm", ["aevb", "wake-sleep"])
+@pytest.mark.e2e
 def test_train_writes_config_environment_metrics_and_checkpoint(tmp_path, algorithm):
     result = train(small_config(algorithm), tmp_path / "run", progress=False)
     run = tmp_path / "run"
@@ -50,6 +51,7 @@ def test_train_writes_config_environment_metrics_and_checkpoint(tmp_path, algori
         assert row["bound"] < 0 and row["bound_stderr"] > 0
 
 
+@pytest.mark.e2e
 def test_bf16_training_is_recorded_and_evaluates_in_fp32(tmp_path):
     rows = train(small_config("aevb", epochs=2, precision="bf16"), tmp_path, progress=False).metrics
     assert ExperimentConfig.load(tmp_path / "config.json").train.precision == "bf16"
@@ -61,18 +63,21 @@ def test_bf16_training_is_recorded_and_evaluates_in_fp32(tmp_path):
         assert reduced["bound"] != full["bound"] and abs(reduced["bound"] - full["bound"]) < 0.1
 
 
+@pytest.mark.e2e
 def test_training_improves_the_bound(tmp_path):
     rows = train(small_config("aevb", epochs=6), tmp_path, progress=False).metrics
     test_rows = [row["bound"] for row in rows if row["kind"] == "eval" and row["split"] == "test"]
     assert test_rows[-1] > test_rows[0]
 
 
+@pytest.mark.e2e
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     train(small_config(epochs=1), tmp_path, progress=False)
     with pytest.raises(RunError, match="--resume"):
         train(small_config(epochs=1), tmp_path, progress=False)
 
 
+@pytest.mark.e2e
 def test_resume_refuses_a_different_config_and_names_the_keys(tmp_path):
     train(small_config(epochs=1), tmp_path, progress=False)
     changed = small_config(epochs=1, learning_rate=0.01, batch_size=50)
@@ -80,6 +85,7 @@ def test_resume_refuses_a_different_config_and_names_the_keys(tmp_path):
         train(changed, tmp_path, resume=True, progress=False)
 
 
+@pytest.mark.e2e
 def test_crash_between_metrics_and_checkpoint_resumes_bitwise_equal(tmp_path):
     reference = train(small_config(epochs=4), tmp_path / "reference", progress=False)
 
@@ -98,6 +104,7 @@ def test_crash_between_metrics_and_checkpoint_resumes_bitwise_equal(tmp_path):
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
 
 
+@pytest.mark.e2e
 def test_extending_a_finished_run_continues_it(tmp_path):
     reference = train(small_config(epochs=4), tmp_path / "reference", progress=False)
     train(small_config(epochs=2), tmp_path / "extended", progress=False)
@@ -106,6 +113,7 @@ def test_extending_a_finished_run_continues_it(tmp_path):
         assert torch.equal(tensor, extended.model.state_dict()[name]), name
 
 
+@pytest.mark.e2e
 def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path):
     train(small_config(epochs=1), tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
@@ -123,6 +131,7 @@ def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path):
 
 
 @pytest.mark.parametrize("dynamic", [True, False])
+@pytest.mark.algebra
 def test_epoch_buffers_draw_what_fresh_tensors_drew_epoch_after_epoch(dynamic):
     # Before the buffers, each epoch was binarize(images, 'dynamic', g), then randperm, then a gather:
     # two epochs through the reused buffers give those very images and orders (non-contiguous input too).
@@ -140,6 +149,7 @@ def test_epoch_buffers_draw_what_fresh_tensors_drew_epoch_after_epoch(dynamic):
     assert set(shuffled.unique().tolist()) == ({0.0, 1.0} if dynamic else set(images.unique().tolist()))
 
 
+@pytest.mark.e2e
 def test_static_and_threshold_binarization_train(tmp_path):
     for mode in ("static", "threshold", "none"):
         config = ExperimentConfig(
@@ -151,6 +161,7 @@ def test_static_and_threshold_binarization_train(tmp_path):
         assert all(torch.isfinite(torch.tensor(row["bound"])) for row in rows)
 
 
+@pytest.mark.e2e
 def test_resume_refuses_fewer_epochs_than_already_trained(tmp_path):
     train(small_config(epochs=3), tmp_path, progress=False)
     with pytest.raises(RunError, match="already trained for 3 epochs"):
@@ -181,6 +192,7 @@ def poisoned_gradient(at_call: int) -> TrainingHooks:
 
 
 @pytest.mark.parametrize("algorithm, batch", [("aevb", 74), ("wake-sleep", 7)])
+@pytest.mark.e2e
 def test_non_finite_gradient_inside_a_window_is_named_by_its_batch(tmp_path, algorithm, batch):
     # digits: 1497 training images, batch 20, so 75 steps an epoch, checked after steps 49 and 74.
     # aevb, batch 74: the epoch's last step, its loss finite; only the parameters Adam moved show the fault.
@@ -194,6 +206,7 @@ def test_non_finite_gradient_inside_a_window_is_named_by_its_batch(tmp_path, alg
 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.algebra
 def test_adam_carries_a_non_finite_gradient_into_its_parameter(fused, bad):
     """The window check reads parameters, not gradients: it rests on this (NaN then stays)."""
     parameter = torch.nn.Parameter(torch.ones(3))
@@ -204,12 +217,14 @@ def test_adam_carries_a_non_finite_gradient_into_its_parameter(fused, bad):
     assert torch.isnan(parameter[1]) and torch.isfinite(parameter[[0, 2]]).all()
 
 
+@pytest.mark.e2e
 def test_a_fault_in_the_first_window_of_a_fresh_run_is_named(tmp_path):
     """The window was saved before Adam's first step: the replay starts Adam afresh and meets the fault again."""
     with pytest.raises(train_module.NumericalError, match=r"epoch 1, batch 3: the theta gradient is not finite; .*epoch 0 intact"):
         train(small_config("aevb", epochs=1, batch_size=20), tmp_path, progress=False, hooks=poisoned_gradient(at_call=4))
 
 
+@pytest.mark.algebra
 def test_a_window_restores_what_it_saved_into_the_same_tensors():
     """Saved before Adam's first step and after it: restore gives back the parameters, Adam's state
     (none, then the moments and step) and the noise generator, bit for bit; the copies are reused."""
@@ -245,6 +260,7 @@ def test_a_window_restores_what_it_saved_into_the_same_tensors():
         assert saved_after == 0 or [tensor.data_ptr() for tensor in window.copies] == storages
 
 
+@pytest.mark.e2e
 def test_a_fault_after_a_mid_epoch_save_is_replayed_from_that_save(tmp_path):
     """Saves every 10 steps, checks every 5: a fault at batch 23 is found at the check after batch 24
     and replayed from the save at batch 20, so the replay starts from a state saved after Adam's steps."""

@@ -25,6 +25,8 @@ from vaelab.errors import ConfigError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.runio import read_metrics
 
+pytestmark = pytest.mark.e2e
+
 TINY = ["--hidden", "16", "--eval-every", "1", "--eval-k", "5", "--eval-train-size", "100", "--batch-size", "100", "--no-progress", "--threads", "1"]
 
 # Networks over [B, 1, 8, 8] digits: good ones, one with BatchNorm and dropout, and broken ones.

@@ -51,6 +51,7 @@ def write_image_folder(root, images, labels, split_of):
         Image.fromarray(image).save(folder / f"{index:04d}.png")
 
 
+@pytest.mark.algebra
 def test_npz_with_splits_and_labels_loads_as_a_dataset(npz_path):
     dataset = load_dataset(str(npz_path))
     images, labels = digits_uint8(400)
@@ -61,6 +62,7 @@ def test_npz_with_splits_and_labels_loads_as_a_dataset(npz_path):
     assert dataset.likelihood == "bernoulli" and not dataset.is_binary and dataset.num_classes == 10
 
 
+@pytest.mark.algebra
 def test_a_missing_test_split_is_a_seeded_held_out_fraction():
     images, labels = digits_uint8(200)
     first = dataset_from_arrays(images, train_labels=labels, test_fraction=0.25, split_seed=3)
@@ -76,6 +78,7 @@ def test_a_missing_test_split_is_a_seeded_held_out_fraction():
     assert all(by_image[tuple(row)] == label for row, label in zip(first.splits["test"].images.tolist(), first.splits["test"].labels.tolist()))
 
 
+@pytest.mark.algebra
 def test_colour_is_held_channels_first_and_vectors_flat():
     colour = np.zeros((4, 3, 5, 3), dtype=np.uint8)
     colour[:, 1, 2, 2] = 255  # blue at row 1, column 2
@@ -89,6 +92,7 @@ def test_colour_is_held_channels_first_and_vectors_flat():
     assert binary.is_binary
 
 
+@pytest.mark.algebra
 def test_a_torch_dataset_becomes_a_dataset():
     images, labels = digits_uint8(60)
     source = torch.utils.data.TensorDataset(torch.from_numpy(images[:, None]), torch.from_numpy(labels))  # [N, 1, H, W]
@@ -96,6 +100,7 @@ def test_a_torch_dataset_becomes_a_dataset():
     assert dataset.data_shape == (1, 8, 8) and len(dataset.splits["test"].images) == 30 and dataset.num_classes == 10
 
 
+@pytest.mark.algebra
 def test_an_image_folder_with_split_and_class_folders(tmp_path):
     images, labels = digits_uint8(120)
     write_image_folder(tmp_path / "folder", images, labels, lambda i: "train" if i < 90 else "test")
@@ -125,6 +130,7 @@ def test_an_image_folder_with_split_and_class_folders(tmp_path):
         (lambda p: p.write_bytes(b"not a zip"), "not an .npz archive"),
     ],
 )
+@pytest.mark.algebra
 def test_bad_data_files_get_one_line(tmp_path, make, fragment):
     path = tmp_path / "data.npz"
     make(path)
@@ -133,6 +139,7 @@ def test_bad_data_files_get_one_line(tmp_path, make, fragment):
     assert fragment in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.algebra
 def test_an_image_folder_of_mixed_sizes_gets_one_line(tmp_path):
     from PIL import Image
 
@@ -143,6 +150,7 @@ def test_an_image_folder_of_mixed_sizes_gets_one_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_npz_through_train_evaluate_compare_and_report(npz_path, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--dataset", str(npz_path), *TINY, "--out", str(run)]) == 0
@@ -165,6 +173,7 @@ def test_npz_through_train_evaluate_compare_and_report(npz_path, tmp_path, capsy
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_colour_npz_through_compare_draws_colour_tiles(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "colour.npz"
@@ -175,6 +184,7 @@ def test_colour_npz_through_compare_draws_colour_tiles(tmp_path):
     assert samples[..., :3].std(axis=-1).max() > 0.05  # colour pixels, not grey ones
 
 
+@pytest.mark.e2e
 def test_image_folder_through_train_evaluate_and_load_run(tmp_path, monkeypatch):
     images, labels = digits_uint8(150)
     write_image_folder(tmp_path / "folder", images, labels, lambda i: ".")

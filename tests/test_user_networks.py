@@ -63,6 +63,7 @@ def user_module(tmp_path):
 
 @pytest.mark.parametrize("networks", ["conv", "user"])
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_evaluate_and_report_with_conv_and_user_networks(networks, user_module, tmp_path, capsys):
     options = ["--architecture", "conv"] if networks == "conv" else ["--encoder", f"{user_module}:encoder", "--decoder", f"{user_module}:decoder"]
     study = tmp_path / "study"
@@ -84,6 +85,7 @@ def test_compare_evaluate_and_report_with_conv_and_user_networks(networks, user_
     assert read_metrics(run / "metrics.jsonl")[-1]["kind"] == "evaluate"
 
 
+@pytest.mark.e2e
 def test_resume_of_a_user_factory_run_is_bitwise_exact(user_module, tmp_path):
     options = [*TINY, "--encoder", f"{user_module}:encoder", "--decoder", f"{user_module}:decoder", "--algorithm", "iwae", "--num-samples", "3"]
     assert main(["train", *options, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
@@ -97,6 +99,7 @@ def test_resume_of_a_user_factory_run_is_bitwise_exact(user_module, tmp_path):
     assert drop(read_metrics(tmp_path / "straight" / "metrics.jsonl")) == drop(read_metrics(tmp_path / "resumed" / "metrics.jsonl"))
 
 
+@pytest.mark.e2e
 def test_load_run_samples_encodes_and_scores_new_x(tmp_path):
     assert main(["train", *TINY, "--architecture", "conv", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     run = load_run(tmp_path / "run")
@@ -113,6 +116,7 @@ def test_load_run_samples_encodes_and_scores_new_x(tmp_path):
     assert model is run.model and checkpoint["epoch"] == 1
 
 
+@pytest.mark.algebra
 def test_network_layer_flattens_and_restores_sample_dimensions():
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=3, architecture="conv"), 3 * 6 * 5, "gaussian", (3, 6, 5))
@@ -137,6 +141,7 @@ def test_network_layer_flattens_and_restores_sample_dimensions():
         ("/nonexistent/nets.py:encoder", None, "cannot import /nonexistent/nets.py (FileNotFoundError"),
     ],
 )
+@pytest.mark.e2e
 def test_bad_factories_get_one_line_before_training(encoder, decoder, fragment, user_module, tmp_path, capsys):
     broken = "--encoder" if encoder else "--decoder"
     encoder = (encoder or "{path}:encoder").format(path=user_module)
@@ -157,11 +162,13 @@ def test_bad_factories_get_one_line_before_training(encoder, decoder, fragment, 
         (["--encoder", "nocolon", "--decoder", "m:g"], "--encoder: must be MODULE:FACTORY"),
     ],
 )
+@pytest.mark.e2e
 def test_inconsistent_network_options_get_one_line(args, fragment, tmp_path, capsys):
     status, error = run_main(["train", *TINY, "--epochs", "1", *args, "--out", str(tmp_path / "run")], capsys)
     assert status in (1, 2) and error.count("\n") == 1 and fragment in error, error
 
 
+@pytest.mark.e2e
 def test_conv_refuses_vector_data(tmp_path, capsys):
     import numpy as np
 
