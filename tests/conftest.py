@@ -1,13 +1,18 @@
-"""Shared fixtures: where the real datasets are, and small models with known log p(x)."""
+"""Shared fixtures: where the real datasets are, small models with known log p(x), a tiny trained run
+and the command line called in this process; the check that every test has one tier."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from vaelab import runio
 from vaelab.cli import main
 from vaelab.exact.linear_gaussian import linear_gaussian_model
 
@@ -51,3 +56,46 @@ def run_main(args, capsys) -> tuple[int, str]:
     except SystemExit as exit:
         status = exit.code
     return status, capsys.readouterr().err
+
+
+# A tiny CLI run: digits, one thread on the CPU, no progress bars.
+TINY = ["--dataset", "digits", "--hidden", "16", "--eval-k", "10", "--eval-train-size", "100", "--no-progress", "--threads", "1", "--device", "cpu"]
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of the command line called in this process."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            status = main([str(arg) for arg in args])
+        except SystemExit as exit:  # argparse's usage errors
+            status = exit.code
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
+def one_line_error(status: int, stderr: str) -> None:
+    assert status != 0
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "Traceback" not in stderr
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (but the lock file, whose holder note changes) and its bytes."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file() and path.name != runio.LOCK_FILE}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A finished 2-epoch run on digits (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    status, _, stderr = run_cli("train", *TINY, "--epochs", "2", "--out", out)
+    assert status == 0, stderr
+    return out
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    """A copy of the trained run, for a test to change."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy

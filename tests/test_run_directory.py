@@ -6,10 +6,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
-from pathlib import Path
 
 import pytest
+from conftest import TINY, one_line_error, run_cli, snapshot
 
 from vaelab import runio
 from vaelab.errors import RunError
@@ -18,24 +17,6 @@ from vaelab.evaluation.per_image import bounds_file_name
 from vaelab.runio import directory_lock, is_registry_name, is_vaelab_temporary, write_figure_atomic
 from vaelab.studies.compare.report import FIGURE_NAMES
 from vaelab.studies.bounds.figures import FIGURES
-
-from test_run_safety import TINY, one_line_error, run_cli, snapshot
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A finished 1-epoch run on digits (copy it before changing it)."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    status, _, stderr = run_cli("train", *TINY, "--epochs", "1", "--out", out)
-    assert status == 0, stderr
-    return out
-
-
-@pytest.fixture
-def run(trained, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
 
 
 # The lock ----------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ file read back validated into one line."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -17,52 +16,13 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
+from conftest import REPO_ROOT, TINY, one_line_error, run_cli, snapshot
 
 from vaelab import runio
-from vaelab.cli import main
 from vaelab.errors import RunError
 from vaelab.runio import DirectoryLockedError, directory_lock, read_metrics
 
-TINY = ["--dataset", "digits", "--hidden", "16", "--eval-k", "10", "--eval-train-size", "100", "--no-progress", "--threads", "1", "--device", "cpu"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of the command line called in this process."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            status = main([str(arg) for arg in args])
-        except SystemExit as exit:  # argparse's usage errors
-            status = exit.code
-    return status, stdout.getvalue(), stderr.getvalue()
-
-
-def one_line_error(status: int, stderr: str) -> None:
-    assert status != 0
-    assert len(stderr.strip().splitlines()) == 1, stderr
-    assert "Traceback" not in stderr
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under ``directory`` (but the lock file, whose holder note changes) and its bytes."""
-    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file() and path.name != runio.LOCK_FILE}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A finished 2-epoch run on digits (copy it before changing it)."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    status, _, stderr = run_cli("train", *TINY, "--epochs", "2", "--out", out)
-    assert status == 0, stderr
-    return out
-
-
-@pytest.fixture
-def run(trained, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
 
 
 # 1. Locks ----------------------------------------------------------------------------------------
@@ -255,7 +215,6 @@ def savefig(self, target, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return original(self, target, **kwargs)
 original, matplotlib.figure.Figure.savefig = matplotlib.figure.Figure.savefig, savefig
-from vaelab.cli import main
 main(["report", sys.argv[1]])
 """
 
