@@ -18,7 +18,7 @@ import job_functions
 import pytest
 import torch
 
-from vaelab import jobs
+from vaelab import jobs, progress
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError, RunError
 from vaelab.runio import read_metrics
@@ -61,7 +61,8 @@ def test_a_job_computes_with_subnormals_as_its_parent_does(tmp_path, flushed):
     assert json.loads(Path(path).read_text())["flushed"] is flushed
 
 
-def test_the_jobs_bars_and_lines_are_drawn_by_the_parent(capfd):
+def test_the_jobs_bars_and_lines_are_drawn_by_the_parent(capfd, monkeypatch):
+    monkeypatch.setattr(progress, "stderr_is_a_terminal", lambda: True)  # the parent draws bars on a terminal only
     jobs.run_jobs(job_functions.show_progress, [("first",), ("second",)], processes=2, threads=1)
     out, err = capfd.readouterr()
     assert sorted(out.splitlines()) == ["first: half way", "second: half way"]
