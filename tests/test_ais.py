@@ -18,6 +18,8 @@ from vaelab.estimators.ais import (
     decoder_passes,
     evaluate_ais,
     forward_ais,
+    rows_at_once,
+    sandwich_summary,
 )
 from vaelab.estimators.bounds import importance_weighted_bound
 from vaelab.exact.linear_gaussian import (
@@ -147,3 +149,23 @@ def test_settings_are_checked():
         AISSettings(target_acceptance=1.5)
     with pytest.raises(ConfigError, match="start"):
         AISSettings(start="posterior")
+
+
+@pytest.mark.algebra
+def test_the_sandwich_reports_its_mean_absolute_width_and_the_inverted_share():
+    """Signed widths that cancel (mean 0) hide a sandwich 0.15 nats wide, inverted on half the images."""
+    lower = torch.tensor([-90.0, -91.0, -92.0, -93.0])
+    upper = torch.tensor([-89.8, -91.2, -91.9, -93.1])  # widths 0.2, -0.2, 0.1, -0.1
+    summary = sandwich_summary(lower, upper)
+    assert summary["width_mean"] == pytest.approx(0.0, abs=1e-5)
+    assert summary["width_abs_mean"] == pytest.approx(0.15, abs=1e-5)
+    assert summary["width_max"] == pytest.approx(0.2, abs=1e-5)
+    assert summary["inverted"] == 0.5
+    assert sandwich_summary(lower, lower + 1)["inverted"] == 0.0
+
+
+@pytest.mark.algebra
+def test_the_chains_held_at_once_grow_with_m_beyond_the_row_budget():
+    assert rows_at_once(AISSettings(chains=16), batch_size=100) == 100 * 16  # 1,600 rows: the evaluation batch
+    assert rows_at_once(AISSettings(chains=1000), batch_size=100) == 4 * 1000  # fewer images, within 4,096 rows
+    assert rows_at_once(AISSettings(chains=10**9), batch_size=100) == 10**9  # one image's chains: more than any budget

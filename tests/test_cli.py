@@ -236,9 +236,11 @@ def test_evaluate_with_k_hat_ais_and_bdmc(tmp_path):
     assert sandwich.returncode == 0, sandwich.stderr
     lines = sandwich.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("BDMC T=20 M=2 on 10 simulated images: lower ")
+    assert all("width |upper - lower| mean " in line and "inverted (upper < lower) on " in line for line in lines)
     rows = read_metrics(run / "metrics.jsonl")[-2:]
     assert [r["estimator"] for r in rows] == ["bdmc", "bdmc"] and [r["steps"] for r in rows] == [0, 20]
     assert all(np.isfinite(r["lower"]) and np.isfinite(r["upper"]) and r["width_max"] >= r["width_mean"] for r in rows)
+    assert all(r["width_abs_mean"] >= abs(r["width_mean"]) and 0 <= r["inverted"] <= 1 for r in rows)
 
     assert_one_line_error(vaelab("evaluate", run, "--steps", "5"), "--steps and --ais-start apply to --estimator ais and --bdmc only")
     assert_one_line_error(vaelab("evaluate", run, "--estimator", "ais", "--steps", "1,2"), "takes one --steps T")
@@ -266,3 +268,77 @@ def test_a_command_in_process_flushes_subnormals_and_restores_the_callers_settin
     assert cli.main(["train", *FAST, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "environment.json").read_text())["subnormals_flushed"] is True
     assert not subnormals_flushed(), "the command restores this thread's setting (Python's floats use it too)"
+
+
+def test_a_log_gets_the_plan_and_every_evaluation_line_but_no_bars(tmp_path):
+    """--no-progress (the flag for cluster logs) hides the bars alone; and where stderr is no terminal
+    (here a pipe, as a log is) no bar is drawn either way, while every line is."""
+    with_bars = [option for option in FAST if option != "--no-progress"]
+    for flags in ([], ["--no-progress"]):
+        run = tmp_path / f"run{len(flags)}"
+        result = vaelab("train", "--algorithm", "aevb", *with_bars, *flags, "--threads", "1", "--out", run)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("aevb on digits: 2 epochs of batch") and lines[-1] == f"run written to {run}"
+        evaluations = [line for line in lines if " L_10 = " in line]
+        splits = {row["split"] for row in read_metrics(run / "metrics.jsonl") if row["kind"] == "eval"}
+        assert [line.split(":")[0] for line in evaluations] == [f"aevb epoch {epoch}" for epoch in (1, 2) for _ in splits]
+        assert result.stderr == ""  # no bar
+
+
+def test_evaluate_refuses_ais_beyond_memory_and_writes_exact_per_image(tmp_path, capsys):
+    """AIS and BDMC go through the memory preflight; one image has no standard error; --exact writes its
+    per-image log p(x) and L_k, which pair with AIS's image by image."""
+    import numpy as np
+
+    from vaelab.cli import main
+
+    def evaluate(*args):
+        status = main(["evaluate", str(run), *args, "--no-progress"])
+        return status, *capsys.readouterr()
+
+    run = tmp_path / "run"
+    assert main(["train", "--algorithm", "aevb", *FAST, "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--out", str(run)]) == 0
+    capsys.readouterr()
+    metrics = (run / "metrics.jsonl").read_text()
+    for args, fragments in [
+        (["--estimator", "ais", "--k", str(10**9)], ["AIS with M = 1000000000 chains per image needs about", "GiB of memory", "lower --k"]),
+        (["--bdmc", str(10**12), "--k", "1"], ["BDMC with M = 1 chains per image needs about", "1,000,000,000,000 simulated images", "or --bdmc"]),
+    ]:
+        status, out, err = evaluate(*args)
+        assert status == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert all(fragment in err for fragment in fragments), err
+    assert (run / "metrics.jsonl").read_text() == metrics  # refused before anything was computed or written
+
+    for args in (["--k", "10", "--images", "1"], ["--estimator", "ais", "--steps", "0", "--k", "2", "--images", "1"]):
+        status, out, _ = evaluate(*args)
+        assert status == 0 and "(one image: no standard error)" in out and "nan" not in out, out
+
+    status, out, _ = evaluate("--exact", "--images", "5")
+    assert status == 0 and "per image to " in out
+    exact = json.loads((run / "exact-test.json").read_text())
+    per_image = np.load(run / exact["bounds_file"])
+    assert (per_image["image_index"] == np.arange(5)).all()
+    assert per_image["log_px"].mean() == pytest.approx(exact["log_marginal"], abs=1e-4)
+    for row in exact["bounds"]:
+        assert per_image[f"bound_k{row['k']}"].mean() == pytest.approx(row["bound"], abs=1e-4)
+    assert evaluate("--estimator", "ais", "--steps", "0", "--k", "2", "--images", "5")[0] == 0
+    ais = np.load(run / read_metrics(run / "metrics.jsonl")[-1]["bounds_file"])
+    assert (ais["image_index"] == per_image["image_index"]).all() and (ais["log_px"] <= per_image["log_px"] + 5).all()
+
+
+def test_k_hat_above_on_most_images_advises_ais():
+    from vaelab.evaluation.lines import k_hat_words
+
+    assert k_hat_words({"k_hat_above": None}) == ""
+    assert "--estimator ais" not in k_hat_words({"k_hat_above": 0.3, "k_hat_mean": 0.5})
+    words = k_hat_words({"k_hat_above": 0.8, "k_hat_mean": 0.9})
+    assert words.startswith("; Pareto k-hat > 0.7 on 80.0% of images (mean 0.90)") and "L_k is unreliable" in words
+    assert words.endswith("--estimator ais")
+
+
+def test_an_inverted_bdmc_sandwich_is_said_to_need_more_chains_or_steps():
+    from vaelab.evaluation.lines import inverted_words
+
+    assert inverted_words(0.0) == ""
+    assert "neither estimate bounds log p(x)" in inverted_words(0.58) and "--k" in inverted_words(0.58) and "--steps" in inverted_words(0.58)

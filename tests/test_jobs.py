@@ -18,7 +18,7 @@ import job_functions
 import pytest
 import torch
 
-from vaelab import jobs
+from vaelab import jobs, progress
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError, RunError
 from vaelab.runio import read_metrics
@@ -65,7 +65,8 @@ def test_a_job_computes_with_subnormals_as_its_parent_does(tmp_path, flushed):
 
 
 @pytest.mark.e2e
-def test_the_jobs_bars_and_lines_are_drawn_by_the_parent(capfd):
+def test_the_jobs_bars_and_lines_are_drawn_by_the_parent(capfd, monkeypatch):
+    monkeypatch.setattr(progress, "stderr_is_a_terminal", lambda: True)  # the parent draws bars on a terminal only
     jobs.run_jobs(job_functions.show_progress, [("first",), ("second",)], processes=2, threads=1)
     out, err = capfd.readouterr()
     assert sorted(out.splitlines()) == ["first: half way", "second: half way"]
@@ -96,10 +97,46 @@ def test_an_interrupt_reaches_every_job_and_is_raised(tmp_path):
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_once_both_wait).start()
+    threading.Thread(target=interrupt_once_both_wait, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         jobs.run_jobs(job_functions.wait_for_a_stop, [(waiter,) for waiter in waiters], processes=2, threads=1)
     assert [Path(waiter).read_text() for waiter in waiters] == [str(int(signal.SIGINT))] * 2
+
+
+@pytest.mark.e2e
+def test_an_interrupt_while_the_parent_reads_an_outcome_reaches_the_running_jobs(tmp_path, monkeypatch):
+    """Ctrl-C lands wherever the parent is, not only in its wait: here while it reads a finished job's
+    outcome. The job still running must get it and stop as training does, not be killed."""
+    waiter = str(tmp_path / "waiter")
+    read_outcome = jobs._outcome
+
+    def interrupted_while_reading(process, receiver):
+        os.kill(os.getpid(), signal.SIGINT)
+        return read_outcome(process, receiver)
+
+    monkeypatch.setattr(jobs, "_outcome", interrupted_while_reading)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_jobs(job_functions.stop_once_waited, [(waiter, False), (waiter, True)], processes=2, threads=1)
+    assert Path(waiter).read_text() == str(int(signal.SIGINT))
+
+
+@pytest.mark.e2e
+def test_a_stop_that_reaches_a_job_while_it_starts_is_its_interrupt(tmp_path, monkeypatch, capfd):
+    """Until a job is in its own process group, the terminal's Ctrl-C reaches it too: it must stop
+    with a KeyboardInterrupt as its outcome, not die in its start-up with a traceback."""
+    import multiprocessing.context
+
+    start = multiprocessing.context.SpawnProcess.start
+
+    def interrupted_start(process):
+        start(process)
+        os.kill(process.pid, signal.SIGINT)  # as the terminal's Ctrl-C to the foreground process group
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", interrupted_start)
+    path = tmp_path / "job.json"
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_jobs(job_functions.record, [(str(path),)], processes=1, threads=1)
+    assert not path.exists() and "Traceback" not in capfd.readouterr().err
 
 
 TINY_STUDY = Study(("wake-sleep", "aevb"), ExperimentConfig(

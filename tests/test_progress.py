@@ -5,15 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vaelab import progress
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.estimators.bounds import bound_curve, evaluate_bound
 from vaelab.exact.quadrature import QuadratureSettings, quadrature_log_marginal
+from vaelab.progress import bar, write
 
 pytestmark = pytest.mark.algebra
 
 
-def test_long_steps_show_a_bar_with_an_eta_only_when_asked(capsys):
+@pytest.fixture
+def terminal(monkeypatch):
+    """stderr as a terminal, where bars are drawn (captured all the same)."""
+    monkeypatch.setattr(progress, "stderr_is_a_terminal", lambda: True)
+
+
+def test_long_steps_show_a_bar_with_an_eta_only_when_asked(capsys, terminal):
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=2, hidden=(8,)), 6, "bernoulli").eval()
     images = torch.bernoulli(torch.full((30, 6), 0.5), generator=torch.Generator().manual_seed(0))
@@ -27,3 +35,21 @@ def test_long_steps_show_a_bar_with_an_eta_only_when_asked(capsys):
     quadrature_log_marginal(model, images[:4], QuadratureSettings(), batch_size=2, progress="quadrature")
     error = capsys.readouterr().err
     assert "curve" in error and "/30 [" in error and "quadrature" in error and "/4 [" in error
+
+
+def test_no_bars_where_stderr_is_no_terminal_but_every_line(capsys):
+    """A log file or pipe (a cluster's output) gets the lines between bars, not the redrawn bars."""
+    shown = bar(10, "epoch 1/2", "img")
+    shown.update(10)
+    write("epoch 1: test L_10 = -40.000 ± 1.000 nats")
+    shown.close()
+    out, err = capsys.readouterr()
+    assert out == "epoch 1: test L_10 = -40.000 ± 1.000 nats\n" and err == ""
+
+
+def test_bars_are_drawn_on_a_terminal_unless_disabled(capsys, terminal):
+    for disable in (False, True):
+        shown = bar(10, "epoch 1/2", "img", disable=disable)
+        shown.update(10)
+        shown.close()
+        assert ("epoch 1/2" in capsys.readouterr().err) is not disable

@@ -15,6 +15,9 @@ thread count, set before its first parallel op; its progress bars and lines are 
 Its process group is its own, so the terminal's Ctrl-C reaches the parent alone, which passes each
 SIGINT or SIGTERM it gets on to every running job: the first makes each finish its epoch and
 checkpoint (:func:`vaelab.training.train`), a second stops them at once, as for ``vaelab train``.
+The parent records these signals in a handler rather than letting a KeyboardInterrupt land wherever
+it happens to be (:class:`_Signals`): a signal that arrived while it started a job or read one's
+outcome was otherwise passed on to none, and the jobs were killed without their checkpoint.
 A job's expected failure (a :class:`vaelab.errors.VaelabError`) comes back to the parent and is
 raised there once the other jobs have stopped the same way, their checkpoints intact; a bug in a
 job prints its traceback and is raised as a RuntimeError. A job's function and arguments must be
@@ -27,19 +30,22 @@ so its numbers are those the same job would give in-process with the same thread
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from vaelab import progress
-from vaelab.errors import ConfigError, RunError, VaelabError
+from vaelab.errors import ConfigError, Interrupted, RunError, VaelabError
 from vaelab.progress import BarServer
 
+STOPS = {signal.SIGINT, signal.SIGTERM}  # passed on to every running job (module docstring)
 
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask, as under ``taskset`` or a container's cpuset)."""
@@ -76,7 +82,7 @@ def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], processes: int
     each in its own spawned process with ``threads`` threads; return when all have finished.
 
     Raises:
-        KeyboardInterrupt: this process was interrupted (SIGINT, or SIGTERM through the CLI); every
+        Interrupted: this process got SIGINT or SIGTERM (``signum``, a KeyboardInterrupt); every
             running job was stopped by the same signal, and none was started after it.
         VaelabError: the first job that failed so, or was killed (RunError); the others were
             stopped with SIGTERM. A job stopped by a signal of its own is raised as its interrupt.
@@ -89,39 +95,87 @@ def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], processes: int
     bars = BarServer(context.Queue())
     waiting = list(enumerate(jobs))
     running: dict[Any, Any] = {}  # process -> the end its outcome arrives at
-    interrupt: KeyboardInterrupt | None = None
     failure: BaseException | None = None
+    forwarded = 0  # signals of signals.received passed on to the running jobs
     try:
-        while waiting or running:
-            while waiting and len(running) < processes and interrupt is None and failure is None:
-                number, arguments = waiting.pop(0)
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(target=_job, args=(sender, bars.queue, number, function, arguments, threads, flush_subnormals))
-                process.start()
-                sender.close()
-                running[process] = receiver
-            if not running:
-                break
-            try:  # an outcome, or a process that ended without one; an outcome is read before the join, so a large one cannot block its sender
-                ready = set(multiprocessing.connection.wait([*(process.sentinel for process in running), *running.values()]))
-            except KeyboardInterrupt as stop:
-                _signal_all(running, getattr(stop, "signum", signal.SIGINT))
-                interrupt = interrupt or stop
-                continue
-            for process in [process for process, receiver in running.items() if process.sentinel in ready or receiver in ready]:
-                outcome = _outcome(process, running.pop(process))
-                if outcome is not None and failure is None and interrupt is None:  # not a stop this process asked for
-                    failure = outcome
-                    _signal_all(running, signal.SIGTERM)
+        with _Signals.recorded() as signals:
+            while waiting or running:
+                while waiting and len(running) < processes and not signals.received and failure is None:
+                    number, arguments = waiting.pop(0)
+                    receiver, sender = context.Pipe(duplex=False)
+                    process = context.Process(target=_job, args=(sender, bars.queue, number, function, arguments, threads, flush_subnormals))
+                    with _stops_blocked():  # inherited: the job takes a stop once in its own process group (_job)
+                        process.start()
+                    sender.close()
+                    running[process] = receiver
+                for signum in signals.received[forwarded:]:  # also to a job whose start the signal interrupted
+                    _signal_all(running, signum)
+                forwarded = len(signals.received)
+                if not running:
+                    break
+                # an outcome, a process that ended without one, or a signal; an outcome is read before the join, so a large one cannot block its sender
+                ready = set(multiprocessing.connection.wait([*(process.sentinel for process in running), *running.values(), *signals.wakeup]))
+                signals.drain()
+                for process in [process for process, receiver in running.items() if process.sentinel in ready or receiver in ready]:
+                    outcome = _outcome(process, running.pop(process))
+                    if outcome is not None and failure is None and not signals.received:  # not a stop this process asked for
+                        failure = outcome
+                        _signal_all(running, signal.SIGTERM)
     finally:
         for process in running:  # only left by an error of this function itself: nothing may outlive it
             process.kill()
             process.join()
         bars.stop()
-    if interrupt is not None:
-        raise interrupt
+    if signals.received:
+        raise Interrupted(signals.received[0])
     if failure is not None:
         raise failure
+
+
+class _Signals:
+    """SIGINT and SIGTERM that reach this process while its jobs run, recorded in ``received`` (to be
+    passed on by the loop of :func:`run_jobs`) instead of raised as a KeyboardInterrupt wherever the
+    main thread is, and ``wakeup``: the end of a pipe that each such signal makes readable, so
+    that a wait on it returns even where the signal was taken by another thread (Python then runs
+    its handler only once the main thread wakes). Outside the main thread nothing is recorded, as
+    no handler can be installed there."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.wakeup: list[int] = []
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+
+    def drain(self) -> None:
+        """Empty the wakeup pipe (its bytes are the signals' numbers, already recorded)."""
+        for reader in self.wakeup:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(reader, 512):
+                    pass
+
+    @classmethod
+    @contextlib.contextmanager
+    def recorded(cls):
+        """Record the stops while in the block (main thread only); the previous handlers afterwards."""
+        signals = cls()
+        if threading.current_thread() is not threading.main_thread():
+            yield signals
+            return
+        reader, writer = os.pipe()
+        for end in (reader, writer):
+            os.set_blocking(end, False)
+        signals.wakeup.append(reader)
+        previous_wakeup = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+        previous = {signum: signal.signal(signum, signals) for signum in STOPS}
+        try:
+            yield signals
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(previous_wakeup)
+            os.close(reader)
+            os.close(writer)
 
 
 # Seconds a job's process may take to exit after sending its outcome before it is killed (its work,
@@ -168,6 +222,8 @@ def _job(sender, bar_queue, number: int, function: Callable[..., Any], arguments
     progress.send_to(bar_queue, number)
     outcome: BaseException | None = None
     try:
+        if hasattr(signal, "pthread_sigmask"):  # blocked since the start (_stops_blocked): one sent meanwhile arrives now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
         function(*arguments)
     except (VaelabError, KeyboardInterrupt) as error:
         outcome = error
@@ -181,6 +237,21 @@ def _job(sender, bar_queue, number: int, function: Callable[..., Any], arguments
     parent = multiprocessing.parent_process()
     if parent is not None and (os.getppid() != parent.pid or not parent.is_alive()):  # the parent gone: nobody reads the bars, so do not flush them
         bar_queue.cancel_join_thread()
+
+
+@contextlib.contextmanager
+def _stops_blocked():
+    """SIGINT and SIGTERM blocked in this thread (where POSIX allows), and so in a process it spawns
+    meanwhile: until that process is in its own process group the terminal's Ctrl-C reaches it too,
+    and before its handlers exist a stop would end it with a traceback instead of an outcome."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2)

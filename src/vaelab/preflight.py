@@ -22,6 +22,9 @@ COPIES_PER_PARAMETER = 4
 # Activations alive at once in a forward and backward pass, per hidden unit of every layer: the
 # pre-activation, the activation and their gradients.
 COPIES_PER_ACTIVATION = 4
+# Latent vectors per AIS chain during an HMC step: the position, gradients of log q and log p(x, z)
+# of the current state and of the proposal, and the momentum.
+COPIES_PER_LATENT = 7
 
 
 def check_experiment(config: ExperimentConfig) -> None:
@@ -47,13 +50,18 @@ def check_before_training(config: ExperimentConfig) -> None:
             f"dataset {config.data.dataset} has no {', '.join(missing)} split (it has {', '.join(spec.split_sizes)}); "
             "choose --eval-splits among those"
         )
-    needed = memory_needed(config, math.prod(spec.image_shape), spec.split_sizes)
+    check_memory(
+        memory_needed(config, math.prod(spec.image_shape), spec.split_sizes), "this config", "for its parameters and batches",
+        "reduce --hidden, --upper-hidden, --latent-dim, --batch-size, --num-samples or --eval-k",
+    )
+
+
+def check_memory(needed: int, what: str, purpose: str, advice: str) -> None:
+    """Raise ConfigError, in one line, where ``needed`` bytes are more than this machine has available:
+    '``what`` needs about N GiB of memory ``purpose``, more than the M GiB available; ``advice``'."""
     available = available_memory()
     if available is not None and needed > available:
-        raise ConfigError(
-            f"this config needs about {_gib(needed)} of memory for its parameters and batches, more than the "
-            f"{_gib(available)} available; reduce --hidden, --upper-hidden, --latent-dim, --batch-size, --num-samples or --eval-k"
-        )
+        raise ConfigError(f"{what} needs about {_gib(needed)} of memory {purpose}, more than the {_gib(available)} available; {advice}")
 
 
 def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str, int] | None = None) -> int:
@@ -65,16 +73,7 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
 
     With the dataset's ``split_sizes`` a batch holds no more images than its split (training) or
     the largest evaluated split (evaluation): ``--batch-size 10**9`` on 1,350 images is a batch of 1,350."""
-    model = config.model
-    stacks = [(data_dim, model.hidden, model.latent_dims[0])]
-    stacks += [(lower, model.upper_hidden, upper) for lower, upper in zip(model.latent_dims, model.latent_dims[1:])]
-    parameters, units, widest = 0, 0, 0
-    for bottom, hidden, top in stacks:
-        for widths in ((bottom, *hidden, 2 * top), (top, *hidden[::-1], 2 * bottom)):  # recognition, generative
-            parameters += sum(a * b + b for a, b in zip(widths, widths[1:]))
-            units += sum(widths)
-            widest = max(widest, *widths)
-    parameters += (config.model.prior_components or 0) * data_dim  # at most: vamp pseudo-inputs
+    parameters, units, _, widest = _network_sizes(config, data_dim)
     train = config.train
     batch_size, eval_batch_size = train.batch_size, train.eval_batch_size
     if split_sizes:  # a batch is its split's images at most
@@ -83,6 +82,35 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
     training = COPIES_PER_ACTIVATION * batch_size * train.num_samples * train.groups * units
     evaluation = 2 * eval_batch_size * train.eval_k * widest  # no gradients: a layer's input and output at once
     return FLOAT_BYTES * (COPIES_PER_PARAMETER * parameters + max(training, evaluation))
+
+
+def _network_sizes(config: ExperimentConfig, data_dim: int) -> tuple[int, int, int, int]:
+    """(parameters, units of both directions, units of the generative direction, the widest layer) of
+    ``config``'s dense networks on ``data_dim``-pixel images: a width w to w' layer has w w' + w' parameters."""
+    model = config.model
+    stacks = [(data_dim, model.hidden, model.latent_dims[0])]
+    stacks += [(lower, model.upper_hidden, upper) for lower, upper in zip(model.latent_dims, model.latent_dims[1:])]
+    parameters, units, generative_units, widest = 0, 0, 0, 0
+    for bottom, hidden, top in stacks:
+        for widths in ((bottom, *hidden, 2 * top), (top, *hidden[::-1], 2 * bottom)):  # recognition, generative
+            parameters += sum(a * b + b for a, b in zip(widths, widths[1:]))
+            units += sum(widths)
+            widest = max(widest, *widths)
+        generative_units += sum(widths)  # the last of the pair
+    parameters += (config.model.prior_components or 0) * data_dim  # at most: vamp pseudo-inputs
+    return parameters, units, generative_units, widest
+
+
+def ais_memory_needed(config: ExperimentConfig, data_dim: int, rows: int, simulated_images: int = 0) -> int:
+    """A lower estimate, in bytes, of what AIS or BDMC (:mod:`vaelab.estimators.ais`) on ``config``'s
+    model holds at once: its parameters, ``rows`` chains (chains x images per batch) each taking an
+    HMC step through the generative network with a backward (every unit's activation kept, as in
+    training, plus each chain's position, momentum and gradients: ``COPIES_PER_LATENT`` latent
+    vectors), and BDMC's ``simulated_images`` images with their z."""
+    parameters, _, generative_units, _ = _network_sizes(config, data_dim)
+    latent = sum(config.model.latent_dims)
+    chains = rows * (COPIES_PER_ACTIVATION * generative_units + COPIES_PER_LATENT * latent)
+    return FLOAT_BYTES * (parameters + chains + simulated_images * (data_dim + latent))
 
 
 def available_memory() -> int | None:

@@ -3,7 +3,9 @@ quadrature), and the lines printed between them.
 
 A step that walks a split in batches iterates :func:`image_batches`; given a description it shows
 a tqdm bar counting images, with their rate and the time left, on stderr, and removes it when done.
-Every bar is made by :func:`bar` and every line between bars printed by :func:`write`. In a job
+Every bar is made by :func:`bar` and every line between bars printed by :func:`write`. Bars are
+drawn on a terminal only: where stderr is not one (a log file, a pipe, a cluster's output) they are
+left out, while the lines are printed all the same, as they come. In a job
 process of :mod:`vaelab.jobs` both are sent to the parent (:func:`send_to`), which draws the bars
 of all its jobs and their lines on one terminal (:class:`BarServer`); one process drawing them all
 is what keeps the lines apart.
@@ -11,6 +13,7 @@ is what keeps the lines apart.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -28,16 +31,28 @@ def send_to(queue: Any, job: int) -> None:
 
 
 def bar(total: int, desc: str | None, unit: str, disable: bool = False) -> Any:
-    """A bar of ``total`` ``unit``s titled ``desc``, removed when closed; drawn here or by the parent."""
+    """A bar of ``total`` ``unit``s titled ``desc``, removed when closed; drawn here or by the parent,
+    on a terminal only (:func:`_terminal_bar`)."""
     if _parent is None or disable:
-        return tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False)
+        return _terminal_bar(total, desc, unit, disable)
     return _SentBar(*_parent, total, desc, unit)
 
 
+def stderr_is_a_terminal() -> bool:
+    """Whether bars are drawn: stderr is a terminal (not a log file or a pipe)."""
+    return sys.stderr.isatty()
+
+
+def _terminal_bar(total: int, desc: str | None, unit: str, disable: bool = False) -> tqdm:
+    # no bar where stderr is no terminal: a log would hold every redraw of it
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable or not stderr_is_a_terminal(), leave=False)
+
+
 def write(message: str) -> None:
-    """Print ``message`` on its own line, above the bars."""
+    """Print ``message`` on its own line on stdout, above the bars, at once (a log piped to a file shows it then)."""
     if _parent is None:
-        tqdm.write(message)
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()
     else:
         queue, job = _parent
         queue.put(("write", job, message))
@@ -86,9 +101,9 @@ class BarServer:
         for kind, job, value in iter(self.queue.get, None):
             if kind == "open":
                 total, desc, unit = value
-                bars[job] = tqdm(total=total, desc=desc, unit=unit, leave=False)
+                bars[job] = _terminal_bar(total, desc, unit)
             elif kind == "write":
-                tqdm.write(value)
+                write(value)
             elif job in bars:
                 if kind == "update":
                     bars[job].update(value)

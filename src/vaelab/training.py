@@ -34,6 +34,7 @@ from vaelab.distributed import (
 from vaelab.draws import bernoulli_draw
 from vaelab.errors import ConfigError, Interrupted, RunError
 from vaelab.evaluation.evaluate import evaluate_split
+from vaelab.evaluation.lines import bound_words
 from vaelab.evaluation.protocol import (
     evaluation_images,
     seeded_generator,
@@ -123,7 +124,9 @@ def train(
     The first SIGINT or SIGTERM lets the current epoch finish and checkpoint, then raises
     :class:`~vaelab.errors.Interrupted`; a second one interrupts at once (the previous checkpoint
     stays intact). ``tensorboard``: also log every epoch's rows and image grids under
-    ``run_dir/tensorboard`` (:mod:`vaelab.tracking`; needs the tensorboard package).
+    ``run_dir/tensorboard`` (:mod:`vaelab.tracking`; needs the tensorboard package). ``progress``: a
+    bar per epoch and evaluation pass, on a terminal (:mod:`vaelab.progress`); each evaluation's line
+    is printed either way.
 
     The run computes with subnormal floats flushed to zero (:func:`vaelab.models.backend.flushing_subnormals`);
     the calling thread's setting is restored on return.
@@ -268,8 +271,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                 row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch, placement, progress=progress, bounds_dir=run_dir, curve_ks=curve)
                 wall_seconds += row["eval_seconds"]
                 rows.append({**base, **row, "wall_seconds": wall_seconds})
-                if progress:
-                    progress_write(f"{config.train.algorithm} epoch {epoch}: {split} L_{row['k']} = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats")
+                if placement.is_main:  # with or without bars: a log needs every evaluation as it comes
+                    progress_write(f"{config.train.algorithm} epoch {epoch}: {bound_words(row)}")
         noise_states = gather_objects(noise_generator.get_state().cpu(), placement)
         if placement.is_main:
             for row in rows:

@@ -73,18 +73,17 @@ def plan(config: ExperimentConfig, algorithms: Sequence[str], out: Path) -> str:
     evaluations = len({*range(train.eval_every, train.epochs + 1, train.eval_every), train.epochs})
     return (
         f"{' and '.join(algorithms)} on {config.data.dataset}: {train.epochs} epochs of batch {train.batch_size}; "
-        f"L_{train.eval_k} on {', '.join(train.eval_splits)} at {evaluations} epoch(s); writing {out} "
-        "(a progress bar per epoch shows its time left)"
+        f"L_{train.eval_k} on {', '.join(train.eval_splits)} at {evaluations} epoch(s); writing {out}"
     )
 
 
 def announcer(args: argparse.Namespace, config: ExperimentConfig, algorithms: Sequence[str]) -> Callable[[], None]:
     """What a training command says once the library has accepted its config and directory (it
-    calls this, on rank 0, before the first epoch): the bf16 warning, and the plan unless --no-progress."""
+    calls this, on rank 0, before the first epoch): the bf16 warning, and the plan, in a log too
+    (--no-progress hides the bars alone)."""
 
     def announce() -> None:
         warn_if_bf16_is_slow_here(config.train.precision, args.device)
-        if not args.no_progress:
-            print(plan(config, algorithms, args.out))
+        print(plan(config, algorithms, args.out), flush=True)
 
     return announce

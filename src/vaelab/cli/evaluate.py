@@ -30,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     if settings.exact:
         from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
 
-        print("\n".join(summary_lines(evaluate_exact(args.run_dir, settings.split, num_images=settings.images, **common))))
-        print(f"written to {exact_file(args.run_dir, settings.split)}")
+        result = evaluate_exact(args.run_dir, settings.split, num_images=settings.images, **common)
+        print("\n".join(summary_lines(result)))
+        print(f"written to {exact_file(args.run_dir, settings.split)}, per image to {args.run_dir / result['bounds_file']}")
     elif settings.bdmc is not None:
         for row in evaluate_bdmc_run(args.run_dir, settings.bdmc, settings.ais_steps, settings.samples, start=settings.ais_start, **common):
             print(lines.bdmc_line(row))

@@ -137,7 +137,10 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 def add_common(parser: argparse.ArgumentParser) -> None:
     """--data-dir, --no-progress, --device and --threads: the options of every command that computes."""
     add_data_dir(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress bars (the plan and every evaluation line still print; bars are drawn on a terminal only)",
+    )
     parser.add_argument("--device", default="auto", help="auto (a CUDA device if there is one, else the CPU), cpu, cuda or cuda:<index> (default: auto)")
     parser.add_argument(
         "--threads",

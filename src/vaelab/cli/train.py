@@ -21,7 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaelab.evaluation.lines import bound_words
     from vaelab.runio import CONFIG_FILE, is_vaelab_run
     from vaelab.training import train
 
@@ -38,10 +37,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if not result.metrics:  # a torchrun process other than rank 0: rank 0 reports
         return 0
-    if args.no_progress:  # with progress, training printed every evaluation as it came
-        evaluations = [row for row in result.metrics if row.get("kind") == "eval"]
-        for row in evaluations[-len(config.train.eval_splits):]:
-            print(f"epoch {row['epoch']}: {bound_words(row)}")
     print(f"run written to {result.run_dir}")
     return 0
 

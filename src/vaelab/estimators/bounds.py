@@ -22,7 +22,7 @@ from vaelab.models.sampling import sample
 from vaelab.objectives.core import block_bound, importance_samples
 from vaelab.progress import image_batches
 
-__all__ = ["block_bound", "bound_and_k_hat", "bound_curve", "evaluate_bound", "evaluate_bound_and_k_hat", "evaluate_bound_curve_and_k_hat", "importance_weighted_bound", "log_weights_in_chunks", "mean_and_standard_error"]
+__all__ = ["block_bound", "bound_and_k_hat", "bound_curve", "evaluate_bound", "evaluate_bound_and_k_hat", "evaluate_bound_curve_and_k_hat", "importance_weighted_bound", "log_weights_in_chunks", "mean_and_standard_error", "plus_minus"]
 
 # Decoder rows (samples x examples) scored at once: 4096 rows of 784 pixels is ~13 MB of logits.
 DEFAULT_MAX_ROWS = 4096
@@ -201,3 +201,12 @@ def mean_and_standard_error(values: torch.Tensor) -> tuple[float, float]:
     if values.numel() < 2:
         return values.mean().item(), float("nan")
     return values.mean().item(), (values.std() / math.sqrt(values.numel())).item()
+
+
+def plus_minus(mean: float, stderr: float, digits: int = 3, unit: str = "nats") -> str:
+    """'-95.123 ± 0.456 nats' from :func:`mean_and_standard_error`'s pair; where there is no standard
+    error (one image: nan), '-95.123 nats (one image: no standard error)' instead of '± nan'."""
+    unit = f" {unit}" if unit else ""
+    if math.isnan(stderr):
+        return f"{mean:.{digits}f}{unit} (one image: no standard error)"
+    return f"{mean:.{digits}f} ± {stderr:.{digits}f}{unit}"

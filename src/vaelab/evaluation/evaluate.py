@@ -20,7 +20,7 @@ from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.distributed import Placement, gather
 from vaelab.errors import RunError
-from vaelab.estimators.ais import AISSettings, bdmc_on_simulated, decoder_passes, evaluate_ais, simulate
+from vaelab.estimators.ais import AISSettings, bdmc_on_simulated, decoder_passes, evaluate_ais, rows_at_once, sandwich_summary, simulate
 from vaelab.estimators.bounds import (
     evaluate_bound,
     evaluate_bound_and_k_hat,
@@ -33,7 +33,7 @@ from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_gen
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
 from vaelab.models.networks import evaluation_mode
-from vaelab.preflight import check_before_training
+from vaelab.preflight import ais_memory_needed, check_before_training, check_memory
 from vaelab.runio import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -209,6 +209,7 @@ def evaluate_ais_run(
         config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
         read_metrics(Path(run_dir) / METRICS_FILE)  # refuse a corrupt metrics file before the costly part
         settings = AISSettings(steps=steps, chains=chains, start=start)
+        _check_ais_memory(config, dataset.data_dim, settings)
         images, _ = evaluation_images(config, dataset, split)
         images = images[:num_images]
         started = time.perf_counter()
@@ -255,19 +256,22 @@ def evaluate_bdmc_run(
     simulated from the model (z ~ p(z), x ~ p(x|z): the same images for every T), then for each T in
     ``steps`` forward AIS (a stochastic lower bound on log p(x)) and reverse AIS from the simulated z
     (an upper bound). Appends one row per T with ``estimator: 'bdmc'``: ``lower``, ``upper`` (means over
-    images, with standard errors) and the sandwich width upper - lower (``width_mean``, ``width_max``),
-    which bounds the forward estimate's error on data like these; writes the per-image bounds beside it.
+    images, with standard errors) and the sandwich width upper - lower (``width_abs_mean``, ``width_mean``,
+    ``width_max``, and ``inverted``, the share of images whose upper estimate is below the lower one:
+    :func:`vaelab.estimators.ais.sandwich_summary`), which bounds the forward estimate's error on data
+    like these where the sandwich is not inverted; writes the per-image bounds beside it.
 
     Raises:
         ConfigError: the model has Bernoulli latents.
     """
     _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
-        config, model, _, checkpoint = load_run(run_dir, data_dir, device, trust_code)
+        config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
         read_metrics(Path(run_dir) / METRICS_FILE)
         device_of_model = next(model.parameters()).device
         epoch = checkpoint["epoch"]
-        AISSettings(steps=max(steps), chains=chains, start=start)  # refuse bad settings before simulating
+        # refuse bad settings, and sizes beyond this machine's memory, before simulating
+        _check_ais_memory(config, dataset.data_dim, AISSettings(steps=max(steps), chains=chains, start=start), num_images)
         x, z = simulate(model, num_images, seeded_generator(config.seed, epoch, BDMC_TAG, device=device_of_model))
         rows = []
         for steps_now in steps:
@@ -276,7 +280,6 @@ def evaluate_bdmc_run(
             generator = seeded_generator(config.seed, epoch, BDMC_TAG, steps_now, chains, device=device_of_model)
             result = bdmc_on_simulated(model, x, z, settings, generator, progress=progress, batch_size=config.train.eval_batch_size)
             lower, upper, acceptance = result.forward.log_marginal, result.reverse.log_marginal, result.forward.acceptance
-            width = upper - lower
             (lower_mean, lower_stderr), (upper_mean, upper_stderr) = mean_and_standard_error(lower), mean_and_standard_error(upper)
             row = {
                 "epoch": epoch,
@@ -292,8 +295,7 @@ def evaluate_bdmc_run(
                 "lower_stderr": lower_stderr,
                 "upper": upper_mean,
                 "upper_stderr": upper_stderr,
-                "width_mean": width.double().mean().item(),
-                "width_max": width.double().max().item(),
+                **sandwich_summary(lower, upper),
                 "acceptance": _mean_or_none(acceptance),
                 "decoder_passes": decoder_passes(settings) + decoder_passes(settings, reverse=True),
                 "num_images": num_images,
@@ -304,6 +306,19 @@ def evaluate_bdmc_run(
             append_metrics(Path(run_dir) / METRICS_FILE, row)
             rows.append(row)
         return rows
+
+
+def _check_ais_memory(config: ExperimentConfig, data_dim: int, settings: AISSettings, simulated_images: int = 0) -> None:
+    """Refuse, in one line, AIS (or BDMC on ``simulated_images`` images) that needs more memory than this
+    machine has (``--k 10**9`` chains would otherwise reach the allocator)."""
+    rows = rows_at_once(settings, config.train.eval_batch_size)
+    what = "BDMC" if simulated_images else "AIS"
+    check_memory(
+        ais_memory_needed(config, data_dim, rows, simulated_images),
+        f"{what} with M = {settings.chains} chains per image",
+        f"for {rows:,} chains at once" + (f" and {simulated_images:,} simulated images" if simulated_images else ""),
+        "lower --k (the chains per image M)" + (" or --bdmc (the simulated images)" if simulated_images else ""),
+    )
 
 
 def _check_run_dir(run_dir) -> None:

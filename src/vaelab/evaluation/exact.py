@@ -3,7 +3,9 @@
 For each image of a split, log p(x) comes from :func:`vaelab.exact.quadrature.quadrature_log_marginal`
 and L_k for k in ``EXACT_KS`` from one set of max(k) importance samples (block estimates,
 :func:`vaelab.estimators.bounds.bound_curve`). The gap log p(x) - L_k >= 0 in expectation (the homework's 1.4);
-its mean and standard error over the images are written to ``exact-<split>.json`` in the run.
+its mean and standard error over the images are written to ``exact-<split>.json`` in the run, and
+every image's log p(x) and L_k to a per-image file (:mod:`vaelab.evaluation.per_image`; ``log_px``,
+as AIS's file names it, so that the two pair up image by image, and ``bound_k<k>``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vaelab.builders import load_run
 from vaelab.errors import RunError
-from vaelab.estimators.bounds import bound_curve, mean_and_standard_error
+from vaelab.estimators.bounds import bound_curve, mean_and_standard_error, plus_minus
+from vaelab.evaluation.per_image import bounds_file_name, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.exact.quadrature import (
     LATENT_DIM,
@@ -58,7 +63,8 @@ def evaluate_exact(
     trust_code: bool = False,
 ) -> dict[str, Any]:
     """log p(x), L_k and log p(x) - L_k of ``split`` (its first ``num_images``; None: all) at the
-    run's last checkpoint, in nats; also written as JSON. ``progress``: a bar with an ETA for each pass.
+    run's last checkpoint, in nats; also written as JSON, and per image to the file the result names in
+    ``bounds_file``. ``progress``: a bar with an ETA for each pass.
 
     Holds the run's lock (it writes into the run): refused in one line while another process
     trains or evaluates it.
@@ -82,6 +88,12 @@ def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, prog
     generator = seeded_generator(config.seed, checkpoint["epoch"], SPLIT_TAGS[split], max(EXACT_KS), device=next(model.parameters()).device)
     bounds = bound_curve(model, images, EXACT_KS, generator, batch_size, f"{split} L_k, k up to {max(EXACT_KS)}" if progress else None)
     log_marginal, log_marginal_stderr = mean_and_standard_error(exact.log_marginal)
+    estimator = "exact" + ("" if num_images is None else f"-n{images.shape[0]}")
+    bounds_file = bounds_file_name("evaluate", split, checkpoint["epoch"], estimator)
+    save_per_image(
+        Path(run_dir) / bounds_file, torch.arange(images.shape[0]), log_px=exact.log_marginal, quadrature_error=exact.error,
+        **{f"bound_k{k}": bounds[k] for k in EXACT_KS},
+    )
     result = {
         "split": split,
         "epoch": checkpoint["epoch"],
@@ -96,6 +108,7 @@ def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, prog
         "quadrature": dataclasses.asdict(settings),
         "quadrature_seconds": quadrature_seconds,
         "bound_seconds": time.perf_counter() - started - quadrature_seconds,
+        "bounds_file": bounds_file,
     }
     write_json_atomic(exact_file(run_dir, split), result)
     return result
@@ -117,14 +130,14 @@ def _largest_gaps(gaps) -> list[dict[str, float]]:
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """What ``vaelab evaluate --exact`` prints: log p(x), then L_k and the gap for each k."""
     lines = [
-        f"{result['split']} log p(x) = {result['log_marginal']:.3f} ± {result['log_marginal_stderr']:.3f} nats by quadrature "
+        f"{result['split']} log p(x) = {plus_minus(result['log_marginal'], result['log_marginal_stderr'])} by quadrature "
         f"(error estimate: mean {result['quadrature_error_mean']:.1e}, max {result['quadrature_error_max']:.1e} nats; "
         f"{result['num_images']} images, epoch {result['epoch']}, {result['quadrature_seconds']:.1f} s)"
     ]
     for row in result["bounds"]:
         lines.append(
-            f"  L_{row['k']:<5} = {row['bound']:.3f} ± {row['bound_stderr']:.3f}   "
-            f"log p(x) - L_{row['k']:<5} = {row['gap']:.4f} ± {row['gap_stderr']:.4f} nats (median {row['gap_median']:.4f})"
+            f"  L_{row['k']:<5} = {plus_minus(row['bound'], row['bound_stderr'], unit='')}   "
+            f"log p(x) - L_{row['k']:<5} = {plus_minus(row['gap'], row['gap_stderr'], 4)} (median {row['gap_median']:.4f})"
         )
     largest = result["largest_gaps"][:3]
     lines.append(f"  largest gaps at k = {max(EXACT_KS)}: " + ", ".join(f"image {row['index']}: {row['gap']:.2f}" for row in largest) + " nats")

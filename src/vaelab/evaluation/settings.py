@@ -78,7 +78,7 @@ class EvaluateSettings:
     exact: bool = setting(
         False, SWITCH,
         "2-D latents only: exact log p(x) by quadrature and its gap to L_k for k = 1, 10, 100, 1000, 5000 (ignores --k); "
-        "writes exact-<split>.json into the run", shown=None,
+        "writes exact-<split>.json and the per-image log p(x) and L_k (bounds-*.npz) into the run", shown=None,
     )
     images: int | None = setting(None, POSITIVE_INT, "evaluate the first N images of the split only", shown="all")
     precision: str = setting(

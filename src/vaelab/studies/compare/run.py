@@ -112,14 +112,12 @@ def compare(
             if announce is not None:
                 announce()
         if processes > 1:
-            if progress:
-                tqdm.write(f"{' and '.join(study.algorithms)} at once, {processes} processes of {threads} thread(s): {study_dir}/<algorithm>")
+            tqdm.write(f"{' and '.join(study.algorithms)} at once, {processes} processes of {threads} thread(s): {study_dir}/<algorithm>")
             run_jobs(train_algorithm, [(study, study_dir, algorithm, data_dir, progress, device, tensorboard) for algorithm in study.algorithms],
                      processes, threads)
         else:
             for number, algorithm in enumerate(study.algorithms, start=1):
-                if progress:
-                    tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
+                tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
                 main_process = train_algorithm(study, study_dir, algorithm, data_dir, progress, device, tensorboard)
         # the study's networks are the caller's own (given to compare): consent to run them
         return build_report(study_dir, data_dir=data_dir, trust_code=True) if main_process else None

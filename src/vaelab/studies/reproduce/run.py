@@ -61,13 +61,11 @@ def reproduce(
         write_json_atomic(out / REPRODUCE_FILE, {"preset": preset.name, "budget": budget})
         arguments = [(preset, row.name, budget, out, data_dir, progress, device) for row in selected]
         if processes > 1:
-            if progress:
-                tqdm.write(f"{preset.name}: {len(selected)} rows, {processes} at once, one process of {threads} thread(s) each: {out}/<row>")
+            tqdm.write(f"{preset.name}: {len(selected)} rows, {processes} at once, one process of {threads} thread(s) each: {out}/<row>")
             run_jobs(train_row, arguments, processes, threads)
         else:
             for number, row_arguments in enumerate(arguments, start=1):
-                if progress:
-                    tqdm.write(f"{preset.name} {row_arguments[1]} ({number}/{len(selected)}): {out / row_arguments[1]}")
+                tqdm.write(f"{preset.name} {row_arguments[1]} ({number}/{len(selected)}): {out / row_arguments[1]}")
                 train_row(*row_arguments)
         return build_report(out)
 
