@@ -7,6 +7,8 @@ import contextlib
 import io
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,8 @@ def run_main(args, capsys) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
+# The environment of a command line started as a process: one thread, offline, this checkout's code.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
 # A tiny CLI run: digits, one thread on the CPU, no progress bars.
 TINY = ["--dataset", "digits", "--hidden", "16", "--eval-k", "10", "--eval-train-size", "100", "--no-progress", "--threads", "1", "--device", "cpu"]
 
@@ -98,4 +102,29 @@ def run(trained, tmp_path) -> Path:
     """A copy of the trained run, for a test to change."""
     copy = tmp_path / "run"
     shutil.copytree(trained, copy)
+    return copy
+
+
+def vaelab(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m vaelab ARGS`` offline in a new process (``env`` added to this one's environment)."""
+    environment = {**os.environ, "VAELAB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vaelab", *map(str, args)], capture_output=True, text=True, env=environment, cwd=cwd, timeout=300
+    )
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory) -> Path:
+    """A finished one-algorithm compare study on digits (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("study") / "study"
+    status, _, stderr = run_cli("compare", "--algorithms", "aevb", *TINY, "--epochs", "1", "--curve-images", "20", "--out", out)
+    assert status == 0, stderr
+    return out
+
+
+@pytest.fixture
+def study(finished_study, tmp_path) -> Path:
+    """A copy of the finished study, for a test to change."""
+    copy = tmp_path / "study"
+    shutil.copytree(finished_study, copy)
     return copy

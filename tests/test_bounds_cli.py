@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_cli import vaelab as vaelab_cli
+from conftest import vaelab as vaelab_cli
 
 from vaelab.cli import main
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import vaelab
 
 from vaelab.models.backend import subnormals_flushed
 from vaelab.runio import read_metrics
@@ -17,13 +15,6 @@ from vaelab.runio import read_metrics
 pytestmark = pytest.mark.e2e
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--hidden", "32", "--eval-every", "1", "--eval-k", "10", "--no-progress"]
-
-
-def vaelab(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "VAELAB_OFFLINE": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "vaelab", *map(str, args)], capture_output=True, text=True, env=environment, cwd=cwd, timeout=300
-    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

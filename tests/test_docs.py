@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
+PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs" / "guide").glob("*.md"))]
 RUN_LANGUAGES = ("bash", "python")
 SHOWN_LANGUAGES = ("shell", "text")
 
@@ -74,22 +74,22 @@ def _run(command: list[str], cwd: Path, what: str) -> str:
 
 
 def _page_id(page: Path) -> str:
-    return str(page.relative_to(ROOT))
+    return str(page.relative_to(REPO_ROOT))
 
 
 def test_every_code_block_says_whether_it_runs():
     for page in PAGES:
         for language, code in fenced_blocks(page.read_text()):
             assert language in RUN_LANGUAGES + SHOWN_LANGUAGES, f"{_page_id(page)}: a ```{language} block (use bash/python to run it, shell/text to show it):\n{code}"
-    readme = fenced_blocks((ROOT / "README.md").read_text())
+    readme = fenced_blocks((REPO_ROOT / "README.md").read_text())
     assert [language for language, _ in readme].count("bash") >= 3  # the two set-up commands and the tour
 
 
 def test_readme_is_short_and_its_links_exist():
-    text = (ROOT / "README.md").read_text()
+    text = (REPO_ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 200
     for target in re.findall(r"\]\(((?:docs|examples)/[^)#]*)", text):
-        assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+        assert (REPO_ROOT / target).exists(), f"README links to {target}, which does not exist"
 
 
 def test_the_set_up_step_filter_keeps_the_vaelab_command():
@@ -103,7 +103,7 @@ def test_the_set_up_step_filter_keeps_the_vaelab_command():
 @pytest.mark.parametrize("page", [p for p in PAGES if any(lang in RUN_LANGUAGES for lang, _ in fenced_blocks(p.read_text()))], ids=_page_id)
 def test_code_blocks_of_page_run(page, tmp_path):
     # README's tour names examples/mynets.py relative to the checkout
-    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    (tmp_path / "examples").symlink_to(REPO_ROOT / "examples")
     for number, (language, code) in enumerate(fenced_blocks(page.read_text()), start=1):
         what = f"{_page_id(page)}, block {number} ({language})"
         if language == "bash":
@@ -122,17 +122,17 @@ def _expected_line(script: Path) -> str:
 
 
 def test_every_example_is_run_and_documents_its_output():
-    scripts = {path.name for path in (ROOT / "examples").glob("*.py")} - HELPER_FILES
+    scripts = {path.name for path in (REPO_ROOT / "examples").glob("*.py")} - HELPER_FILES
     assert scripts == set(EXAMPLES)
     for name, pattern in EXAMPLES.items():
-        expected = _expected_line(ROOT / "examples" / name)
+        expected = _expected_line(REPO_ROOT / "examples" / name)
         assert re.fullmatch(pattern, expected), f"examples/{name}: its docstring's expected output {expected!r} is not what the test checks"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs_at_smoke_size(name, tmp_path):
-    out = _run([sys.executable, str(ROOT / "examples" / name), "--smoke"], tmp_path, f"examples/{name} --smoke")
+    out = _run([sys.executable, str(REPO_ROOT / "examples" / name), "--smoke"], tmp_path, f"examples/{name} --smoke")
     last = out.strip().splitlines()[-1]
     assert re.fullmatch(EXAMPLES[name], last), f"examples/{name}: last line {last!r}"
 
@@ -141,7 +141,7 @@ def test_docs_build_strictly(tmp_path):
     pytest.importorskip("mkdocs", reason="mkdocs is not installed: pip install -c constraints.txt -e '.[docs]'")
     pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed: pip install -c constraints.txt -e '.[docs]'")
     site = tmp_path / "site"
-    _run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)], ROOT, "mkdocs build --strict")
+    _run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO_ROOT / "mkdocs.yml"), "-d", str(site)], REPO_ROOT, "mkdocs build --strict")
     # the API reference is generated from the docstrings, not left empty
     assert "vaelab.estimators.bounds.evaluate_bound" in (site / "api" / "index.html").read_text()
     assert "importance_samples" in (site / "api" / "objectives" / "index.html").read_text()

@@ -17,6 +17,7 @@ from pathlib import Path
 import job_functions
 import pytest
 import torch
+from conftest import REPO_ROOT
 
 from vaelab import jobs, progress
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
@@ -25,7 +26,7 @@ from vaelab.runio import read_metrics
 from vaelab.studies.compare.run import compare
 from vaelab.studies.compare.study import Study
 
-TESTS = Path(__file__).resolve().parent
+TESTS = REPO_ROOT / "tests"  # job_functions.py: the jobs' module, imported by name
 
 
 @pytest.mark.parametrize("count, given_jobs, given_threads, cpus, expected", [

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ENV, REPO_ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,6 @@ from vaelab.runio import append_metrics, read_metrics
 EPOCHS = 40
 RUN = ["train", "--dataset", "digits", "--epochs", str(EPOCHS), "--hidden", "64", "--eval-every", "4", "--eval-k", "100", "--no-progress", "--device", "cpu"]
 # One thread: the same matmul blocking in every process, so runs are bitwise comparable.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1"}
 
 
 def start(out: Path, *extra: str) -> subprocess.Popen:
@@ -63,7 +63,7 @@ def kill_schedule(kills: int, seed: int = 2024) -> list[tuple[str, int]]:
 
 
 def start_killed_at(out: Path, kind: str, count: int) -> subprocess.Popen:
-    hook = Path(__file__).with_name("kill_at_event.py")
+    hook = REPO_ROOT / "tests" / "kill_at_event.py"
     command = [sys.executable, str(hook), kind, str(count), *RUN, "--out", str(out), "--resume"]
     return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY, one_line_error, run_cli, snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from conftest import ENV, TINY, one_line_error, run_cli, snapshot
 
 from vaelab import runio
 from vaelab.errors import RunError
 from vaelab.runio import DirectoryLockedError, directory_lock, read_metrics
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
 
 
 # 1. Locks ----------------------------------------------------------------------------------------
@@ -184,21 +184,6 @@ def test_a_raw_pickle_is_refused_without_torch_warnings(tmp_path, capfd):
 
 
 # 4. Atomic figures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def finished_study(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("study") / "study"
-    status, _, stderr = run_cli("compare", "--algorithms", "aevb", *TINY, "--epochs", "1", "--curve-images", "20", "--out", out)
-    assert status == 0, stderr
-    return out
-
-
-@pytest.fixture
-def study(finished_study, tmp_path) -> Path:
-    copy = tmp_path / "study"
-    shutil.copytree(finished_study, copy)
-    return copy
 
 
 # Rebuild the report, but SIGKILL the process in the middle of writing its third figure file.
@@ -433,11 +418,6 @@ def test_every_dataset_file_has_its_expected_size_and_the_shared_copies_match_it
 
 
 # 8. Any corruption of any file: one line, non-zero, nothing else changed ------------------------
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-pytestmark = pytest.mark.e2e
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from vaelab.threads import configure_threads
 
 pytestmark = pytest.mark.e2e
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = REPO_ROOT / "src"
 CLI = "from vaelab.cli import main; main(['datasets'])"  # main configures threads before anything loads torch
 
 
