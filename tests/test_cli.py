@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelab.models.backend import subnormals_flushed
+from vaelab.machine import subnormals_flushed
 from vaelab.runio import read_metrics
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--hidden", "32", "--eval-every", "1", "--eval-k", "10", "--no-progress"]
