@@ -16,7 +16,7 @@ from vaelab.errors import ConfigError
 
 def record(path: str) -> None:
     """Write this process's id, thread count and subnormal setting to ``path``."""
-    from vaelab.models.backend import subnormals_flushed
+    from vaelab.machine import subnormals_flushed
 
     Path(path).write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads(), "flushed": subnormals_flushed()}))
 

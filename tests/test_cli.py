@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import vaelab
 
-from vaelab.models.backend import subnormals_flushed
+from vaelab.machine import subnormals_flushed
 from vaelab.runio import read_metrics
 
 pytestmark = pytest.mark.e2e

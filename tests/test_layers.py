@@ -25,26 +25,69 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _module_level_imports() -> dict[str, set[str]]:
-    """module -> the vaelab modules its top-level statements import (function-local imports are
-    the deliberate lazy ones and do not count)."""
+def _imports_of(tree: ast.AST, modules: set[str]) -> set[str]:
+    """The vaelab modules a module's code imports anywhere in it, function-local imports included
+    (they run as surely as top-level ones, only later); imports under ``if TYPE_CHECKING:`` never
+    run and do not count."""
+    targets = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            return
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaelab"):
+            for alias in node.names:  # `from vaelab.x import y` imports vaelab.x.y where y is a module
+                submodule = f"{node.module}.{alias.name}"
+                targets.add(submodule if submodule in modules else node.module)
+        elif isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names if alias.name.startswith("vaelab"))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return targets & modules
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the vaelab modules it imports (see :func:`_imports_of`)."""
     modules = {_module_name(path): path for path in PACKAGE_DIR.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        targets = set()
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaelab"):
-                for alias in node.names:  # `from vaelab.x import y` imports vaelab.x.y where y is a module
-                    submodule = f"{node.module}.{alias.name}"
-                    targets.add(submodule if submodule in modules else node.module)
-            elif isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names if alias.name.startswith("vaelab"))
-        graph[name] = targets & set(modules)
-    return graph
+    return {name: _imports_of(ast.parse(path.read_text()), set(modules)) for name, path in modules.items()}
+
+
+# The layers of ../shared/STYLE.md, bottom first: a module imports only from its own layer or below.
+# A study's command module (studies/<study>/command.py) belongs to the command line.
+LAYERS = (
+    ("vaelab.errors", "vaelab.machine", "vaelab.runio", "vaelab.distributed", "vaelab.threads", "vaelab.progress", "vaelab.jobs", "vaelab.draws"),
+    ("vaelab.config", "vaelab.schedules"),
+    ("vaelab.data",),
+    ("vaelab.models",),
+    ("vaelab.objectives",),
+    ("vaelab.estimators", "vaelab.exact"),
+    ("vaelab.builders", "vaelab.preflight", "vaelab.evaluation", "vaelab.training", "vaelab.tracking"),
+    ("vaelab.studies",),
+    ("vaelab.cli", "vaelab.__main__"),
+)
+
+
+def _layer(module: str) -> int:
+    if module.startswith("vaelab.studies.") and module.endswith(".command"):
+        return len(LAYERS) - 1
+    for index, prefixes in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return index
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def test_each_module_imports_only_from_its_layer_or_below():
+    upward = [
+        f"{module} (layer {_layer(module)}) imports {target} (layer {_layer(target)})"
+        for module, targets in _import_graph().items() if module != "vaelab"
+        for target in sorted(targets) if target != "vaelab" and _layer(target) > _layer(module)
+    ]
+    assert not upward, "\n".join(upward)
 
 
 def test_no_import_cycle_in_the_package():
-    graph = _module_level_imports()
+    graph = _import_graph()
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(module: str, path: list[str]) -> None:

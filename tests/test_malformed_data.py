@@ -111,7 +111,7 @@ def test_an_object_array_in_an_npz_is_refused_unread(tmp_path):
 def test_an_npz_larger_than_the_memory_available_is_refused_before_it_is_read(tmp_path, monkeypatch):
     path = tmp_path / "data.npz"
     path.write_bytes(good_npz())
-    monkeypatch.setattr("vaelab.preflight.available_memory", lambda: 100)  # 8 images of 4x4 need 640 bytes
+    monkeypatch.setattr("vaelab.data.user.available_memory", lambda: 100)  # 8 images of 4x4 need 640 bytes
     monkeypatch.setattr(np.lib.format, "read_array", lambda *args, **kwargs: pytest.fail("an array was read"))
     message = one_line_data_error(lambda: load_dataset(str(path)), path)
     assert "of memory to read, more than the" in message

@@ -12,7 +12,8 @@ from torch.distributions import Bernoulli, Independent
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.models import BernoulliLayer, DiagonalGaussianLayer
-from vaelab.models.backend import MLP, ONEDNN_LINEAR, flushing_subnormals, linear, matmul_precision, subnormals_flushed
+from vaelab.machine import flushing_subnormals, subnormals_flushed
+from vaelab.models.backend import MLP, ONEDNN_LINEAR, linear, matmul_precision
 from vaelab.objectives import aevb
 
 

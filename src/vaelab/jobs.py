@@ -24,7 +24,7 @@ job prints its traceback and is raised as a RuntimeError. A job's function and a
 picklable: the function importable by name, which user networks given as ``MODULE:FACTORY`` are.
 On Linux a job also gets SIGTERM when the parent dies (SIGKILL), so none runs on alone, and then
 exits without waiting for its progress messages to be read. A job computes with subnormal floats
-as the calling thread does (flushed under the CLI; :func:`vaelab.models.backend.flushing_subnormals`),
+as the calling thread does (flushed under the CLI; :func:`vaelab.machine.flushing_subnormals`),
 so its numbers are those the same job would give in-process with the same threads.
 """
 
@@ -88,7 +88,7 @@ def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], processes: int
             stopped with SIGTERM. A job stopped by a signal of its own is raised as its interrupt.
         RuntimeError: a job failed with an unexpected error (its traceback is printed above).
     """
-    from vaelab.models.backend import subnormals_flushed  # loads torch: not at import, for the CLI's start-up
+    from vaelab.machine import subnormals_flushed  # loads torch: not at import, for the CLI's start-up
 
     flush_subnormals = subnormals_flushed()
     context = multiprocessing.get_context("spawn")
@@ -210,7 +210,7 @@ def _signal_all(running: dict, signum: int) -> None:
 def _job(sender, bar_queue, number: int, function: Callable[..., Any], arguments: tuple, threads: int, flush_subnormals: bool) -> None:
     """The body of job ``number``'s process: settings, then ``function(*arguments)``; its outcome (None
     or the exception) is sent to the parent. ``flush_subnormals``: the parent's setting (the CLI
-    flushes them, :func:`vaelab.models.backend.flushing_subnormals`), taken before PyTorch's pool
+    flushes them, :func:`vaelab.machine.flushing_subnormals`), taken before PyTorch's pool
     starts so that its threads inherit it."""
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on (see the module's docstring)

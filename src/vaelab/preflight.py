@@ -9,11 +9,11 @@ is really made) and end in its traceback; an unknown dataset would otherwise lea
 from __future__ import annotations
 
 import math
-import os
 
 from vaelab.config import ExperimentConfig
 from vaelab.data.datasets import REGISTRY, check_dataset_name
 from vaelab.errors import ConfigError
+from vaelab.machine import available_memory
 from vaelab.objectives.registry import check_config
 
 FLOAT_BYTES = 4
@@ -111,21 +111,6 @@ def ais_memory_needed(config: ExperimentConfig, data_dim: int, rows: int, simula
     latent = sum(config.model.latent_dims)
     chains = rows * (COPIES_PER_ACTIVATION * generative_units + COPIES_PER_LATENT * latent)
     return FLOAT_BYTES * (parameters + chains + simulated_images * (data_dim + latent))
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as file:
-            for line in file:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _gib(size: int) -> str:

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from vaelab.errors import RunError
-from vaelab.models.backend import subnormals_flushed
+from vaelab.machine import subnormals_flushed
 
 # The file registry: files of a run.
 CONFIG_FILE = "config.json"

@@ -42,7 +42,8 @@ from vaelab.evaluation.protocol import (
     uses_binarization,
 )
 from vaelab.models import HelmholtzMachine
-from vaelab.models.backend import flushing_subnormals, matmul_precision
+from vaelab.machine import flushing_subnormals
+from vaelab.models.backend import matmul_precision
 from vaelab.models.networks import evaluation_mode
 from vaelab.objectives import objective_from_config
 from vaelab.preflight import check_experiment
@@ -128,7 +129,7 @@ def train(
     bar per epoch and evaluation pass, on a terminal (:mod:`vaelab.progress`); each evaluation's line
     is printed either way.
 
-    The run computes with subnormal floats flushed to zero (:func:`vaelab.models.backend.flushing_subnormals`);
+    The run computes with subnormal floats flushed to zero (:func:`vaelab.machine.flushing_subnormals`);
     the calling thread's setting is restored on return.
 
     ``curve_ks`` (each dividing ``eval_k``): the last epoch's test evaluation also writes each

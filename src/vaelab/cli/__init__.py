@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # installs its own handler that first finishes the epoch's checkpoint.
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
-        from vaelab.models.backend import flushing_subnormals  # loads torch: after configure_threads
+        from vaelab.machine import flushing_subnormals  # loads torch on entry: after configure_threads
 
         # from before the first parallel op starts PyTorch's threads, so that they inherit it
         with flushing_subnormals():

@@ -42,6 +42,7 @@ import torch
 from vaelab.data.splits import Dataset, Split
 from vaelab.data.readers import one_line, read_regular_file
 from vaelab.errors import DataError
+from vaelab.machine import available_memory
 
 SPLIT_NAMES = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
@@ -297,7 +298,6 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> 
 
 def _check_fits(path: Path, needed: int) -> None:
     """Raise DataError when reading ``path`` needs more than the memory available (bytes, a lower estimate)."""
-    from vaelab.preflight import available_memory  # the machine's memory; preflight imports this package
 
     available = available_memory()
     if available is not None and needed > available:

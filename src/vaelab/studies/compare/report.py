@@ -17,14 +17,21 @@ from vaelab import __version__
 from vaelab.builders import load_run
 from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
+from vaelab.data.user import looks_like_path
 from vaelab.errors import RunError
 from vaelab.evaluation.per_image import load_per_image
-from vaelab.data.user import looks_like_path
-from vaelab.evaluation.protocol import evaluation_images, model_likelihood, uses_binarization
+from vaelab.evaluation.protocol import (
+    evaluation_images,
+    model_likelihood,
+    uses_binarization,
+)
 from vaelab.models import HelmholtzMachine
 from vaelab.runio import (
+    BOUND_CURVE_FILE,
     CHECKPOINT_FILE,
+    FIGURES_DIR,
     METRICS_FILE,
+    REPORT_FILE,
     directory_lock,
     make_directory,
     read_metrics,
@@ -32,10 +39,7 @@ from vaelab.runio import (
 )
 from vaelab.studies.compare import analysis, figures
 from vaelab.studies.compare.study import (
-    BOUND_CURVE_FILE,
     CURVE_KS,
-    FIGURES_DIR,
-    REPORT_FILE,
     Study,
     algorithm_run_dir,
     read_bound_curve,

@@ -32,7 +32,11 @@ from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.models import HelmholtzMachine
 from vaelab.preflight import check_experiment
 from vaelab.runio import (
+    BOUND_CURVE_FILE,
+    FIGURES_DIR,
     METRICS_FILE,
+    REPORT_FILE,
+    STUDY_FILE,
     directory_lock,
     make_directory,
     read_metrics,
@@ -42,11 +46,7 @@ from vaelab.runio import (
 )
 from vaelab.studies.compare.report import FIGURE_NAMES, Report, build_report
 from vaelab.studies.compare.study import (
-    BOUND_CURVE_FILE,
     CURVE_KS,
-    FIGURES_DIR,
-    REPORT_FILE,
-    STUDY_FILE,
     Study,
     algorithm_run_dir,
     read_bound_curve,

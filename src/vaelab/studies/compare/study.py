@@ -20,7 +20,7 @@ from typing import Any
 from vaelab.config import ExperimentConfig
 from vaelab.errors import ConfigError, RunError
 from vaelab.objectives.registry import check_config, get_objective
-from vaelab.runio import BOUND_CURVE_FILE, FIGURES_DIR, REPORT_FILE, STUDY_FILE, write_json_atomic
+from vaelab.runio import BOUND_CURVE_FILE, STUDY_FILE, write_json_atomic
 
 # The k of the L_k-against-k curve: every divisor of 1000 in a 1-2-5 progression, so one set of
 # 1000 samples per image gives all of them (vaelab.estimators.bounds.bound_curve).
