@@ -24,6 +24,8 @@ from vaelab import runio
 from vaelab.errors import RunError
 from vaelab.runio import DirectoryLockedError, directory_lock, read_metrics
 
+pytestmark = pytest.mark.e2e
+
 
 # 1. Locks ----------------------------------------------------------------------------------------
 
