@@ -1,7 +1,7 @@
 """Bernoulli draws by comparison with uniforms: x = [u < p], u ~ U[0, 1), one u per element.
 
 P(u < p) = p on float32's grid of 2^-24. On the CPU these are the very bits of ``torch.bernoulli``
-(torch 2.13; tests/test_sampling.py), which compares the same uniforms from the same stream but
+(torch 2.13; tests/models/test_sampling.py), which compares the same uniforms from the same stream but
 draws them one element at a time: 3.4x slower on a [100, 784] batch of dream pixels and 2.1x on
 the 47M pixels of an MNIST epoch (2 threads). So a run trains on the same pixels and dreams as it
 did with ``torch.bernoulli``. Dynamic binarization and every sample of a Bernoulli distribution

@@ -47,7 +47,7 @@ per image are certified on the trained 2-D MNIST study's AEVB model, 7% on wake-
 the exact ranges of :func:`preactivation_range` in place of the box bounds, 24% and 8%).
 
 The numbers are those of the dense path up to floating-point rounding (the sum over hidden units
-is grouped differently): within 1e-4 nats per image in fp32, 1e-9 in fp64 (tests/test_folding.py).
+is grouped differently): within 1e-4 nats per image in fp32, 1e-9 in fp64 (tests/estimators/test_folding.py).
 Folding applies without autograd, in fp32 or fp64 matmuls (not under ``matmul_precision('bf16')``,
 whose rounding is defined per dense layer), on the CPU (its per-image products would be many
 small kernel launches on a GPU); every other model and setting takes the dense path.

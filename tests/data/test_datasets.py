@@ -1,9 +1,11 @@
-"""Tests for vaelab.data: file readers, checksums and downloads, the dataset registry, binarization.
+"""Datasets by name (vaelab.data): file readers, checksums and downloads (capped at the expected
+size), the dataset registry, binarization.
 
 Most tests use small synthetic files written to tmp_path. Those marked "real files" read the
 shared dataset folder ($VAELAB_TEST_DATA, else <repo root>/../shared/data) and skip without it.
-No test touches the network: downloads are served from 127.0.0.1.
-"""
+No test touches the network: downloads are served from 127.0.0.1 or a stand-in response."""
+
+from __future__ import annotations
 
 import dataclasses
 import functools
@@ -26,23 +28,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import train_test_split
 
-from vaelab.data import (
-    BINARIZATIONS,
-    DATASET_NAMES,
-    binarize,
-    dataset_status,
-    datasets,
-    load_dataset,
-    resolve_data_dir,
-)
+from vaelab.data import BINARIZATIONS, DATASET_NAMES, binarize, dataset_status, datasets, load_dataset, resolve_data_dir
 from vaelab.data.download import FileSpec
-from vaelab.data.readers import (
-    read_amat,
-    read_frey_mat,
-    read_idx_images,
-    read_idx_labels,
-    read_labelled_images,
-)
+from vaelab.data.readers import read_amat, read_frey_mat, read_idx_images, read_idx_labels, read_labelled_images
 from vaelab.errors import ConfigError, DataError
 
 MNIST_SHAPE = (28, 28)
@@ -747,3 +735,51 @@ def test_real_dataset_status(shared_data_dir):
     assert statuses["fashion-mnist"].available == all(f.matches for f in fashion.values())
     if not images.present:
         assert images.sha256 is None and not images.matches and not statuses["fashion-mnist"].available
+
+
+# ---------------------------------------------------------------- downloads capped at the expected size
+
+
+class EndlessResponse:
+    """An HTTP answer that never ends (and announces no length), counting the bytes handed out."""
+
+    headers: dict[str, str] = {}
+
+    def __init__(self):
+        self.handed_out = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self, size=-1):
+        size = 1 << 20 if size is None or size < 0 else size
+        self.handed_out += size
+        return b"x" * size
+
+
+@pytest.mark.e2e
+def test_a_download_larger_than_expected_is_stopped_at_the_expected_size(tmp_path, monkeypatch):
+    from vaelab.data import download
+    from vaelab.errors import DataError
+
+    response = EndlessResponse()
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: response)
+    with pytest.raises(DataError, match="more than the expected 10000 bytes"):
+        download.download_file(["http://mirror/file"], tmp_path / "file", "0" * 64, size=10_000)
+    assert response.handed_out <= 10_001
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.e2e
+def test_every_dataset_file_has_its_expected_size_and_the_shared_copies_match_it(shared_data_dir):
+    from vaelab.data import datasets
+
+    for name, spec in datasets.REGISTRY.items():
+        for file in spec.files:
+            assert file.size is not None, (name, file.name)
+            local = shared_data_dir / spec.folder / file.name
+            if local.is_file():
+                assert local.stat().st_size == file.size, local
