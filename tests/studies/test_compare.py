@@ -16,13 +16,13 @@ import pytest
 import torch
 from conftest import run_main
 
-from vaelab import training
 from vaelab.cli import main
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.runio import read_metrics
 from vaelab.studies.compare import run as compare_module
 from vaelab.studies.compare.run import compare
 from vaelab.studies.compare.study import Study
+from vaelab.training import TrainingHooks, train
 
 pytestmark = pytest.mark.e2e
 
@@ -137,17 +137,20 @@ def test_killed_compare_continues_where_it_stopped(study, tmp_path, monkeypatch)
     reference = study[0]
     out = tmp_path / "study"
     monkeypatch.setattr(compare_module, "build_report", lambda *args, **kwargs: None)  # the report is tested above
-    real_save, real_curve = training.save_checkpoint, compare_module.bound_curve
+    real_curve = compare_module.bound_curve
+
+    def training_with(hooks):
+        """The study's train() with ``hooks``."""
+        return lambda *args, **kwargs: train(*args, **kwargs, hooks=hooks)
 
     def crash_in_second_run(path, state):
         if "aevb" in path.parts and state["epoch"] == 2:
             raise KeyboardInterrupt
-        real_save(path, state)
 
-    monkeypatch.setattr(training, "save_checkpoint", crash_in_second_run)
+    monkeypatch.setattr(compare_module, "train", training_with(TrainingHooks(on_checkpoint=crash_in_second_run)))
     with pytest.raises(KeyboardInterrupt):
         compare(Study(("wake-sleep", "aevb"), TINY_CONFIG, CURVE_IMAGES), out, progress=False)
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(compare_module, "train", train)
     first_checkpoint = (out / "wake-sleep" / "checkpoint.pt").read_bytes()
     assert torch.load(out / "aevb" / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
@@ -161,12 +164,12 @@ def test_killed_compare_continues_where_it_stopped(study, tmp_path, monkeypatch)
         saved, expected = (json.loads((root / algorithm / "bound_curve.json").read_text()) for root in (out, reference))
         assert saved == expected
 
-    def no_training(config):
+    def no_training(objective):
         def step(*args):
             raise AssertionError("a finished run was trained again")
         return step
 
-    monkeypatch.setattr(training, "objective_from_config", no_training)
+    monkeypatch.setattr(compare_module, "train", training_with(TrainingHooks(wrap_objective=no_training)))
     compare(Study(("wake-sleep", "aevb"), TINY_CONFIG, CURVE_IMAGES), out, progress=False)
     assert len(curves) == 1  # a finished study: nothing trained, nothing recomputed
 
