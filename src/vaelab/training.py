@@ -5,16 +5,23 @@ objective, then, every ``eval_every`` epochs and at the last, L_k and the ELBO o
 splits, then an atomic checkpoint. Evaluation draws from its own generator seeded by
 (seed, epoch, split), so it never perturbs the training stream and a resumed run replays the
 uninterrupted one exactly.
+
+With ``select_on`` the model of the best bound on that split is kept in ``best.pt`` (written before
+the epoch's checkpoint, whose ``selection`` entry holds the best epoch and bound and the patience
+counter, so that resume is exact for it too); ``patience`` evaluations without a better bound stop
+training (a ``stop`` row). The last epoch's rows end with ``selected`` rows: the evaluations of the
+best epoch (the same model and draws), saying which checkpoint they are of.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +53,11 @@ from vaelab.machine import flushing_subnormals
 from vaelab.models.backend import matmul_precision
 from vaelab.models.networks import evaluation_mode
 from vaelab.objectives import objective_from_config
-from vaelab.preflight import check_experiment
+from vaelab.preflight import check_experiment, check_splits
 from vaelab.progress import bar as progress_bar
 from vaelab.progress import write as progress_write
 from vaelab.runio import (
+    BEST_FILE,
     CHECKPOINT_FILE,
     CHECKPOINT_KEYS,
     CONFIG_FILE,
@@ -178,6 +186,7 @@ def _remove_if_left_empty(run_dir: Path) -> None:
 
 def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorboard=False, curve_ks=()) -> RunResult:
     dataset = dataset_of(config.data, data_dir)
+    check_splits(config, dataset.name, tuple(dataset.splits))  # data by path: its splits are known now
     if resume:
         check_data_unchanged(run_dir, dataset)
     model, optimizer = build_run(config, dataset)
@@ -200,7 +209,12 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
     groups = (model.generative_parameters(), model.recognition_parameters())  # theta, phi: listed once, not per step
     loop = _Loop(objective, model, optimizer, noise_generator, groups, parameters, placement)
     window = _Window(loop)
-    for epoch in range(epoch + 1, config.train.epochs + 1):
+    selection = _Selection(**state["selection"]) if config.train.select_on else None
+    best_rows = _rows_of_epoch(metrics_path, selection.best_epoch) if selection and selection.best_epoch and placement.is_main else []
+    if selection and selection.stopped and placement.is_main:
+        progress_write(f"{run_dir}: stopped early at epoch {epoch} (best {_selected_on(config)} at epoch {selection.best_epoch}); not training on")
+    last_epoch = epoch if selection and selection.stopped else config.train.epochs
+    for epoch in range(epoch + 1, last_epoch + 1):
         started = time.perf_counter()
         for group in optimizer.param_groups:  # the schedule is a function of the epoch: resume needs no more state
             group["lr"] = learning_rate_at(config.train, epoch)
@@ -247,6 +261,20 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                 rows.append({**base, **row, "wall_seconds": wall_seconds})
                 if placement.is_main:  # with or without bars: a log needs every evaluation as it comes
                     progress_write(f"{config.train.algorithm} epoch {epoch}: {bound_words(row)}")
+        best_state = None
+        if selection and len(rows) > 1:
+            evaluations = [{**row, "checkpoint": "last"} for row in rows[1:]]
+            rows[1:] = evaluations
+            if selection.update(next(row for row in evaluations if row["split"] == config.train.select_on), config.train.patience):
+                best_state, best_rows = copy.deepcopy(model.state_dict()), evaluations
+            if selection.stopped:
+                rows.append({**base, "kind": "stop", "reason": "patience", "patience": config.train.patience, "best_epoch": selection.best_epoch})
+                if placement.is_main:
+                    progress_write(f"{config.train.algorithm} epoch {epoch}: stopped early, {config.train.patience} evaluation(s) without a better "
+                                   f"{_selected_on(config)} than epoch {selection.best_epoch}'s")
+            if selection.stopped or epoch == config.train.epochs:
+                rows += [{**row, **base, "kind": "selected", "checkpoint": "best", "checkpoint_epoch": selection.best_epoch,
+                          "selected_on": _selected_on(config)} for row in best_rows]
         noise_states = gather_objects(noise_generator.get_state().cpu(), placement)
         if placement.is_main:
             for row in rows:
@@ -254,6 +282,9 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
             if log is not None:
                 with evaluation_mode(model):  # its samples and reconstructions are evaluations too
                     log.write(rows, model)
+            if best_state is not None:  # before checkpoint.pt: a kill between the two replays this epoch, rewriting it
+                save_checkpoint(run_dir / BEST_FILE, {"epoch": epoch, "step": step, "model": best_state, "config": config.to_dict(),
+                                                      "selected_on": _selected_on(config), "bound": selection.best_bound})
             save_checkpoint(
                 run_dir / CHECKPOINT_FILE,
                 {
@@ -265,15 +296,49 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                     "data_generator": data_generator.get_state(),
                     "noise_generators": noise_states,
                     "config": config.to_dict(),
+                    **({"selection": asdict(selection)} if selection else {}),
                 },
             )
         barrier(placement)
         state = {"epoch": epoch}
         if _any_process(stop.requested, placement):
             raise Interrupted(stop.signum)
+        if selection and selection.stopped:
+            break
     if log is not None:
         log.close()
     return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path) if placement.is_main else [])
+
+
+@dataclass
+class _Selection:
+    """``select_on``'s state: the best bound so far and its epoch, the evaluations since (the
+    patience counter), and whether training stopped early. Saved in every checkpoint."""
+
+    best_epoch: int | None = None
+    best_bound: float | None = None
+    stale: int = 0
+    stopped: bool = False
+
+    def update(self, row: dict[str, Any], patience: int | None) -> bool:
+        """Take an evaluation row of the selection split; True when its bound is the best so far
+        (strictly: the earliest of equal bounds is kept)."""
+        if self.best_bound is None or row["bound"] > self.best_bound:
+            self.best_epoch, self.best_bound, self.stale = row["epoch"], row["bound"], 0
+            return True
+        self.stale += 1
+        self.stopped = patience is not None and self.stale >= patience
+        return False
+
+
+def _selected_on(config: ExperimentConfig) -> str:
+    """What the best checkpoint is the best of, e.g. 'valid L_1000'."""
+    return f"{config.train.select_on} L_{config.train.eval_k}"
+
+
+def _rows_of_epoch(metrics_path: Path, epoch: int) -> list[dict[str, Any]]:
+    """The training evaluations of ``epoch`` in the metrics file (the best epoch's, on resume)."""
+    return [row for row in read_metrics(metrics_path) if row["epoch"] == epoch and row["kind"] == "eval"]
 
 
 def _tensorboard_log(config: ExperimentConfig, dataset: Dataset, run_dir: Path) -> TensorBoardLog:
@@ -307,7 +372,7 @@ class _EpochImages:
 def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_generator, placement, resume) -> dict[str, Any]:
     """Restore the checkpoint in ``run_dir`` (if resuming) and return epoch, step, wall seconds."""
     checkpoint_path = run_dir / CHECKPOINT_FILE
-    fresh = {"epoch": 0, "step": 0, "wall_seconds": 0.0}
+    fresh = {"epoch": 0, "step": 0, "wall_seconds": 0.0, "selection": {}}
     if not checkpoint_path.exists():
         if resume and (run_dir / CONFIG_FILE).exists():  # killed in its first epoch: restart it, with the same config only
             _refuse_a_different_config(ExperimentConfig.load(run_dir / CONFIG_FILE), config, run_dir)
@@ -340,7 +405,7 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
         keep_metrics_through_epoch(run_dir / METRICS_FILE, checkpoint["epoch"])
         if saved.train.epochs != config.train.epochs:
             config.save(run_dir / CONFIG_FILE)
-    return {key: checkpoint[key] for key in fresh}
+    return {key: checkpoint.get(key, value) for key, value in fresh.items()}
 
 
 # Steps between two reads of the device: the finiteness check of the losses and parameters, and the progress bar.

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vaelab.builders import CHECKPOINT_CHOICES
 from vaelab.config import MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, _is_int, _validate_fields, one_of
 from vaelab.errors import ConfigError
 from vaelab.estimators.ais import STARTS, AISSettings
@@ -87,9 +88,17 @@ class EvaluateSettings:
         "0.02 nats on a trained MNIST model; the row records it",
     )
 
+    checkpoint: str | None = setting(
+        None, one_of(CHECKPOINT_CHOICES),
+        "which checkpoint: best (best.pt, the best on the valid split, of a run trained with --select-on) or last",
+        shown="best where the run selected one, else last",
+    )
+
     def __post_init__(self) -> None:
         _validate_fields(self)
         if self.exact:  # quadrature reads the split, the images and nothing else
+            if self.checkpoint is not None:
+                raise ConfigError("--checkpoint applies to L_k, --estimator ais and --bdmc, not to --exact (it reads the run's selected checkpoint)")
             return
         if self.annealed:
             if self.precision != "fp32":
