@@ -90,15 +90,13 @@ class EvaluateSettings:
 
     checkpoint: str | None = setting(
         None, one_of(CHECKPOINT_CHOICES),
-        "which checkpoint: best (best.pt, the best on the valid split, of a run trained with --select-on) or last",
+        "which checkpoint: best (best.pt, the best on the valid split, of a run trained with --select-on) or last (not --exact: the run's selected one)",
         shown="best where the run selected one, else last",
     )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
         if self.exact:  # quadrature reads the split, the images and nothing else
-            if self.checkpoint is not None:
-                raise ConfigError("--checkpoint applies to L_k, --estimator ais and --bdmc, not to --exact (it reads the run's selected checkpoint)")
             return
         if self.annealed:
             if self.precision != "fp32":
