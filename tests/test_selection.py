@@ -120,7 +120,7 @@ def test_best_of_a_run_without_selection_is_refused_in_one_line(tmp_path, capsys
 def test_patience_stops_at_the_right_evaluation_and_a_resume_does_not_train_on(reference, tmp_path):
     patience = 2
     valid = rows_of(reference.metrics, "eval", "valid")
-    best, stop_epoch = float("-inf"), None  # the protocol by hand on the uninterrupted run's valid bounds
+    best, stale, stop_epoch = float("-inf"), 0, None  # the protocol by hand on the uninterrupted run's valid bounds
     for row in valid:
         stale = 0 if row["bound"] > best else stale + 1
         best = max(best, row["bound"])
@@ -175,13 +175,13 @@ def test_sigkill_at_events_then_resume_equals_uninterrupted_run(tmp_path):
                  "--eval-splits", "valid,test", "--select-on", "valid", "--patience", "3", "--no-progress", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1"}
     hook = Path(__file__).with_name("kill_at_event.py")
-    assert subprocess.run([sys.executable, "-m", "vaelab", *arguments, "--out", str(tmp_path / "reference")], env=env, capture_output=True).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "vaelab", *arguments, "--out", str(tmp_path / "reference")], env=env, capture_output=True, check=False).returncode == 0
     run, killed = tmp_path / "killed", 0
     for kind, count in [("fsync", 1), ("fsync", 2), ("step", 1), ("evaluation", 2), ("fsync", 3), ("fsync", 2)]:
-        process = subprocess.run([sys.executable, str(hook), kind, str(count), *arguments, "--out", str(run), "--resume"], env=env, capture_output=True)
+        process = subprocess.run([sys.executable, str(hook), kind, str(count), *arguments, "--out", str(run), "--resume"], env=env, capture_output=True, check=False)
         assert process.returncode in (0, -signal.SIGKILL), process.stderr.decode()
         killed += process.returncode == -signal.SIGKILL
-    finisher = subprocess.run([sys.executable, "-m", "vaelab", *arguments, "--out", str(run), "--resume"], env=env, capture_output=True)
+    finisher = subprocess.run([sys.executable, "-m", "vaelab", *arguments, "--out", str(run), "--resume"], env=env, capture_output=True, check=False)
     assert finisher.returncode == 0, finisher.stderr.decode()
     assert killed >= 4
     assert comparable(read_metrics(run / "metrics.jsonl")) == comparable(read_metrics(tmp_path / "reference" / "metrics.jsonl"))
