@@ -144,7 +144,8 @@ def test_patience_stops_at_the_right_evaluation_and_a_resume_does_not_train_on(r
     assert ((run / "metrics.jsonl").read_bytes(), load(run / "checkpoint.pt")["epoch"]) == before
 
 
-@pytest.mark.parametrize("file, epoch", [("best.pt", 2), ("checkpoint.pt", 3), ("checkpoint.pt", 5), ("best.pt", 1)])
+# best.pt of epoch 1 or 2 not written; epoch 1's written and its checkpoint not (no checkpoint yet); mid-run, past the best
+@pytest.mark.parametrize("file, epoch", [("best.pt", 1), ("best.pt", 2), ("checkpoint.pt", 1), ("checkpoint.pt", 3), ("checkpoint.pt", 5)])
 def test_a_crash_at_any_save_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch, file, epoch):
     patience = 3
     uninterrupted = train(overfitting_config(patience=patience), tmp_path / "reference", progress=False)
@@ -238,6 +239,12 @@ def test_select_on_valid_without_a_valid_split_is_refused_before_anything_is_wri
     with pytest.raises(ConfigError, match="own valid split"):
         train(dataclasses.replace(overfitting_config(), data=DataConfig(dataset="binarized-mnist", valid_fraction=0.1)), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_tensorboard_logs_an_early_stopped_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    result = train(overfitting_config(patience=1), tmp_path / "run", progress=False, tensorboard=True)
+    assert rows_of(result.metrics, "stop") and list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_the_config_records_the_valid_split(tmp_path):

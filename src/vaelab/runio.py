@@ -277,7 +277,7 @@ def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -
             if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE)
             and path.name != BEST_FILE and not path.match(EVALUATION_BOUNDS_PATTERN) and not path.match(TENSORBOARD_PATTERN)  # epoch 1's: recomputed
         ]
-        if kept or any(row["epoch"] != 1 or row["kind"] not in ("train", "eval", "selected", "stop") for row in rows):
+        if kept or any(row["epoch"] != 1 or row["kind"] not in ("train", "eval", "selected") for row in rows):
             raise RunError(
                 f"{run_dir}: holds results ({names}) but no {CHECKPOINT_FILE} to resume from; "
                 "pass --overwrite to replace them, or choose another --out"

@@ -281,7 +281,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                 append_metrics(metrics_path, row)
             if log is not None:
                 with evaluation_mode(model):  # its samples and reconstructions are evaluations too
-                    log.write(rows, model)
+                    log.write([row for row in rows if row["kind"] in ("train", "eval")], model)  # not the selection's rows
             if best_state is not None:  # before checkpoint.pt: a kill between the two replays this epoch, rewriting it
                 save_checkpoint(run_dir / BEST_FILE, {"epoch": epoch, "step": step, "model": best_state, "config": config.to_dict(),
                                                       "selected_on": _selected_on(config), "bound": selection.best_bound})
