@@ -117,6 +117,15 @@ def test_best_of_a_run_without_selection_is_refused_in_one_line(tmp_path, capsys
         evaluate_run(tmp_path / "run", 5, checkpoint="best")
 
 
+def test_a_run_with_selection_killed_before_its_first_evaluation_has_no_best_yet(tmp_path):
+    config = overfitting_config(epochs=1)
+    train(config, tmp_path / "run", progress=False)
+    (tmp_path / "run" / "best.pt").unlink()  # as after a kill between the first checkpoint and the first evaluation
+    with pytest.raises(RunError, match="no best checkpoint yet .*--checkpoint last"):
+        evaluate_run(tmp_path / "run", 5)
+    assert evaluate_run(tmp_path / "run", 5, checkpoint="last")["checkpoint"] == "last"
+
+
 def test_patience_stops_at_the_right_evaluation_and_a_resume_does_not_train_on(reference, tmp_path):
     patience = 2
     valid = rows_of(reference.metrics, "eval", "valid")

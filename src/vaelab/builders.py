@@ -244,13 +244,15 @@ def checkpoint_file(run_dir: Path, config: ExperimentConfig, which: str | None =
     trained with ``select_on``, else last) of the run in ``run_dir`` trained with ``config``.
 
     Raises:
-        RunError: 'best' of a run trained without ``select_on``.
+        RunError: 'best' of a run trained without ``select_on``, or before its first evaluation.
     """
     which = which or ("best" if config.train.select_on else "last")
     if which == "last":
         return run_dir / CHECKPOINT_FILE
     if not config.train.select_on:
         raise RunError(f"{run_dir}: was trained without --select-on, so it has no best checkpoint ({BEST_FILE}); use --checkpoint last")
+    if not (run_dir / BEST_FILE).exists():  # killed before its first evaluation
+        raise RunError(f"{run_dir / BEST_FILE}: no best checkpoint yet (the {config.train.select_on} split was never evaluated); use --checkpoint last")
     return run_dir / BEST_FILE
 
 

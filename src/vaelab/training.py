@@ -253,7 +253,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
             {**base, "kind": "train", "split": "train", "k": None, "bound": _mean_over_processes(bound_sum, seen, placement),
              "epoch_seconds": time.perf_counter() - started, "wall_seconds": wall_seconds}
         ]
-        if epoch % config.train.eval_every == 0 or epoch == config.train.epochs:
+        evaluated = epoch % config.train.eval_every == 0 or epoch == config.train.epochs
+        if evaluated:
             for split in config.train.eval_splits:
                 curve = curve_ks if split == "test" and epoch == config.train.epochs else ()
                 row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch, placement, progress=progress, bounds_dir=run_dir, curve_ks=curve)
@@ -262,7 +263,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                 if placement.is_main:  # with or without bars: a log needs every evaluation as it comes
                     progress_write(f"{config.train.algorithm} epoch {epoch}: {bound_words(row)}")
         best_state = None
-        if selection and len(rows) > 1:
+        if selection and evaluated:
             evaluations = [{**row, "checkpoint": "last"} for row in rows[1:]]
             rows[1:] = evaluations
             if selection.update(next(row for row in evaluations if row["split"] == config.train.select_on), config.train.patience):
