@@ -148,9 +148,9 @@ def test_patience_stops_at_the_right_evaluation_and_a_resume_does_not_train_on(r
     assert load(run / "checkpoint.pt")["selection"]["stopped"] is True
     assert load(run / "best.pt")["epoch"] == stop_epoch - patience
 
-    before = (run / "metrics.jsonl").read_bytes(), load(run / "checkpoint.pt")["epoch"]
+    before = (run / "metrics.jsonl").read_bytes(), load(run / "checkpoint.pt")["epoch"], (run / "config.json").read_bytes()
     train(overfitting_config(epochs=EPOCHS + 4, patience=patience), run, resume=True, progress=False)
-    assert ((run / "metrics.jsonl").read_bytes(), load(run / "checkpoint.pt")["epoch"]) == before
+    assert ((run / "metrics.jsonl").read_bytes(), load(run / "checkpoint.pt")["epoch"], (run / "config.json").read_bytes()) == before
 
 
 # best.pt of epoch 1 or 2 not written; epoch 1's written and its checkpoint not (no checkpoint yet); mid-run, past the best

@@ -404,7 +404,7 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
         raise RunError(f"{checkpoint_path}: cannot restore its optimizer or random state ({type(error).__name__})") from None
     if placement.is_main:
         keep_metrics_through_epoch(run_dir / METRICS_FILE, checkpoint["epoch"])
-        if saved.train.epochs != config.train.epochs:
+        if saved.train.epochs != config.train.epochs and not checkpoint.get("selection", {}).get("stopped"):  # a stopped run trains no more
             config.save(run_dir / CONFIG_FILE)
     return {key: checkpoint.get(key, value) for key, value in fresh.items()}
 
