@@ -65,7 +65,8 @@ COMMANDS = (
         "evaluate",
         "estimate L_k, or log p(x) by AIS, of a trained run",
         "Estimate L_k (with the Pareto k-hat of each image's weights), or log p(x) by annealed importance sampling, "
-        "of a run's checkpoint (the best on the valid split where it was trained with --select-on, else the last; --checkpoint chooses), or the BDMC sandwich on simulated images; prints mean and standard error, appends "
+        "of a run's checkpoint (the best on the valid split where it was trained with --select-on, else the last; "
+        "--checkpoint chooses), or the BDMC sandwich on simulated images; prints mean and standard error, appends "
         "them to the run's metrics and writes the per-image values beside them (bounds-*.npz).",
         add_arguments,
         run,
