@@ -33,13 +33,18 @@ from vaelab.models.conv import ConvDecoder, ConvEncoder
 from vaelab.models.networks import NetworkLayer, call_user_code, evaluation_mode
 from vaelab.models.priors import build_prior
 from vaelab.runio import (
+    BEST_CHECKPOINT_KEYS,
+    BEST_FILE,
     CHECKPOINT_FILE,
     CONFIG_FILE,
     ENVIRONMENT_FILE,
+    MODEL_CHECKPOINT_KEYS,
     load_checkpoint,
     load_model_state,
 )
 
+# Which checkpoint of a run to read: the best on the validation split (``--select-on``) or the last.
+CHECKPOINT_CHOICES = ("best", "last")
 LIKELIHOOD_LAYERS = {"bernoulli": BernoulliLayer, "gaussian": DiagonalGaussianLayer}
 LATENT_LAYERS = {"gaussian": DiagonalGaussianLayer, "bernoulli": BernoulliLayer}
 
@@ -176,7 +181,9 @@ def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMach
 
 def dataset_of(config: DataConfig, data_dir: str | Path | None = None) -> Dataset:
     """The dataset of ``config``: by name from the data folder, or by path (held-out test split as configured)."""
-    return load_dataset(config.dataset, data_dir, test_fraction=config.test_fraction, split_seed=config.split_seed)
+    return load_dataset(
+        config.dataset, data_dir, test_fraction=config.test_fraction, split_seed=config.split_seed, valid_fraction=config.valid_fraction
+    )
 
 
 def check_data_unchanged(run_dir: str | Path, dataset: Dataset) -> None:
@@ -196,8 +203,8 @@ def check_data_unchanged(run_dir: str | Path, dataset: Dataset) -> None:
 
 @dataclass
 class LoadedRun:
-    """A trained run read back: its config, the model at its last checkpoint (in eval mode), the
-    dataset and the checkpoint. Unpacks as ``config, model, dataset, checkpoint``."""
+    """A trained run read back: its config, the model at its chosen checkpoint (in eval mode), the
+    dataset and the checkpoint (``best.pt``'s holds ``selected_on``). Unpacks as ``config, model, dataset, checkpoint``."""
 
     config: ExperimentConfig
     model: HelmholtzMachine
@@ -232,8 +239,30 @@ def require_trust(config: ExperimentConfig, source: str | Path, trust_code: bool
         )
 
 
-def load_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu", trust_code: bool = False) -> LoadedRun:
-    """The config, the model at its last checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``.
+def checkpoint_file(run_dir: Path, config: ExperimentConfig, which: str | None = None) -> Path:
+    """The checkpoint ``which`` ('best', 'last'; None: the run's selected one, best where it was
+    trained with ``select_on``, else last) of the run in ``run_dir`` trained with ``config``.
+
+    Raises:
+        RunError: 'best' of a run trained without ``select_on``, or before its first evaluation.
+    """
+    which = which or ("best" if config.train.select_on else "last")
+    if which == "last":
+        return run_dir / CHECKPOINT_FILE
+    if not config.train.select_on:
+        raise RunError(f"{run_dir}: was trained without --select-on, so it has no best checkpoint ({BEST_FILE}); use --checkpoint last")
+    if not (run_dir / BEST_FILE).exists():  # killed before its first evaluation
+        raise RunError(f"{run_dir / BEST_FILE}: no best checkpoint yet (the {config.train.select_on} split was never evaluated); use --checkpoint last")
+    return run_dir / BEST_FILE
+
+
+def load_run(
+    run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu", trust_code: bool = False, checkpoint: str | None = None
+) -> LoadedRun:
+    """The config, the model at a checkpoint (on ``device``), the dataset and the checkpoint of ``run_dir``.
+
+    ``checkpoint``: 'best' (``best.pt``, the best on the validation split), 'last', or None for
+    the run's selected one (:func:`checkpoint_file`).
 
     A run of user networks imports and runs the code its config names: only with ``trust_code``
     (:func:`require_trust`).
@@ -245,7 +274,7 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None, device: st
         ConfigError: the config names user networks and ``trust_code`` is not given.
         RunError: not a run; a config or checkpoint that is unreadable, of another shape, or
             whose model does not fit the config; a parameter holding NaN or infinity (refused
-            before any evaluation, naming the tensor).
+            before any evaluation, naming the tensor); 'best' of a run trained without ``select_on``.
         DataError: data given by path changed since the run was trained on it.
     """
     run_dir = Path(run_dir)
@@ -253,11 +282,12 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None, device: st
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
     config = ExperimentConfig.load(run_dir / CONFIG_FILE)
     require_trust(config, run_dir / CONFIG_FILE, trust_code)
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
+    path = checkpoint_file(run_dir, config, checkpoint)
+    state = load_checkpoint(path, BEST_CHECKPOINT_KEYS if path.name == BEST_FILE else MODEL_CHECKPOINT_KEYS)
     dataset = dataset_of(config.data, data_dir)
     check_data_unchanged(run_dir, dataset)
     model = initial_model(config, dataset)
-    load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT_FILE)
+    load_model_state(model, state["model"], path)
     model.to(resolve_device(device))
     model.eval()
-    return LoadedRun(config, model, dataset, checkpoint, run_dir)
+    return LoadedRun(config, model, dataset, state, run_dir)

@@ -28,6 +28,7 @@ PRIORS = ("standard-normal", "mixture", "vamp", "bernoulli")
 LATENTS = ("gaussian", "bernoulli")
 RWS_PHI_UPDATES = ("wake", "sleep", "mix")
 SPLITS = ("train", "valid", "test")
+SELECTION_SPLITS = ("valid",)  # splits a checkpoint may be selected on (never test: that would tune on it)
 ARCHITECTURES = ("mlp", "conv")
 MATMUL_PRECISIONS = ("fp32", "bf16")  # see vaelab.models.backend.matmul_precision
 LR_SCHEDULES = ("constant", "burda")  # see vaelab.schedules
@@ -80,6 +81,7 @@ NAME = Kind("a non-empty name", str, lambda v: isinstance(v, str) and v != "")
 ADAM_BETA = Kind("a number in [0, 1)", float, lambda v: _is_number(v) and 0 <= v < 1)
 POSITIVE_NUMBER = Kind("a positive number", float, lambda v: _is_number(v) and v > 0)
 FRACTION = Kind("a number in (0, 1)", float, lambda v: _is_number(v) and 0 < v < 1)
+FRACTION_OR_NONE = Kind("a number in [0, 1)", float, lambda v: _is_number(v) and 0 <= v < 1)
 FACTORY = Kind(
     "MODULE:FACTORY, e.g. mynets:encoder or path/to/nets.py:encoder",
     str,
@@ -148,6 +150,8 @@ class DataConfig:
     layer's to say (:func:`vaelab.data.load_dataset`). ``dataset`` may instead be a path to a
     ``.npz`` file or a folder of images (stored absolute); where such data has no test split,
     ``test_fraction`` of its train split, drawn with ``split_seed``, is held out as the test split.
+    ``valid_fraction`` (0: none) of the train split, drawn with ``split_seed`` too, is held out as
+    the valid split of data without one (digits, mnist, fashion-mnist, frey-face, most paths).
     """
 
     dataset: str = option("digits", NAME, "dataset by name ('vaelab datasets' lists them), or a path to a .npz file or a folder of images")
@@ -156,7 +160,10 @@ class DataConfig:
     )
     binarization_seed: int = option(0, SEED, "seed of the fixed binarization of evaluation splits")
     test_fraction: float = option(0.1, FRACTION, "data by path without a test split: the fraction of train images held out as the test split")
-    split_seed: int = option(0, SEED, "data by path without a test split: seed of which train images are held out")
+    split_seed: int = option(0, SEED, "seed of which train images are held out (the test split of data by path, --valid-fraction)")
+    valid_fraction: float = option(
+        0.0, FRACTION_OR_NONE, "data without a valid split: the fraction of train images held out as the valid split (0: none)"
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -246,6 +253,10 @@ class TrainConfig:
     ``eval_train_size`` evaluates the train-split bound on a fixed subset of that many images
     (``None``: all of them). Which options an algorithm reads and what it requires of the model
     and of ``num_samples`` is the objective registry's to say (:func:`vaelab.objectives.check_config`).
+
+    ``select_on='valid'`` keeps, beside the last checkpoint, the one of the best L_k on the valid
+    split (evaluated every ``eval_every`` epochs; it must be among ``eval_splits``); ``patience``
+    stops training after that many evaluations without a better one (Tomczak & Welling 2018).
     """
 
     algorithm: str = option("aevb", NAME, "learning algorithm")
@@ -282,9 +293,20 @@ class TrainConfig:
         one_of(MATMUL_PRECISIONS),
         "matmul precision of the training steps (evaluations stay fp32); bf16 trains 1.2-2.2x faster on CPUs with AVX512-BF16",
     )
+    select_on: str | None = option(
+        None, one_of(SELECTION_SPLITS), "also keep the checkpoint of the best L_k on this split, best.pt (none: the last only)", optional=True
+    )
+    patience: int | None = option(
+        None, POSITIVE_INT, "with --select-on: stop after this many evaluations without a better bound (none: never)", optional=True
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
+        _require(self.patience is None or self.select_on is not None, "--patience counts evaluations of --select-on's split: give --select-on valid")
+        _require(
+            self.select_on is None or self.select_on in self.eval_splits,
+            f"--select-on {self.select_on} needs that split evaluated: add it to --eval-splits (e.g. train,{self.select_on},test)",
+        )
 
 
 @dataclass(frozen=True)

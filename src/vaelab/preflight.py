@@ -38,18 +38,16 @@ def check_experiment(config: ExperimentConfig) -> None:
 
 def check_before_training(config: ExperimentConfig) -> None:
     """Raise ConfigError or DataError (one line) for a config that cannot run here: a dataset that is
-    neither a known name nor an existing path, an evaluation split the dataset lacks, or sizes
-    needing more memory than is available. (Seeds beyond 2^63 - 1 are the config's to refuse.)"""
+    neither a known name nor an existing path, an evaluation split the dataset lacks (the valid
+    split of ``--valid-fraction`` counted), a ``--valid-fraction`` for a dataset with its own valid
+    split, or sizes needing more memory than is available. (Seeds beyond 2^63 - 1 are the config's to refuse.)"""
     check_dataset_name(config.data.dataset)
     spec = REGISTRY.get(config.data.dataset)
-    if spec is None:  # data given by path: its splits and size are known once it is read
+    if spec is None:  # data given by path: its splits and size are known once it is read (check_splits)
         return
-    missing = [split for split in config.train.eval_splits if split not in spec.split_sizes]
-    if missing:
-        raise ConfigError(
-            f"dataset {config.data.dataset} has no {', '.join(missing)} split (it has {', '.join(spec.split_sizes)}); "
-            "choose --eval-splits among those"
-        )
+    if config.data.valid_fraction and "valid" in spec.split_sizes:
+        raise ConfigError(f"dataset {config.data.dataset} has its own valid split; leave --valid-fraction at 0")
+    check_splits(config, config.data.dataset, (*spec.split_sizes, *(("valid",) if config.data.valid_fraction else ())))
     check_memory(
         memory_needed(config, math.prod(spec.image_shape), spec.split_sizes), "this config", "for its parameters and batches",
         "reduce --hidden, --upper-hidden, --latent-dim, --batch-size, --num-samples or --eval-k",
@@ -62,6 +60,19 @@ def check_memory(needed: int, what: str, purpose: str, advice: str) -> None:
     available = available_memory()
     if available is not None and needed > available:
         raise ConfigError(f"{what} needs about {_gib(needed)} of memory {purpose}, more than the {_gib(available)} available; {advice}")
+
+
+def check_splits(config: ExperimentConfig, dataset: str, splits: tuple[str, ...]) -> None:
+    """Raise ConfigError (one line) when ``config`` evaluates a split that ``dataset`` (which has
+    ``splits``) lacks; a missing valid split names ``--valid-fraction``, which makes one."""
+    missing = [split for split in config.train.eval_splits if split not in splits]
+    if "valid" in missing:
+        raise ConfigError(
+            f"dataset {dataset} has no valid split (it has {', '.join(splits)}); pass --valid-fraction F "
+            "to hold out a fraction F of its train images (drawn with --split-seed) as one"
+        )
+    if missing:
+        raise ConfigError(f"dataset {dataset} has no {', '.join(missing)} split (it has {', '.join(splits)}); choose --eval-splits among those")
 
 
 def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str, int] | None = None) -> int:

@@ -9,6 +9,8 @@ The file registry (every name any command writes; nothing else is ever deleted o
 - ``config.json``: the resolved :class:`~vaelab.config.ExperimentConfig`;
 - ``metrics.jsonl``: one JSON object per line, appended with a single write and fsync;
 - ``checkpoint.pt``: model, optimiser and RNG state (:data:`CHECKPOINT_KEYS`), replaced every epoch;
+- ``best.pt``: with ``--select-on``, the model of the best validation bound so far
+  (:data:`BEST_CHECKPOINT_KEYS`), written before the ``checkpoint.pt`` of its epoch;
 - ``bounds-*.npz``, ``exact-*.json``: per-image bounds and exact log-likelihoods of evaluations;
 - ``bound_curve.json``: a compare study's L_k-against-k curve of the run;
 - ``final.json``: ``reproduce``'s final test L_k of the run's checkpoint;
@@ -58,6 +60,7 @@ CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"
 PER_IMAGE_PATTERN = "bounds-*.npz"  # vaelab.evaluation.per_image.bounds_file_name
 EXACT_PATTERN = "exact-*.json"  # vaelab.evaluation.exact.exact_file
 BOUND_CURVE_FILE = "bound_curve.json"
@@ -78,7 +81,7 @@ LOCK_FILE = ".vaelab.lock"
 
 # The files that make up a run (those of a study's runs and of `evaluate --exact` included).
 RUN_FILE_PATTERNS = (
-    CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, BOUND_CURVE_FILE, FINAL_FILE, EXACT_PATTERN, PER_IMAGE_PATTERN, TENSORBOARD_PATTERN,
+    CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, BOUND_CURVE_FILE, FINAL_FILE, EXACT_PATTERN, PER_IMAGE_PATTERN, TENSORBOARD_PATTERN,
 )
 STUDY_FILE_PATTERNS = (STUDY_FILE, REPORT_FILE, REPRODUCE_FILE, REPORT_MD, REPORT_JSON, BOUNDS_RESULTS_FILE, BOUNDS_PAGE_FILE, *FIGURE_PATTERNS)
 # Per-image bounds of an in-training evaluation: written beside its metrics row, before the checkpoint.
@@ -88,6 +91,11 @@ EVALUATION_BOUNDS_PATTERN = "bounds-eval-*.npz"
 CHECKPOINT_KEYS = frozenset({"epoch", "step", "wall_seconds", "model", "optimizer", "data_generator", "noise_generators", "config"})
 # What reading a model needs of it (evaluate, load_run): older or hand-made checkpoints may lack the rest.
 MODEL_CHECKPOINT_KEYS = frozenset({"epoch", "step", "model", "config"})
+# What best.pt holds: the model and what it was selected on (``selected_on``, e.g. 'valid L_1000', and that ``bound``).
+BEST_CHECKPOINT_KEYS = MODEL_CHECKPOINT_KEYS | {"selected_on", "bound"}
+# checkpoint.pt of a run with --select-on also holds "selection": the best epoch and bound so far,
+# the evaluations since (the patience counter) and whether it stopped early; resume restores them.
+SELECTION_KEYS = frozenset({"best_epoch", "best_bound", "stale", "stopped"})
 
 # Temporary files of _replace_atomically: ".<name>.vaelab-<8 random characters>.tmp" (tempfile.mkstemp);
 # the 'vaelab-' and a registry <name> tell them from a user's own files.
@@ -267,9 +275,9 @@ def check_run_directory(run_dir: str | Path, *, resume: bool, overwrite: bool) -
         kept = [
             path.name for path in files
             if path.name not in (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE)
-            and not path.match(EVALUATION_BOUNDS_PATTERN) and not path.match(TENSORBOARD_PATTERN)  # epoch 1's: recomputed
+            and path.name != BEST_FILE and not path.match(EVALUATION_BOUNDS_PATTERN) and not path.match(TENSORBOARD_PATTERN)  # epoch 1's: recomputed
         ]
-        if kept or any(row["epoch"] != 1 or row["kind"] not in ("train", "eval") for row in rows):
+        if kept or any(row["epoch"] != 1 or row["kind"] not in ("train", "eval", "selected") for row in rows):
             raise RunError(
                 f"{run_dir}: holds results ({names}) but no {CHECKPOINT_FILE} to resume from; "
                 "pass --overwrite to replace them, or choose another --out"
@@ -408,6 +416,8 @@ def _checkpoint_problem(checkpoint: Any, required: frozenset[str]) -> str | None
         return "its model entry is not a state dict of named tensors"
     if "config" in checkpoint and not isinstance(checkpoint["config"], dict):
         return "its config entry is not an object"
+    if "selection" in checkpoint and not (isinstance(checkpoint["selection"], dict) and SELECTION_KEYS <= set(checkpoint["selection"])):
+        return f"its selection entry is not an object with {', '.join(sorted(SELECTION_KEYS))}"
     for key in ("optimizer",):
         if key in checkpoint and not isinstance(checkpoint[key], dict):
             return f"its {key} entry is not a dict"

@@ -5,16 +5,23 @@ objective, then, every ``eval_every`` epochs and at the last, L_k and the ELBO o
 splits, then an atomic checkpoint. Evaluation draws from its own generator seeded by
 (seed, epoch, split), so it never perturbs the training stream and a resumed run replays the
 uninterrupted one exactly.
+
+With ``select_on`` the model of the best bound on that split is kept in ``best.pt`` (written before
+the epoch's checkpoint, whose ``selection`` entry holds the best epoch and bound and the patience
+counter, so that resume is exact for it too); ``patience`` evaluations without a better bound stop
+training (a ``stop`` row). The last epoch's rows end with ``selected`` rows: the evaluations of the
+best epoch (the same model and draws), saying which checkpoint they are of.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +53,11 @@ from vaelab.machine import flushing_subnormals
 from vaelab.models.backend import matmul_precision
 from vaelab.models.networks import evaluation_mode
 from vaelab.objectives import objective_from_config
-from vaelab.preflight import check_experiment
+from vaelab.preflight import check_experiment, check_splits
 from vaelab.progress import bar as progress_bar
 from vaelab.progress import write as progress_write
 from vaelab.runio import (
+    BEST_FILE,
     CHECKPOINT_FILE,
     CHECKPOINT_KEYS,
     CONFIG_FILE,
@@ -82,8 +90,9 @@ class TrainingHooks:
 
     ``wrap_objective(objective) -> objective``: the objective every step calls, ``(model, x [B, D_x],
     generator) -> output``, wrapped (e.g. to poison or count steps). ``on_epoch_start(epoch, lr)``:
-    after the epoch's learning rate is set. ``on_checkpoint(path, state)``: before ``state`` is saved
-    to ``path`` (rank 0). ``on_replay(first_batch)``: a fault check replays its window from that batch.
+    after the epoch's learning rate is set. ``on_checkpoint(path, state)``: before each checkpoint
+    file (``checkpoint.pt``, ``best.pt``) is saved (rank 0). ``on_replay(first_batch)``: a fault
+    check replays its window from that batch.
     ``check_every`` and ``save_every``: steps between two fault checks and between two saves of the
     state a fault is replayed from (:class:`_Window`).
     """
@@ -201,6 +210,7 @@ def _remove_if_left_empty(run_dir: Path) -> None:
 
 def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorboard=False, curve_ks=(), hooks=TrainingHooks()) -> RunResult:
     dataset = dataset_of(config.data, data_dir)
+    check_splits(config, dataset.name, tuple(dataset.splits))  # data by path: its splits are known now
     if resume:
         check_data_unchanged(run_dir, dataset)
     model, optimizer = build_run(config, dataset)
@@ -225,7 +235,12 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
     groups = (model.generative_parameters(), model.recognition_parameters())  # theta, phi: listed once, not per step
     loop = _Loop(objective, model, optimizer, noise_generator, groups, parameters, placement, hooks)
     window = _Window(loop)
-    for epoch in range(epoch + 1, config.train.epochs + 1):
+    selection = _Selection(**state["selection"]) if config.train.select_on else None
+    best_rows = _rows_of_epoch(metrics_path, selection.best_epoch) if selection and selection.best_epoch and placement.is_main else []
+    if selection and selection.stopped and placement.is_main:
+        progress_write(f"{run_dir}: stopped early at epoch {epoch} (best {_selected_on(config)} at epoch {selection.best_epoch}); not training on")
+    last_epoch = epoch if selection and selection.stopped else config.train.epochs
+    for epoch in range(epoch + 1, last_epoch + 1):
         started = time.perf_counter()
         for group in optimizer.param_groups:  # the schedule is a function of the epoch: resume needs no more state
             group["lr"] = learning_rate_at(config.train, epoch)
@@ -266,7 +281,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
             {**base, "kind": "train", "split": "train", "k": None, "bound": _mean_over_processes(bound_sum, seen, placement),
              "epoch_seconds": time.perf_counter() - started, "wall_seconds": wall_seconds}
         ]
-        if epoch % config.train.eval_every == 0 or epoch == config.train.epochs:
+        evaluated = epoch % config.train.eval_every == 0 or epoch == config.train.epochs
+        if evaluated:
             for split in config.train.eval_splits:
                 curve = curve_ks if split == "test" and epoch == config.train.epochs else ()
                 row = evaluate_split(model, config, dataset, split, config.train.eval_k, epoch, placement, progress=progress, bounds_dir=run_dir, curve_ks=curve)
@@ -274,33 +290,92 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                 rows.append({**base, **row, "wall_seconds": wall_seconds})
                 if placement.is_main:  # with or without bars: a log needs every evaluation as it comes
                     progress_write(f"{config.train.algorithm} epoch {epoch}: {bound_words(row)}")
+        best_state = None
+        if selection and evaluated:
+            evaluations = [{**row, "checkpoint": "last"} for row in rows[1:]]
+            rows[1:] = evaluations
+            if selection.update(next(row for row in evaluations if row["split"] == config.train.select_on), config.train.patience):
+                best_state, best_rows = copy.deepcopy(model.state_dict()), evaluations
+            if selection.stopped:
+                rows.append({**base, "kind": "stop", "reason": "patience", "patience": config.train.patience, "best_epoch": selection.best_epoch})
+                if placement.is_main:
+                    progress_write(f"{config.train.algorithm} epoch {epoch}: stopped early, {config.train.patience} evaluation(s) without a better "
+                                   f"{_selected_on(config)} than epoch {selection.best_epoch}'s")
+            if selection.stopped or epoch == config.train.epochs:
+                rows += [{**row, **base, "kind": "selected", "checkpoint": "best", "checkpoint_epoch": selection.best_epoch,
+                          "selected_on": _selected_on(config)} for row in best_rows]
         noise_states = gather_objects(noise_generator.get_state().cpu(), placement)
         if placement.is_main:
             for row in rows:
                 append_metrics(metrics_path, row)
             if log is not None:
                 with evaluation_mode(model):  # its samples and reconstructions are evaluations too
-                    log.write(rows, model)
-            checkpoint = {
-                "epoch": epoch,
-                "step": step,
-                "wall_seconds": wall_seconds,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "data_generator": data_generator.get_state(),
-                "noise_generators": noise_states,
-                "config": config.to_dict(),
-            }
-            if hooks.on_checkpoint is not None:
-                hooks.on_checkpoint(run_dir / CHECKPOINT_FILE, checkpoint)
-            save_checkpoint(run_dir / CHECKPOINT_FILE, checkpoint)
+                    log.write([row for row in rows if row["kind"] in ("train", "eval")], model)  # not the selection's rows
+            if best_state is not None:  # before checkpoint.pt: a kill between the two replays this epoch, rewriting it
+                _save(hooks, run_dir / BEST_FILE, {"epoch": epoch, "step": step, "model": best_state, "config": config.to_dict(),
+                                                   "selected_on": _selected_on(config), "bound": selection.best_bound})
+            _save(
+                hooks,
+                run_dir / CHECKPOINT_FILE,
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "wall_seconds": wall_seconds,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "data_generator": data_generator.get_state(),
+                    "noise_generators": noise_states,
+                    "config": config.to_dict(),
+                    **({"selection": asdict(selection)} if selection else {}),
+                },
+            )
         barrier(placement)
         state = {"epoch": epoch}
         if _any_process(stop.requested, placement):
             raise Interrupted(stop.signum)
+        if selection and selection.stopped:
+            break
     if log is not None:
         log.close()
     return RunResult(run_dir, config, model, dataset, read_metrics(metrics_path) if placement.is_main else [])
+
+
+@dataclass
+class _Selection:
+    """``select_on``'s state: the best bound so far and its epoch, the evaluations since (the
+    patience counter), and whether training stopped early. Saved in every checkpoint."""
+
+    best_epoch: int | None = None
+    best_bound: float | None = None
+    stale: int = 0
+    stopped: bool = False
+
+    def update(self, row: dict[str, Any], patience: int | None) -> bool:
+        """Take an evaluation row of the selection split; True when its bound is the best so far
+        (strictly: the earliest of equal bounds is kept)."""
+        if self.best_bound is None or row["bound"] > self.best_bound:
+            self.best_epoch, self.best_bound, self.stale = row["epoch"], row["bound"], 0
+            return True
+        self.stale += 1
+        self.stopped = patience is not None and self.stale >= patience
+        return False
+
+
+def _selected_on(config: ExperimentConfig) -> str:
+    """What the best checkpoint is the best of, e.g. 'valid L_1000'."""
+    return f"{config.train.select_on} L_{config.train.eval_k}"
+
+
+def _rows_of_epoch(metrics_path: Path, epoch: int) -> list[dict[str, Any]]:
+    """The training evaluations of ``epoch`` in the metrics file (the best epoch's, on resume)."""
+    return [row for row in read_metrics(metrics_path) if row["epoch"] == epoch and row["kind"] == "eval"]
+
+
+def _save(hooks: TrainingHooks, path: Path, state: dict[str, Any]) -> None:
+    """:func:`save_checkpoint`, after ``hooks.on_checkpoint`` (which may raise: a crash before the file is written)."""
+    if hooks.on_checkpoint is not None:
+        hooks.on_checkpoint(path, state)
+    save_checkpoint(path, state)
 
 
 def _tensorboard_log(config: ExperimentConfig, dataset: Dataset, run_dir: Path) -> TensorBoardLog:
@@ -334,7 +409,7 @@ class _EpochImages:
 def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_generator, placement, resume) -> dict[str, Any]:
     """Restore the checkpoint in ``run_dir`` (if resuming) and return epoch, step, wall seconds."""
     checkpoint_path = run_dir / CHECKPOINT_FILE
-    fresh = {"epoch": 0, "step": 0, "wall_seconds": 0.0}
+    fresh = {"epoch": 0, "step": 0, "wall_seconds": 0.0, "selection": {}}
     if not checkpoint_path.exists():
         if resume and (run_dir / CONFIG_FILE).exists():  # killed in its first epoch: restart it, with the same config only
             _refuse_a_different_config(ExperimentConfig.load(run_dir / CONFIG_FILE), config, run_dir)
@@ -365,9 +440,9 @@ def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_ge
         raise RunError(f"{checkpoint_path}: cannot restore its optimizer or random state ({type(error).__name__})") from None
     if placement.is_main:
         keep_metrics_through_epoch(run_dir / METRICS_FILE, checkpoint["epoch"])
-        if saved.train.epochs != config.train.epochs:
+        if saved.train.epochs != config.train.epochs and not checkpoint.get("selection", {}).get("stopped"):  # a stopped run trains no more
             config.save(run_dir / CONFIG_FILE)
-    return {key: checkpoint[key] for key in fresh}
+    return {key: checkpoint.get(key, value) for key, value in fresh.items()}
 
 
 @dataclass(frozen=True)

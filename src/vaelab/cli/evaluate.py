@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args, EvaluateSettings)
     common = {"data_dir": args.data_dir, "device": args.device, "progress": not args.no_progress, "trust_code": args.trust_code}
+    chosen = {"checkpoint": settings.checkpoint}
     if settings.exact:
         from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
 
@@ -34,18 +35,29 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(summary_lines(result)))
         print(f"written to {exact_file(args.run_dir, settings.split)}, per image to {args.run_dir / result['bounds_file']}")
     elif settings.bdmc is not None:
-        for row in evaluate_bdmc_run(args.run_dir, settings.bdmc, settings.ais_steps, settings.samples, start=settings.ais_start, **common):
-            print(lines.bdmc_line(row))
+        for row in evaluate_bdmc_run(args.run_dir, settings.bdmc, settings.ais_steps, settings.samples, start=settings.ais_start, **common, **chosen):
+            print(lines.bdmc_line(row) + checkpoint_words(row, settings.checkpoint))
     elif settings.annealed:
         row = evaluate_ais_run(
-            args.run_dir, settings.ais_steps[0], settings.samples, settings.split, num_images=settings.images, start=settings.ais_start, **common
+            args.run_dir, settings.ais_steps[0], settings.samples, settings.split, num_images=settings.images, start=settings.ais_start,
+            **common, **chosen,
         )
-        print(lines.ais_line(row))
+        print(lines.ais_line(row) + checkpoint_words(row, settings.checkpoint))
     else:
         warn_if_bf16_is_slow_here(settings.precision, args.device)
-        row = evaluate_run(args.run_dir, settings.samples, settings.split, num_images=settings.images, precision=settings.precision, **common)
-        print(lines.bound_line(row))
+        row = evaluate_run(
+            args.run_dir, settings.samples, settings.split, num_images=settings.images, precision=settings.precision, **common, **chosen
+        )
+        print(lines.bound_line(row) + checkpoint_words(row, settings.checkpoint))
     return 0
+
+
+def checkpoint_words(row: dict, chosen: str | None) -> str:
+    """Which checkpoint a printed evaluation is of: the best (e.g. '; checkpoint: best on valid L_1000'),
+    or the last where ``--checkpoint last`` chose it (said of any other run's rows without words)."""
+    if row["checkpoint"] == "best":
+        return f"; checkpoint: best on {row['selected_on']}"
+    return "; checkpoint: last" if chosen == "last" else ""
 
 
 COMMANDS = (
@@ -53,7 +65,8 @@ COMMANDS = (
         "evaluate",
         "estimate L_k, or log p(x) by AIS, of a trained run",
         "Estimate L_k (with the Pareto k-hat of each image's weights), or log p(x) by annealed importance sampling, "
-        "of a run's last checkpoint, or the BDMC sandwich on simulated images; prints mean and standard error, appends "
+        "of a run's checkpoint (the best on the valid split where it was trained with --select-on, else the last; "
+        "--checkpoint chooses), or the BDMC sandwich on simulated images; prints mean and standard error, appends "
         "them to the run's metrics and writes the per-image values beside them (bounds-*.npz).",
         add_arguments,
         run,

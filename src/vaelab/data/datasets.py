@@ -16,7 +16,7 @@ from vaelab.data.download import (
     resolve_data_dir,
 )
 from vaelab.data.readers import read_amat, read_frey_mat, read_labelled_images
-from vaelab.data.splits import NUM_CLASSES, Dataset, Split
+from vaelab.data.splits import NUM_CLASSES, Dataset, Split, hold_out
 from vaelab.data.user import check_path, load_path, looks_like_path
 from vaelab.errors import ConfigError
 
@@ -243,12 +243,15 @@ def load_dataset(
     download: bool | None = None,
     test_fraction: float = 0.1,
     split_seed: int = 0,
+    valid_fraction: float = 0.0,
 ) -> Dataset:
     """Load a dataset by name from `<data folder>/<name>/` (see `resolve_data_dir`), or by path.
 
     A name that is not a known dataset and looks like a path (it has a '/', ends in .npz or
     exists) is read by :func:`vaelab.data.user.load_path`: a .npz file or a folder of images,
     whose missing test split is a ``test_fraction`` of its train split drawn with ``split_seed``.
+    ``valid_fraction`` (0: none) of the train split, drawn with ``split_seed`` too, becomes the valid
+    split of data without one (:func:`vaelab.data.splits.hold_out`).
     Missing files of a named dataset are downloaded when `download` is True, or when it is None
     and the environment variable VAELAB_OFFLINE is not set to 1; every file's sha256 is checked.
     Raises DataError (one line) for missing, corrupt or unexpected files; ConfigError for an
@@ -256,17 +259,22 @@ def load_dataset(
     """
     if name not in REGISTRY:
         if looks_like_path(name):
-            return load_path(name, test_fraction=test_fraction, split_seed=split_seed)
+            return load_path(name, test_fraction=test_fraction, split_seed=split_seed, valid_fraction=valid_fraction)
     spec = _spec(name)
+    if valid_fraction and "valid" in spec.split_sizes:
+        raise ConfigError(f"dataset {name} has its own valid split; leave --valid-fraction at 0")
     if download is None:
         download = os.environ.get("VAELAB_OFFLINE") != "1"
     files = {}
     if spec.files:
         folder = resolve_data_dir(data_dir) / spec.folder
         files = prepare_files(folder, spec.files, MIRRORS[name], dataset=name, download=download)
+    splits = spec.read(spec, {key: file.path for key, file in files.items()})
+    if valid_fraction:
+        splits = hold_out(splits, "valid", valid_fraction, split_seed, name)
     return Dataset(
         name=name,
-        splits=spec.read(spec, {key: file.path for key, file in files.items()}),
+        splits=splits,
         image_shape=spec.image_shape,
         likelihood=spec.likelihood,
         is_binary=spec.is_binary,

@@ -2,9 +2,16 @@
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from vaelab.errors import DataError
+
 NUM_CLASSES = 10  # every labelled dataset here (digits, MNIST, Fashion-MNIST) has ten classes
+MIN_SPLIT_IMAGES = 2  # a standard error needs two values
+# Entropy added to ``split_seed`` for the valid split's draw: the test split's draw (older) takes the
+# seed alone, so one seed draws the two held-out sets independently.
+VALID_STREAM = 1
 
 
 @dataclass(frozen=True)
@@ -60,3 +67,22 @@ class Dataset:
         if self.splits["train"].labels is None:
             return None
         return self.num_labels or NUM_CLASSES
+
+
+def hold_out(splits: dict[str, Split], into: str, fraction: float, seed: int, where: str) -> dict[str, Split]:
+    """Move a seeded ``fraction`` of the train split (at least two images) into a new split ``into``
+    ('test' or 'valid'); the rest stays train, in its order. Disjoint by construction: one
+    permutation of the train images, its first ``round(fraction * N)`` held out."""
+    train = splits["train"]
+    count = len(train.images)
+    held = max(MIN_SPLIT_IMAGES, round(fraction * count))
+    if not 0 < fraction < 1 or count - held < MIN_SPLIT_IMAGES:
+        raise DataError(
+            f"{where}: has no {into} split, and holding out {fraction} of {count} train images (at least {MIN_SPLIT_IMAGES})"
+            f" leaves fewer than {MIN_SPLIT_IMAGES} to train on"
+        )
+    rng = np.random.default_rng(seed if into == "test" else (seed, VALID_STREAM))
+    order = torch.from_numpy(rng.permutation(count))
+    chosen, rest = order[:held].sort().values, order[held:].sort().values
+    pick = lambda index: Split(train.images[index], None if train.labels is None else train.labels[index])  # noqa: E731
+    return {**splits, "train": pick(rest), into: pick(chosen)}

@@ -7,7 +7,8 @@ network reshapes a row to ``[C, H, W]``), int64 labels ``[N]`` where there are a
 Accepted arrays: ``[N, H, W]`` (grey), ``[N, H, W, C]`` (C = 1, 3 or 4 channels, last, as image
 files and NumPy hold them) or ``[N, D]`` (vectors); dtype uint8 (0..255) or floating point in
 [0, 1]. Without a test split a seeded fraction of the train split is held out as the test split
-(``test_fraction``, ``split_seed``: both in the run's config.json).
+(``test_fraction``, ``split_seed``: both in the run's config.json), and, on request, a seeded
+``valid_fraction`` of what is left as the valid split.
 
 Every split holds at least 2 images: each evaluated split is reported as a mean with its
 standard error, which one image cannot give.
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.data.splits import Dataset, Split
+from vaelab.data.splits import MIN_SPLIT_IMAGES, Dataset, Split, hold_out
 from vaelab.data.readers import one_line, read_regular_file
 from vaelab.errors import DataError
 from vaelab.machine import available_memory
@@ -48,7 +49,6 @@ SPLIT_NAMES = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 LIKELIHOODS = ("bernoulli", "gaussian")
 NPZ_KEYS = frozenset({*SPLIT_NAMES, *(f"{split}_labels" for split in SPLIT_NAMES), "likelihood"})
-MIN_SPLIT_IMAGES = 2  # a standard error needs two values
 FLOAT32_BYTES = 4
 # What reading a malformed .npz can raise: zipfile (BadZipFile; NotImplementedError for an unknown
 # compression, RuntimeError for an encrypted member), zlib and EOFError (truncated deflate data),
@@ -61,7 +61,7 @@ def looks_like_path(name: str) -> bool:
     return os.sep in name or "/" in name or name.endswith(".npz") or os.path.exists(name)
 
 
-def load_path(path: str | os.PathLike, *, test_fraction: float = 0.1, split_seed: int = 0) -> Dataset:
+def load_path(path: str | os.PathLike, *, test_fraction: float = 0.1, split_seed: int = 0, valid_fraction: float = 0.0) -> Dataset:
     """The dataset at ``path``: a ``.npz`` file or a folder of images (see the module docstring).
 
     Raises DataError (one line) when the path is missing or its contents are not usable.
@@ -77,7 +77,8 @@ def load_path(path: str | os.PathLike, *, test_fraction: float = 0.1, split_seed
         if likelihood not in LIKELIHOODS:
             raise DataError(f"{path}: 'likelihood' must be one of {', '.join(LIKELIHOODS)} (got {likelihood!r})")
     dataset = dataset_from_arrays(
-        **arrays, name=str(path), likelihood=likelihood, test_fraction=test_fraction, split_seed=split_seed, where=str(path)
+        **arrays, name=str(path), likelihood=likelihood, test_fraction=test_fraction, split_seed=split_seed,
+        valid_fraction=valid_fraction, where=str(path),
     )
     return _with_files(dataset, {str(path): digest})
 
@@ -108,13 +109,15 @@ def dataset_from_arrays(
     likelihood: str = "bernoulli",
     test_fraction: float = 0.1,
     split_seed: int = 0,
+    valid_fraction: float = 0.0,
     where: str | None = None,
 ) -> Dataset:
     """A dataset from arrays (NumPy or torch) as in the module docstring, for use from Python.
 
     ``likelihood`` is the observation model the data is meant for ('bernoulli' for binary or
     grey images, 'gaussian' for continuous values). Without ``test`` a ``test_fraction`` of
-    ``train`` (chosen with ``split_seed``) becomes the test split.
+    ``train`` (chosen with ``split_seed``) becomes the test split; then, without ``valid``, a
+    ``valid_fraction`` of what is left (0: none) becomes the valid split.
     """
     where = where or name
     if likelihood not in LIKELIHOODS:
@@ -136,7 +139,11 @@ def dataset_from_arrays(
         shape = split_shape
         splits[split] = Split(flat, _labels(labels, len(flat), f"{where}: {split}_labels"))
     if "test" not in splits:
-        splits = _hold_out(splits, test_fraction, split_seed, where)
+        splits = hold_out(splits, "test", test_fraction, split_seed, where)
+    if valid_fraction:
+        if "valid" in splits:
+            raise DataError(f"{where}: has its own valid split; leave --valid-fraction at 0")
+        splits = hold_out(splits, "valid", valid_fraction, split_seed, where)
     channels, height, width, flat_data = shape
     values = torch.cat([split.images for split in splits.values()])
     return Dataset(
@@ -223,22 +230,6 @@ def _num_labels(splits: dict[str, Split]) -> int | None:
     if any(label is None for label in labels):
         return None
     return int(max(label.max() for label in labels)) + 1
-
-
-def _hold_out(splits: dict[str, Split], fraction: float, seed: int, where: str) -> dict[str, Split]:
-    """Move a seeded ``fraction`` of the train split (at least two images) into a new test split."""
-    train = splits["train"]
-    count = len(train.images)
-    held = max(MIN_SPLIT_IMAGES, round(fraction * count))
-    if not 0 < fraction < 1 or count - held < MIN_SPLIT_IMAGES:
-        raise DataError(
-            f"{where}: has no test split, and holding out {fraction} of {count} train images (at least {MIN_SPLIT_IMAGES})"
-            f" leaves fewer than {MIN_SPLIT_IMAGES} to train on"
-        )
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(count))
-    test, rest = order[:held].sort().values, order[held:].sort().values
-    pick = lambda index: Split(train.images[index], None if train.labels is None else train.labels[index])  # noqa: E731
-    return {**splits, "train": pick(rest), "test": pick(test)}
 
 
 def _with_files(dataset: Dataset, files: dict[str, str]) -> Dataset:

@@ -2,7 +2,8 @@
 
 Every evaluation row says which estimator made it (``estimator``: 'iwae' for L_k, 'ais', 'bdmc';
 rows written before the key existed are L_k) and names its per-image file (``bounds_file``,
-:mod:`vaelab.evaluation.per_image`).
+:mod:`vaelab.evaluation.per_image`). A saved run's rows say which checkpoint they are of
+(``checkpoint``: 'best', with ``selected_on``, or 'last'; :func:`checkpoint_fields`).
 """
 
 from __future__ import annotations
@@ -147,19 +148,22 @@ def evaluate_run(
     precision: str = "fp32",
     progress: bool = False,
     trust_code: bool = False,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Estimate L_k (and the ELBO) of ``split`` (its first ``num_images``; None: all) at the run's
-    last checkpoint, multiplying in ``precision`` ('fp32' or 'bf16'); appends the row to its metrics.
+    ``checkpoint`` ('best', 'last'; None: best where the run selected one, else last;
+    :func:`vaelab.builders.checkpoint_file`), multiplying in ``precision`` ('fp32' or 'bf16');
+    appends the row to its metrics.
 
     ``progress``: a bar with an ETA for each pass. Holds the run's lock (it appends to the
     metrics): refused in one line while another process trains or evaluates the run."""
     _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
-        return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code)
+        return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code, checkpoint)
 
 
-def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code) -> dict[str, Any]:
-    config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
+def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code, which) -> dict[str, Any]:
+    config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code, which)
     check_before_training(dataclasses.replace(config, train=dataclasses.replace(config.train, eval_k=k)))  # memory for k samples
     read_metrics(Path(run_dir) / METRICS_FILE)  # refuse a corrupt metrics file before the costly part, not after it
     row = {
@@ -170,9 +174,18 @@ def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, pr
             model, config, dataset, split, k, checkpoint["epoch"], num_images=num_images, precision=precision, progress=progress,
             bounds_dir=run_dir, kind="evaluate",
         ),
+        **checkpoint_fields(checkpoint),
     }
     append_metrics(Path(run_dir) / METRICS_FILE, row)
     return row
+
+
+def checkpoint_fields(checkpoint: dict[str, Any]) -> dict[str, str]:
+    """What a row of an evaluation of a saved ``checkpoint`` records of it: ``checkpoint`` 'best'
+    and what it is the best of (``selected_on``, e.g. 'valid L_1000'), or 'last'."""
+    if "selected_on" in checkpoint:
+        return {"checkpoint": "best", "selected_on": checkpoint["selected_on"]}
+    return {"checkpoint": "last"}
 
 
 # Entropy of the random streams of BDMC's simulated images (beside the split tags 0-2).
@@ -190,9 +203,10 @@ def evaluate_ais_run(
     start: str = "proposal",
     progress: bool = False,
     trust_code: bool = False,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """log p(x) of ``split`` (its first ``num_images``) by forward AIS (:mod:`vaelab.estimators.ais`) at
-    the run's last checkpoint: T = ``steps`` intermediate distributions, M = ``chains`` chains per
+    the run's ``checkpoint`` (as :func:`evaluate_run`'s): T = ``steps`` intermediate distributions, M = ``chains`` chains per
     image, starting from q(z|x) (``start='proposal'``) or p(z) ('prior'). Appends a row with
     ``estimator: 'ais'``, ``log_px`` ± ``log_px_stderr`` (a stochastic lower bound on the mean log p(x)),
     mean acceptance and decoder passes per image, and writes the per-image estimates beside it.
@@ -206,7 +220,7 @@ def evaluate_ais_run(
     """
     _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
-        config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
+        config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code, checkpoint)
         read_metrics(Path(run_dir) / METRICS_FILE)  # refuse a corrupt metrics file before the costly part
         settings = AISSettings(steps=steps, chains=chains, start=start)
         _check_ais_memory(config, dataset.data_dim, settings)
@@ -235,6 +249,7 @@ def evaluate_ais_run(
             "num_images": images.shape[0],
             "eval_seconds": time.perf_counter() - started,
             "bounds_file": bounds_file_name("evaluate", split, checkpoint["epoch"], estimator),
+            **checkpoint_fields(checkpoint),
         }
         save_per_image(Path(run_dir) / row["bounds_file"], torch.arange(images.shape[0]), log_px=log_px, acceptance=acceptance)
         append_metrics(Path(run_dir) / METRICS_FILE, row)
@@ -251,8 +266,9 @@ def evaluate_bdmc_run(
     start: str = "proposal",
     progress: bool = False,
     trust_code: bool = False,
+    checkpoint: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Bidirectional Monte Carlo (Grosse et al. 2015) at the run's last checkpoint: ``num_images`` images
+    """Bidirectional Monte Carlo (Grosse et al. 2015) at the run's ``checkpoint`` (as :func:`evaluate_run`'s): ``num_images`` images
     simulated from the model (z ~ p(z), x ~ p(x|z): the same images for every T), then for each T in
     ``steps`` forward AIS (a stochastic lower bound on log p(x)) and reverse AIS from the simulated z
     (an upper bound). Appends one row per T with ``estimator: 'bdmc'``: ``lower``, ``upper`` (means over
@@ -266,7 +282,7 @@ def evaluate_bdmc_run(
     """
     _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
-        config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
+        config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code, checkpoint)
         read_metrics(Path(run_dir) / METRICS_FILE)
         device_of_model = next(model.parameters()).device
         epoch = checkpoint["epoch"]
@@ -301,6 +317,7 @@ def evaluate_bdmc_run(
                 "num_images": num_images,
                 "eval_seconds": time.perf_counter() - started,
                 "bounds_file": bounds_file_name("bdmc", "simulated", epoch, f"T{steps_now}-M{chains}-n{num_images}" + ("" if start == "proposal" else f"-{start}")),
+                **checkpoint_fields(checkpoint),
             }
             save_per_image(Path(run_dir) / row["bounds_file"], torch.arange(num_images), lower=lower, upper=upper)
             append_metrics(Path(run_dir) / METRICS_FILE, row)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vaelab.builders import CHECKPOINT_CHOICES
 from vaelab.config import MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, _is_int, _validate_fields, one_of
 from vaelab.errors import ConfigError
 from vaelab.estimators.ais import STARTS, AISSettings
@@ -85,6 +86,12 @@ class EvaluateSettings:
         "fp32", one_of(MATMUL_PRECISIONS),
         "matmul precision of L_k (not --exact): bf16 is about 1.4x faster on CPUs with AVX512-BF16 and moved L_k by "
         "0.02 nats on a trained MNIST model; the row records it",
+    )
+
+    checkpoint: str | None = setting(
+        None, one_of(CHECKPOINT_CHOICES),
+        "which checkpoint: best (best.pt, the best on the valid split, of a run trained with --select-on) or last (not --exact: the run's selected one)",
+        shown="best where the run selected one, else last",
     )
 
     def __post_init__(self) -> None:
