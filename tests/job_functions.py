@@ -62,8 +62,9 @@ def wait_for_a_stop(path: str) -> None:
 def wait_then_chatter(path: str) -> None:
     """Wait for SIGTERM or SIGINT, write [its number, this process's id] to ``path`` once the parent
     has gone, then send more progress lines than a pipe holds (256 kB) and stop as training does."""
+    parent = os.getppid()  # before the signal: the kernel reparents this process as it sends it, so later is too late
     received = _wait_for_a_signal(path)
-    parent, deadline = os.getppid(), time.monotonic() + 60
+    deadline = time.monotonic() + 60
     while os.getppid() == parent and time.monotonic() < deadline:  # as training finishes its epoch: the parent has gone by then
         time.sleep(0.01)
     written = Path(path + ".part")
