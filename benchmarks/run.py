@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from vaelab.config import DataConfig, ExperimentConfig, TrainConfig
 from vaelab.runio import cpu_description
 
 HERE = Path(__file__).resolve().parent
@@ -406,6 +407,8 @@ def main() -> None:
         command = [sys.executable, "-m", "vaelab", "compare", "--out", "{out}/study", "--no-progress"]
         command += ["--epochs", "1"] if args.quick else []
         results["contention"] = measure_contention(command, CONTENTION_VARIANTS)
+    if "seeds" in sections:
+        results["seeds"] = seeds_section(args.out / "seeds", args.quick, repeats, args.data_dir)
     if "study" in sections:
         results["study"] = [study_section(args.out / "mnist-study", args.quick, args.data_dir)]
 
@@ -416,7 +419,7 @@ def main() -> None:
     print((args.out / "results.md").read_text())
 
 
-SECTIONS = ("evaluation", "training", "scaling", "folding", "contention", "study")
+SECTIONS = ("evaluation", "training", "scaling", "folding", "contention", "seeds", "study")
 DEFAULT_SECTIONS = SECTIONS[:-1]
 # Variants of the main command in the contention section (extra arguments, environment): vaelab's default,
 # its algorithms trained at once, one single-thread process each (vaelab.jobs), and one after the other in one
@@ -441,6 +444,99 @@ def folding_section(args, test_images: int, repeats: int) -> list[dict]:
         seconds = result["seconds"]
         print(f"  [{repeat + 1}/{repeats}] " + ", ".join(f"{name} {value:.2f} s" for name, value in seconds.items()), flush=True)
         rows.append({**result, "folding_vs_floor": seconds["folding"] / seconds["floor"], "dense_vs_floor": seconds["dense"] / seconds["floor"]})
+    return rows
+
+
+# Issue 32's configurations: (label, steps of each seed, quick steps); four seeds each.
+SEED_CONFIGS = (("Burda one-layer IWAE k=5, batch 20", 150, 20), ("homework AEVB 784-512-2, batch 100", 100, 10))
+SEEDS = (0, 1, 2, 3)
+
+
+def seed_config(label: str, steps: int) -> ExperimentConfig:
+    """The config of ``label`` (of :data:`SEED_CONFIGS`) cut to one epoch of ``steps`` steps on dynamic MNIST;
+    its end-of-epoch evaluation is L_1 of 100 training images, outside the timed epoch."""
+    import dataclasses
+
+    from vaelab.studies.reproduce.presets import get_preset, row_config
+
+    if label.startswith("Burda"):
+        preset = get_preset("burda2015-1layer")
+        config = row_config(preset, preset.row("iwae-k5"), "reduced")
+    else:  # vaelab's defaults are the homework's model and training
+        config = ExperimentConfig(data=DataConfig(dataset="mnist"), train=TrainConfig())
+    train = dataclasses.replace(config.train, epochs=1, train_size=steps * config.train.batch_size, eval_k=1,
+                                eval_splits=("train",), eval_train_size=100)
+    return dataclasses.replace(config, train=train)
+
+
+def _lone_seed(config: dict, run_dir: str, data_dir: str | None) -> float:
+    """Train one seed with vaelab.training.train; its timed epoch in seconds (a vaelab.jobs job: importable, picklable)."""
+    from vaelab.training import train
+
+    result = train(ExperimentConfig.from_dict(config), run_dir, data_dir=data_dir, overwrite=True, progress=False)
+    return next(row["epoch_seconds"] for row in result.metrics if row["kind"] == "train")
+
+
+def seeds_section(out: Path, quick: bool, repeats: int, data_dir: str | None) -> list[dict]:
+    """Four seeds of each of :data:`SEED_CONFIGS`: one after the other (vaelab.training.train, 1 and 2 threads),
+    as two single-thread jobs at once (vaelab.jobs) and together over stacked parameters (vaelab.batched, 1 and
+    2 threads), taking turns ``repeats`` times; the seconds are the training epochs' alone (model building,
+    data loading, process start-up and the end-of-epoch evaluation left out), medians over the repeats."""
+    import dataclasses
+    import shutil
+
+    from vaelab.batched import BatchedSeeds
+    from vaelab.builders import dataset_of
+    from vaelab.jobs import run_jobs
+    from vaelab.models.backend import flushing_subnormals
+
+    def one_after_the_other(config, threads):
+        torch.set_num_threads(threads)
+        return sum(_lone_seed(dataclasses.replace(config, seed=seed).to_dict(), str(out / f"seed{seed}"), data_dir) for seed in SEEDS)
+
+    def two_jobs(config, threads):
+        # the jobs' epochs, summed and shared out over the two processes: 4 equal jobs keep both busy throughout
+        jobs = [(dataclasses.replace(config, seed=seed).to_dict(), str(out / f"job{seed}"), data_dir) for seed in SEEDS]
+        run_jobs(_lone_seed, jobs, processes=2, threads=1)
+        return sum(json.loads((out / f"job{seed}" / "metrics.jsonl").read_text().splitlines()[0])["epoch_seconds"] for seed in SEEDS) / 2
+
+    def together(config, threads):
+        torch.set_num_threads(threads)
+        batched = BatchedSeeds(config, SEEDS, dataset_of(config.data, data_dir))
+        with flushing_subnormals():  # as train() computes
+            started = time.perf_counter()
+            for index in range(batched.start_epoch(1)):
+                batched.step(index)
+            return time.perf_counter() - started
+
+    def overhead_floor(config, threads):
+        # the same steps with every width cut to 8 and z to 2: what a step costs beyond its arithmetic
+        model = dataclasses.replace(config.model, hidden=(8,) * len(config.model.hidden), latent_dim=2)
+        return one_after_the_other(dataclasses.replace(config, model=model), threads)
+
+    variants = {"one after the other, 1 thread": (one_after_the_other, 1), "one after the other, 2 threads": (one_after_the_other, 2),
+                "2 jobs at once, 1 thread each": (two_jobs, 1), "together (batched), 1 thread": (together, 1),
+                "together (batched), 2 threads": (together, 2),
+                "per-step overhead floor: one after the other, 1 thread, widths 8": (overhead_floor, 1)}
+    rows = []
+    for label, steps, quick_steps in SEED_CONFIGS:
+        steps = quick_steps if quick else steps
+        config = seed_config(label, steps)
+        print(f"seeds: {label}, {len(SEEDS)} seeds x {steps} steps, the variants taking turns", flush=True)
+        together(seed_config(label, 2), 1)  # first calls of torch.func (tracing, imports) outside the timings
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        for repeat in range(repeats):
+            for name, (measure_variant, threads) in variants.items():
+                seconds[name].append(measure_variant(config, threads))
+                print(f"  [{repeat + 1}/{repeats}] {name}: {seconds[name][-1]:.2f} s", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        medians = {name: statistics.median(values) for name, values in seconds.items()}
+        sequential = min(medians[name] for name in variants if name.startswith("one after"))
+        load = os.getloadavg()[1]  # the machine's 5-minute load: these timings are of a shared machine
+        for name, median in medians.items():
+            rows.append({"config": label, "variant": name, "load_average": load, "seeds": len(SEEDS), "steps": steps, "seconds": median, "all_seconds": seconds[name],
+                         "seed_steps_per_second": len(SEEDS) * steps / median, "vs_best_sequential": median / sequential})
+    torch.set_num_threads(1)
     return rows
 
 
@@ -524,6 +620,12 @@ def markdown(meta: dict, results: dict) -> str:
                   "| variant | alone s | contended s | ratio |", "|---|---|---|---|"]
         for r in results["contention"]:
             lines.append(f"| {r['policy']} | {r['alone']:.1f} | {r['contended']:.1f} | {r['ratio']:.2f}x |")
+    if results.get("seeds"):
+        lines += ["", "## Seeds: four seeds one after the other, as parallel jobs, and together over stacked parameters", "",
+                  "Training epochs only; time relative to the faster of the two one-after-the-other settings (issue 32's target at batch 20: <= 0.4x).", "",
+                  "| configuration | variant | steps per seed | seconds | seed-steps/s | time vs best one after the other |", "|---|---|---|---|---|---|"]
+        for r in results["seeds"]:
+            lines.append(f"| {r['config']} (load {r['load_average']:.1f}) | {r['variant']} | {r['steps']} | {r['seconds']:.2f} | {r['seed_steps_per_second']:.0f} | {r['vs_best_sequential']:.2f}x |")
     for r in results.get("study", []):
         lines += ["", "## The homework's MNIST study end to end (`vaelab compare --dataset mnist --eval-train-size 10000`)", "",
                   f"{r['wall_seconds']:.0f} s in all, the algorithms {'at once' if r['at_once'] else 'one after the other'}; "
