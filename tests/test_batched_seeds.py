@@ -9,16 +9,17 @@ import torch
 
 from vaelab.batched import train_seeds
 from vaelab.builders import dataset_of
-from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
+from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError
 from vaelab.training import train
 
 SEEDS = (0, 1, 2)
 
 
-def _config(algorithm: str, num_samples: int) -> ExperimentConfig:
+def _config(algorithm: str, num_samples: int, binarization: str = "dynamic") -> ExperimentConfig:
     # digits, 2 epochs of 29 steps: the second epoch checks the per-seed redraw of binarization and order
     return ExperimentConfig(
+        data=DataConfig(binarization=binarization),
         model=ModelConfig(latent_dim=2, hidden=(16,)),
         train=TrainConfig(algorithm=algorithm, num_samples=num_samples, epochs=2, batch_size=50, eval_k=1, eval_splits=("test",)),
     )
@@ -28,9 +29,9 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([parameter.detach().flatten() for parameter in model.parameters()])
 
 
-@pytest.mark.parametrize(("algorithm", "num_samples"), [("iwae", 3), ("aevb", 1)])
-def test_each_seed_of_a_batched_run_follows_its_lone_run(tmp_path, algorithm, num_samples):
-    config = _config(algorithm, num_samples)
+@pytest.mark.parametrize(("algorithm", "num_samples", "binarization"), [("iwae", 3, "dynamic"), ("aevb", 1, "dynamic"), ("iwae", 2, "static")])
+def test_each_seed_of_a_batched_run_follows_its_lone_run(tmp_path, algorithm, num_samples, binarization):
+    config = _config(algorithm, num_samples, binarization)
     models, bounds = train_seeds(config, SEEDS, dataset_of(config.data))
     lone = [train(dataclasses.replace(config, seed=seed), tmp_path / str(seed), progress=False) for seed in SEEDS]
     for index, run in enumerate(lone):
