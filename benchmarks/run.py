@@ -477,18 +477,34 @@ def _lone_seed(config: dict, run_dir: str, data_dir: str | None) -> float:
     return next(row["epoch_seconds"] for row in result.metrics if row["kind"] == "train")
 
 
+def _together(config: dict, seeds: list[int], data_dir: str | None, out_file: str | None = None) -> float:
+    """Train ``seeds`` of ``config`` together (vaelab.batched) for its one epoch; its seconds, also written to
+    ``out_file`` where given (a vaelab.jobs job: importable, picklable, its result read back from the file)."""
+    from vaelab.batched import BatchedSeeds
+    from vaelab.builders import dataset_of
+    from vaelab.models.backend import flushing_subnormals
+
+    config = ExperimentConfig.from_dict(config)
+    batched = BatchedSeeds(config, seeds, dataset_of(config.data, data_dir))
+    with flushing_subnormals():  # as train() computes
+        started = time.perf_counter()
+        for index in range(batched.start_epoch(1)):
+            batched.step(index)
+        seconds = time.perf_counter() - started
+    if out_file:
+        Path(out_file).write_text(json.dumps(seconds))
+    return seconds
+
+
 def seeds_section(out: Path, quick: bool, repeats: int, data_dir: str | None) -> list[dict]:
     """Four seeds of each of :data:`SEED_CONFIGS`: one after the other (vaelab.training.train, 1 and 2 threads),
-    as two single-thread jobs at once (vaelab.jobs) and together over stacked parameters (vaelab.batched, 1 and
-    2 threads), taking turns ``repeats`` times; the seconds are the training epochs' alone (model building,
+    as two single-thread jobs at once (vaelab.jobs), together over stacked parameters (vaelab.batched, 1 and
+    2 threads) and as two single-thread jobs of two seeds together each, taking turns ``repeats`` times; the seconds are the training epochs' alone (model building,
     data loading, process start-up and the end-of-epoch evaluation left out), medians over the repeats."""
     import dataclasses
     import shutil
 
-    from vaelab.batched import BatchedSeeds
-    from vaelab.builders import dataset_of
     from vaelab.jobs import run_jobs
-    from vaelab.models.backend import flushing_subnormals
 
     def one_after_the_other(config, threads):
         torch.set_num_threads(threads)
@@ -502,28 +518,30 @@ def seeds_section(out: Path, quick: bool, repeats: int, data_dir: str | None) ->
 
     def together(config, threads):
         torch.set_num_threads(threads)
-        batched = BatchedSeeds(config, SEEDS, dataset_of(config.data, data_dir))
-        with flushing_subnormals():  # as train() computes
-            started = time.perf_counter()
-            for index in range(batched.start_epoch(1)):
-                batched.step(index)
-            return time.perf_counter() - started
+        return _together(config.to_dict(), list(SEEDS), data_dir)
 
-    def overhead_floor(config, threads):
+    def two_jobs_together(config, threads):
+        # two processes of one thread, each training half the seeds together: the longer of the two
+        halves = [list(SEEDS[: len(SEEDS) // 2]), list(SEEDS[len(SEEDS) // 2 :])]
+        out.mkdir(parents=True, exist_ok=True)
+        run_jobs(_together, [(config.to_dict(), half, data_dir, str(out / f"half{index}.json")) for index, half in enumerate(halves)], processes=2, threads=1)
+        return max(json.loads((out / f"half{index}.json").read_text()) for index in range(len(halves)))
+
+    def narrow(config):
         # the same steps with every width cut to 8 and z to 2: what a step costs beyond its arithmetic
-        model = dataclasses.replace(config.model, hidden=(8,) * len(config.model.hidden), latent_dim=2)
-        return one_after_the_other(dataclasses.replace(config, model=model), threads)
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, hidden=(8,) * len(config.model.hidden), latent_dim=2))
 
     variants = {"one after the other, 1 thread": (one_after_the_other, 1), "one after the other, 2 threads": (one_after_the_other, 2),
                 "2 jobs at once, 1 thread each": (two_jobs, 1), "together (batched), 1 thread": (together, 1),
-                "together (batched), 2 threads": (together, 2),
-                "per-step overhead floor: one after the other, 1 thread, widths 8": (overhead_floor, 1)}
+                "together (batched), 2 threads": (together, 2), "2 jobs at once, 2 seeds together in each, 1 thread each": (two_jobs_together, 1),
+                "per-step overhead floor: one after the other, 1 thread, widths 8": (lambda config, threads: one_after_the_other(narrow(config), threads), 1),
+                "per-step overhead floor: together (batched), 1 thread, widths 8": (lambda config, threads: together(narrow(config), threads), 1)}
     rows = []
     for label, steps, quick_steps in SEED_CONFIGS:
         steps = quick_steps if quick else steps
         config = seed_config(label, steps)
         print(f"seeds: {label}, {len(SEEDS)} seeds x {steps} steps, the variants taking turns", flush=True)
-        together(seed_config(label, 2), 1)  # first calls of torch.func (tracing, imports) outside the timings
+        together(seed_config(label, 2), 1)  # first calls (imports, allocations) outside the timings
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         for repeat in range(repeats):
             for name, (measure_variant, threads) in variants.items():
