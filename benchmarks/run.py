@@ -482,7 +482,7 @@ def _together(config: dict, seeds: list[int], data_dir: str | None, out_file: st
     ``out_file`` where given (a vaelab.jobs job: importable, picklable, its result read back from the file)."""
     from vaelab.batched import BatchedSeeds
     from vaelab.builders import dataset_of
-    from vaelab.models.backend import flushing_subnormals
+    from vaelab.machine import flushing_subnormals
 
     config = ExperimentConfig.from_dict(config)
     batched = BatchedSeeds(config, seeds, dataset_of(config.data, data_dir))

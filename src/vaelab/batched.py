@@ -39,8 +39,9 @@ from vaelab.data import Dataset
 from vaelab.draws import bernoulli_draw
 from vaelab.errors import ConfigError
 from vaelab.evaluation.protocol import model_likelihood, seeded_generator, training_images, uses_binarization
+from vaelab.machine import flushing_subnormals
 from vaelab.models import HelmholtzMachine
-from vaelab.models.backend import _ACTIVATION_FUNCTIONS, flushing_subnormals
+from vaelab.models.backend import _ACTIVATION_FUNCTIONS
 from vaelab.models.layers import MIN_SCALE
 from vaelab.objectives.core import ImportanceSamples, log_mean_exp
 from vaelab.preflight import check_experiment
