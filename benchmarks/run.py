@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from vaelab.config import DataConfig, ExperimentConfig, TrainConfig
 from vaelab.runio import cpu_description
 
 HERE = Path(__file__).resolve().parent
@@ -406,6 +407,8 @@ def main() -> None:
         command = [sys.executable, "-m", "vaelab", "compare", "--out", "{out}/study", "--no-progress"]
         command += ["--epochs", "1"] if args.quick else []
         results["contention"] = measure_contention(command, CONTENTION_VARIANTS)
+    if "seeds" in sections:
+        results["seeds"] = seeds_section(args.out / "seeds", args.quick, repeats, args.data_dir)
     if "study" in sections:
         results["study"] = [study_section(args.out / "mnist-study", args.quick, args.data_dir)]
 
@@ -416,7 +419,7 @@ def main() -> None:
     print((args.out / "results.md").read_text())
 
 
-SECTIONS = ("evaluation", "training", "scaling", "folding", "contention", "study")
+SECTIONS = ("evaluation", "training", "scaling", "folding", "contention", "seeds", "study")
 DEFAULT_SECTIONS = SECTIONS[:-1]
 # Variants of the main command in the contention section (extra arguments, environment): vaelab's default,
 # its algorithms trained at once, one single-thread process each (vaelab.jobs), and one after the other in one
@@ -441,6 +444,119 @@ def folding_section(args, test_images: int, repeats: int) -> list[dict]:
         seconds = result["seconds"]
         print(f"  [{repeat + 1}/{repeats}] " + ", ".join(f"{name} {value:.2f} s" for name, value in seconds.items()), flush=True)
         rows.append({**result, "folding_vs_floor": seconds["folding"] / seconds["floor"], "dense_vs_floor": seconds["dense"] / seconds["floor"]})
+    return rows
+
+
+# Issue 32's configurations: (label, steps of each seed, quick steps); four seeds each.
+SEED_CONFIGS = (("Burda one-layer IWAE k=5, batch 20", 150, 20), ("homework AEVB 784-512-2, batch 100", 100, 10))
+SEEDS = (0, 1, 2, 3)
+
+
+def seed_config(label: str, steps: int) -> ExperimentConfig:
+    """The config of ``label`` (of :data:`SEED_CONFIGS`) cut to one epoch of ``steps`` steps on dynamic MNIST;
+    its end-of-epoch evaluation is L_1 of 100 training images, outside the timed epoch."""
+    import dataclasses
+
+    from vaelab.studies.reproduce.presets import get_preset, row_config
+
+    if label.startswith("Burda"):
+        preset = get_preset("burda2015-1layer")
+        config = row_config(preset, preset.row("iwae-k5"), "reduced")
+    else:  # vaelab's defaults are the homework's model and training
+        config = ExperimentConfig(data=DataConfig(dataset="mnist"), train=TrainConfig())
+    train = dataclasses.replace(config.train, epochs=1, train_size=steps * config.train.batch_size, eval_k=1,
+                                eval_splits=("train",), eval_train_size=100)
+    return dataclasses.replace(config, train=train)
+
+
+def _lone_seed(config: dict, run_dir: str, data_dir: str | None) -> float:
+    """Train one seed with vaelab.training.train; its timed epoch in seconds (a vaelab.jobs job: importable, picklable)."""
+    from vaelab.training import train
+
+    result = train(ExperimentConfig.from_dict(config), run_dir, data_dir=data_dir, overwrite=True, progress=False)
+    return next(row["epoch_seconds"] for row in result.metrics if row["kind"] == "train")
+
+
+def _together(config: dict, seeds: list[int], data_dir: str | None, out_file: str | None = None) -> float:
+    """Train ``seeds`` of ``config`` together (vaelab.batched) for its one epoch; its seconds, also written to
+    ``out_file`` where given (a vaelab.jobs job: importable, picklable, its result read back from the file)."""
+    from vaelab.batched import BatchedSeeds
+    from vaelab.builders import dataset_of
+    from vaelab.machine import flushing_subnormals
+
+    config = ExperimentConfig.from_dict(config)
+    batched = BatchedSeeds(config, seeds, dataset_of(config.data, data_dir))
+    with flushing_subnormals():  # as train() computes
+        started = time.perf_counter()
+        for index in range(batched.start_epoch(1)):
+            batched.step(index)
+        seconds = time.perf_counter() - started
+    if out_file:
+        Path(out_file).write_text(json.dumps(seconds))
+    return seconds
+
+
+def seeds_section(out: Path, quick: bool, repeats: int, data_dir: str | None) -> list[dict]:
+    """Four seeds of each of :data:`SEED_CONFIGS`: one after the other (vaelab.training.train, 1 and 2 threads),
+    as two single-thread jobs at once (vaelab.jobs), together over stacked parameters (vaelab.batched, 1 and
+    2 threads) and as two single-thread jobs of two seeds together each, taking turns ``repeats`` times; the seconds are the training epochs' alone (model building,
+    data loading, process start-up and the end-of-epoch evaluation left out), medians over the repeats."""
+    import dataclasses
+    import shutil
+
+    from vaelab.jobs import run_jobs
+
+    def one_after_the_other(config, threads):
+        torch.set_num_threads(threads)
+        return sum(_lone_seed(dataclasses.replace(config, seed=seed).to_dict(), str(out / f"seed{seed}"), data_dir) for seed in SEEDS)
+
+    def two_jobs(config, threads):
+        # the jobs' epochs, summed and shared out over the two processes: 4 equal jobs keep both busy throughout
+        jobs = [(dataclasses.replace(config, seed=seed).to_dict(), str(out / f"job{seed}"), data_dir) for seed in SEEDS]
+        run_jobs(_lone_seed, jobs, processes=2, threads=1)
+        return sum(json.loads((out / f"job{seed}" / "metrics.jsonl").read_text().splitlines()[0])["epoch_seconds"] for seed in SEEDS) / 2
+
+    def together(config, threads):
+        torch.set_num_threads(threads)
+        return _together(config.to_dict(), list(SEEDS), data_dir)
+
+    def two_jobs_together(config, threads):
+        # two processes of one thread, each training half the seeds together: the longer of the two
+        halves = [list(SEEDS[: len(SEEDS) // 2]), list(SEEDS[len(SEEDS) // 2 :])]
+        out.mkdir(parents=True, exist_ok=True)
+        run_jobs(_together, [(config.to_dict(), half, data_dir, str(out / f"half{index}.json")) for index, half in enumerate(halves)], processes=2, threads=1)
+        return max(json.loads((out / f"half{index}.json").read_text()) for index in range(len(halves)))
+
+    def narrow(config):
+        # the same steps with every width cut to 8 and z to 2: what a step costs beyond its arithmetic
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, hidden=(8,) * len(config.model.hidden), latent_dim=2))
+
+    variants = {"one after the other, 1 thread": (one_after_the_other, 1), "one after the other, 2 threads": (one_after_the_other, 2),
+                "2 jobs at once, 1 thread each": (two_jobs, 1), "together (batched), 1 thread": (together, 1),
+                "together (batched), 2 threads": (together, 2), "2 jobs at once, 2 seeds together in each, 1 thread each": (two_jobs_together, 1),
+                "per-step overhead floor: one after the other, 1 thread, widths 8": (lambda config, threads: one_after_the_other(narrow(config), threads), 1),
+                "per-step overhead floor: together (batched), 1 thread, widths 8": (lambda config, threads: together(narrow(config), threads), 1)}
+    rows = []
+    for label, steps, quick_steps in SEED_CONFIGS:
+        steps = quick_steps if quick else steps
+        config = seed_config(label, steps)
+        print(f"seeds: {label}, {len(SEEDS)} seeds x {steps} steps, the variants taking turns", flush=True)
+        together(seed_config(label, 2), 1)  # first calls (imports, allocations) outside the timings
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        for repeat in range(repeats):
+            for name, (measure_variant, threads) in variants.items():
+                seconds[name].append(measure_variant(config, threads))
+                print(f"  [{repeat + 1}/{repeats}] {name}: {seconds[name][-1]:.2f} s", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        # each repeat's ratio to that repeat's faster one-after-the-other setting: turns taken close in time share the machine's load
+        sequential = [min(seconds[name][repeat] for name in variants if name.startswith("one after")) for repeat in range(repeats)]
+        load = os.getloadavg()[1]  # the machine's 5-minute load: these timings are of a shared machine
+        for name, values in seconds.items():
+            median = statistics.median(values)
+            rows.append({"config": label, "variant": name, "load_average": load, "seeds": len(SEEDS), "steps": steps, "seconds": median, "all_seconds": values,
+                         "seed_steps_per_second": len(SEEDS) * steps / median,
+                         "vs_best_sequential": statistics.median(value / best for value, best in zip(values, sequential))})
+    torch.set_num_threads(1)
     return rows
 
 
@@ -524,6 +640,13 @@ def markdown(meta: dict, results: dict) -> str:
                   "| variant | alone s | contended s | ratio |", "|---|---|---|---|"]
         for r in results["contention"]:
             lines.append(f"| {r['policy']} | {r['alone']:.1f} | {r['contended']:.1f} | {r['ratio']:.2f}x |")
+    if results.get("seeds"):
+        lines += ["", "## Seeds: four seeds one after the other, as parallel jobs, and together over stacked parameters", "",
+                  "Training epochs only, medians over the repeats; time relative to the faster of the two one-after-the-other settings of the same",
+                  "repeat, median of the repeats' ratios (issue 32's target at batch 20: <= 0.4x).", "",
+                  "| configuration | variant | steps per seed | seconds | seed-steps/s | time vs best one after the other |", "|---|---|---|---|---|---|"]
+        for r in results["seeds"]:
+            lines.append(f"| {r['config']} (load {r['load_average']:.1f}) | {r['variant']} | {r['steps']} | {r['seconds']:.2f} | {r['seed_steps_per_second']:.0f} | {r['vs_best_sequential']:.2f}x |")
     for r in results.get("study", []):
         lines += ["", "## The homework's MNIST study end to end (`vaelab compare --dataset mnist --eval-train-size 10000`)", "",
                   f"{r['wall_seconds']:.0f} s in all, the algorithms {'at once' if r['at_once'] else 'one after the other'}; "
