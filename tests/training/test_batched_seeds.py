@@ -13,6 +13,8 @@ from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError
 from vaelab.training import train
 
+pytestmark = pytest.mark.e2e
+
 SEEDS = (0, 1, 2)
 
 
