@@ -17,6 +17,8 @@ The file registry (every name any command writes; nothing else is ever deleted o
 - ``tensorboard/events.out.tfevents.*``: ``train --tensorboard``'s event files;
 - study files: ``compare.json``, ``report.html`` and ``figures/`` (compare); ``reproduce.json``,
   ``report.md``, ``report.json`` (reproduce); ``bounds.json``, ``bounds.html`` and figures (bounds);
+- multi-seed parents (``--seeds``): ``seeds.json`` (the seeds; each seed a run in ``seed-<s>/``) and
+  ``across-seeds-*.json`` (``evaluate PARENT``'s and ``report PARENT``'s summaries over seeds);
 - ``.vaelab.lock``: the lock of the directory (see :func:`directory_lock`).
 
 Who may touch a directory at once: every command that writes into a run or study directory
@@ -77,13 +79,17 @@ REPORT_JSON = "report.json"
 BOUNDS_RESULTS_FILE = "bounds.json"
 BOUNDS_PAGE_FILE = "bounds.html"
 FIGURE_PATTERNS = ("*.png", "*.pdf")
+SEEDS_FILE = "seeds.json"  # vaelab.evaluation.across_seeds
+ACROSS_SEEDS_PATTERN = "across-seeds-*.json"  # vaelab.evaluation.across_seeds.summary_file
 LOCK_FILE = ".vaelab.lock"
 
 # The files that make up a run (those of a study's runs and of `evaluate --exact` included).
 RUN_FILE_PATTERNS = (
     CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, BOUND_CURVE_FILE, FINAL_FILE, EXACT_PATTERN, PER_IMAGE_PATTERN, TENSORBOARD_PATTERN,
 )
-STUDY_FILE_PATTERNS = (STUDY_FILE, REPORT_FILE, REPRODUCE_FILE, REPORT_MD, REPORT_JSON, BOUNDS_RESULTS_FILE, BOUNDS_PAGE_FILE, *FIGURE_PATTERNS)
+STUDY_FILE_PATTERNS = (
+    STUDY_FILE, REPORT_FILE, REPRODUCE_FILE, REPORT_MD, REPORT_JSON, BOUNDS_RESULTS_FILE, BOUNDS_PAGE_FILE, SEEDS_FILE, ACROSS_SEEDS_PATTERN, *FIGURE_PATTERNS,
+)
 # Per-image bounds of an in-training evaluation: written beside its metrics row, before the checkpoint.
 EVALUATION_BOUNDS_PATTERN = "bounds-eval-*.npz"
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from vaelab.cli.command import Command, warn_if_bf16_is_slow_here
 from vaelab.cli.options import add_common, add_field_options, add_trust_code, settings_from
+from vaelab.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from vaelab.evaluation.settings import EvaluateSettings
 
-    parser.add_argument("run_dir", type=Path, help="run directory written by 'vaelab train'")
+    parser.add_argument("run_dir", type=Path, help="run directory written by 'vaelab train', or the parent of a multi-seed command (--seeds): every seed's run, then the summary across seeds")
     add_field_options(parser, dataclasses.fields(EvaluateSettings))
     add_common(parser)
     add_trust_code(parser)
@@ -24,10 +25,13 @@ def run(args: argparse.Namespace) -> int:
     from vaelab.evaluation import lines
     from vaelab.evaluation.evaluate import evaluate_ais_run, evaluate_bdmc_run, evaluate_run
     from vaelab.evaluation.settings import EvaluateSettings
+    from vaelab.runio import SEEDS_FILE
 
     settings = settings_from(args, EvaluateSettings)
     common = {"data_dir": args.data_dir, "device": args.device, "progress": not args.no_progress, "trust_code": args.trust_code}
     chosen = {"checkpoint": settings.checkpoint}
+    if (args.run_dir / SEEDS_FILE).is_file():
+        return _run_seeds(args, settings, {**common, **chosen})
     if settings.exact:
         from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
 
@@ -58,6 +62,19 @@ def checkpoint_words(row: dict, chosen: str | None) -> str:
     if row["checkpoint"] == "best":
         return f"; checkpoint: best on {row['selected_on']}"
     return "; checkpoint: last" if chosen == "last" else ""
+
+
+def _run_seeds(args: argparse.Namespace, settings, common: dict) -> int:
+    """L_k of every seed's run under a multi-seed parent, and the summary across seeds."""
+    from vaelab.evaluation.across_seeds import summary_file
+    from vaelab.evaluation.evaluate import evaluate_seeds
+
+    if settings.exact or settings.bdmc is not None or settings.annealed:
+        raise ConfigError(f"{args.run_dir}: a multi-seed parent is evaluated by L_k alone; give one seed's run (seed-<s>/) for AIS, BDMC or exact")
+    warn_if_bf16_is_slow_here(settings.precision, args.device)
+    print("\n".join(evaluate_seeds(args.run_dir, settings.samples, settings.split, num_images=settings.images, precision=settings.precision, **common)))
+    print(f"written to {args.run_dir / summary_file(settings.split, settings.samples)}")
+    return 0
 
 
 COMMANDS = (

@@ -173,3 +173,28 @@ def add_jobs(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"{what} trained at once on the CPU, one process each with --threads threads (default: one per {what[:-1]} up to "
              "the CPUs, which they share out; 1: one after the other in this process, as on a GPU)",
     )
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    from vaelab.errors import ConfigError
+    from vaelab.evaluation.across_seeds import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--seeds ")) from None
+
+
+def add_seeds(parser: argparse.ArgumentParser, layout: str) -> None:
+    """--seeds: one complete run per seed, in ``layout`` (e.g. 'OUT/seed-<s>/')."""
+    parser.add_argument(
+        "--seeds", type=_seeds, metavar="N|S,S,...",
+        help=f"one run per seed, everything else alike: N (seeds 0..N-1) or a comma-separated list of seeds; each run in {layout}, "
+             "OUT/seeds.json records them, and evaluate and report take OUT (default: one run with --seed)",
+    )
+
+
+def refuse_seed_with_seeds(args: argparse.Namespace) -> None:
+    """--seeds sets every run's seed: a --seed beside it would be silently ignored."""
+    if getattr(args, "seeds", None) is not None and getattr(args, "seed", None) is not None:
+        raise ConfigError("--seeds sets each run's seed: leave --seed out")

@@ -29,6 +29,7 @@ from vaelab.estimators.bounds import (
     mean_and_standard_error,
 )
 from vaelab.estimators.pareto import RELIABLE_BELOW
+from vaelab.evaluation.across_seeds import seed_runs, summarise_groups, summary_dict, summary_file, summary_lines
 from vaelab.evaluation.per_image import bounds_file_name, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
@@ -41,6 +42,7 @@ from vaelab.runio import (
     append_metrics,
     directory_lock,
     read_metrics,
+    write_json_atomic,
 )
 
 
@@ -160,6 +162,40 @@ def evaluate_run(
     _check_run_dir(run_dir)
     with directory_lock(run_dir, "evaluate"):
         return _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code, checkpoint)
+
+
+def evaluate_seeds(
+    parent: str | Path,
+    k: int,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    num_images: int | None = None,
+    precision: str = "fp32",
+    progress: bool = False,
+    trust_code: bool = False,
+    checkpoint: str | None = None,
+) -> list[str]:
+    """:func:`evaluate_run` on every seed's run under the multi-seed ``parent`` (``--seeds``;
+    :func:`vaelab.evaluation.across_seeds.seed_runs`), then L_k summarised over seeds per group
+    (mean, sd, 95% interval, per-seed values; a test of every pair of groups), written to
+    ``parent/across-seeds-<split>-L<k>.json``; returns the lines to print. Holds ``parent``'s lock.
+    ``checkpoint``: each run's, as for :func:`evaluate_run`.
+    """
+    parent = Path(parent)
+    runs = seed_runs(parent)
+    with directory_lock(parent, "evaluate"):
+        bounds = {
+            group: {
+                seed: evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code, checkpoint)["bound"]
+                for seed, run_dir in by_seed.items()
+            }
+            for group, by_seed in runs.items()
+        }
+        what = f"{split} L_{k}"
+        groups, tests = summarise_groups(bounds)
+        write_json_atomic(parent / summary_file(split, k), summary_dict(what, groups, tests))
+        return summary_lines(what, groups, tests)
 
 
 def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code, which) -> dict[str, Any]:

@@ -1,0 +1,239 @@
+"""Seeds as an axis: the layout of a multi-seed parent directory, and statistics across seeds.
+
+A number over test images (``bound ± bound_stderr``) holds the trained model fixed; a number over
+seeds says what a new training run would give. Each seed is one complete run directory,
+``PARENT/seed-<s>/`` (``train --seeds``) or ``PARENT/<group>/seed-<s>/`` (a compare study's
+algorithm, a reproduction's row), and ``PARENT/seeds.json`` records the seeds.
+
+Statistics over n seeds' values x_1..x_n: the mean, the sample standard deviation (ddof = 1), the
+95% interval mean ± t_{0.975, n-1} sd / sqrt(n) (Student's t), and two tests of a difference
+between two groups: paired by seed (``scipy.stats.ttest_rel``: seed s of every algorithm shares
+its data order, initial seed and evaluation bits) where the seeds match, else Welch's
+(``scipy.stats.ttest_ind(equal_var=False)``). With one seed there is no spread: sd, interval and
+tests are None and the words say so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from vaelab.config import MAX_SEED
+from vaelab.errors import ConfigError, RunError
+from vaelab.runio import SEEDS_FILE, write_json_atomic
+
+CONFIDENCE = 0.95
+SEED_DIR_PREFIX = "seed-"
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: 'N' is seeds 0..N-1, '3,5,8' those seeds (distinct, in [0, 2^63 - 1]).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds must be a count N (seeds 0..N-1) or a comma-separated list of seeds (got {text!r})") from None
+    seeds = tuple(range(numbers[0])) if len(numbers) == 1 else tuple(numbers)
+    if not seeds or any(not 0 <= seed <= MAX_SEED for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must name at least one seed, each once, in [0, 2^63 - 1] (got {text!r})")
+    return seeds
+
+
+def seed_run_dir(parent: str | Path, seed: int) -> Path:
+    """The run directory of ``seed`` under ``parent`` (an algorithm's or row's folder, or a train parent)."""
+    return Path(parent) / f"{SEED_DIR_PREFIX}{seed}"
+
+
+def save_seeds(parent: str | Path, seeds: Sequence[int]) -> None:
+    """Record ``seeds`` in ``parent/seeds.json``: it marks ``parent`` as a multi-seed parent."""
+    write_json_atomic(Path(parent) / SEEDS_FILE, {"seeds": list(seeds)})
+
+
+def load_seeds(parent: str | Path) -> tuple[int, ...] | None:
+    """The seeds recorded in ``parent/seeds.json``, or None where there is none (a lone run or study).
+
+    Raises:
+        RunError: the file is unreadable or not a list of distinct seeds.
+    """
+    path = Path(parent) / SEEDS_FILE
+    if not path.exists():
+        return None
+    try:
+        seeds = json.loads(path.read_text())["seeds"]
+        valid = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError) as error:
+        raise RunError(f"{path}: unreadable ({type(error).__name__}); it should hold {{\"seeds\": [0, 1, ...]}}") from None
+    if not valid or len(set(seeds)) != len(seeds):
+        raise RunError(f"{path}: 'seeds' is not a list of distinct seeds in [0, 2^63 - 1]")
+    return tuple(seeds)
+
+
+def seed_runs(parent: str | Path) -> dict[str | None, dict[int, Path]]:
+    """Every seed's run directory under the multi-seed ``parent``, by group (None for ``train --seeds``'s
+    ``PARENT/seed-<s>/``; the folder name for ``PARENT/<group>/seed-<s>/``), then by seed.
+
+    Raises:
+        RunError: ``parent`` has no ``seeds.json``, or no run of its seeds.
+    """
+    parent = Path(parent)
+    seeds = load_seeds(parent)
+    if seeds is None:
+        raise RunError(f"{parent}: not a multi-seed directory (no {SEEDS_FILE}); '--seeds N' on train, compare or reproduce makes one")
+    if any(seed_run_dir(parent, seed).is_dir() for seed in seeds):
+        groups: dict[str | None, Path] = {None: parent}
+    else:
+        groups = {child.name: child for child in sorted(parent.iterdir()) if any(seed_run_dir(child, seed).is_dir() for seed in seeds)}
+    if not groups:
+        raise RunError(f"{parent}: holds no run of its seeds {', '.join(map(str, seeds))} yet")
+    return {name: {seed: seed_run_dir(folder, seed) for seed in seeds if seed_run_dir(folder, seed).is_dir()} for name, folder in groups.items()}
+
+
+@dataclass(frozen=True)
+class AcrossSeeds:
+    """One number over seeds: the per-seed ``values`` ``[n]`` by ``seeds``, their mean, the sample
+    sd (ddof = 1) and the t-based 95% interval of the mean; sd and interval None for one seed."""
+
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]
+    mean: float
+    sd: float | None
+    interval: tuple[float, float] | None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def __str__(self) -> str:
+        """'-95.3 ± 0.8 (sd over 4 seeds)', or '-95.3 (1 seed: no spread)'."""
+        if self.sd is None:
+            return f"{self.mean:.2f} (1 seed: no spread)"
+        return f"{self.mean:.2f} ± {self.sd:.2f} (sd over {self.n} seeds)"
+
+    @property
+    def interval_words(self) -> str:
+        """'[-96.5, -94.1]', or 'none (1 seed)'."""
+        return "none (1 seed)" if self.interval is None else f"[{self.interval[0]:.2f}, {self.interval[1]:.2f}]"
+
+    @property
+    def per_seed_words(self) -> str:
+        """'0: -95.1, 1: -95.9, 2: -94.8'."""
+        return ", ".join(f"{seed}: {value:.2f}" for seed, value in zip(self.seeds, self.values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seeds": list(self.seeds), "values": list(self.values), "mean": self.mean, "sd": self.sd,
+                "interval": None if self.interval is None else list(self.interval), "confidence": CONFIDENCE}
+
+
+def across_seeds(values: dict[int, float]) -> AcrossSeeds:
+    """Mean, sd (ddof = 1) and the 95% interval mean ± t_{0.975, n-1} sd / sqrt(n) of seed -> value.
+
+    Identical values give sd 0 and an interval of zero width.
+
+    Raises:
+        ValueError: no values.
+    """
+    if not values:
+        raise ValueError("no seeds to summarise")
+    seeds = tuple(values)
+    x = np.array([values[seed] for seed in seeds], dtype=np.float64)
+    mean = float(x.mean())
+    if x.size == 1:
+        return AcrossSeeds(seeds, tuple(x.tolist()), mean, None, None)
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df=x.size - 1)) * sd / math.sqrt(x.size)
+    return AcrossSeeds(seeds, tuple(x.tolist()), mean, sd, (mean - half, mean + half))
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """A test of first - second across seeds: the mean difference, its p-value (two-sided), t, degrees
+    of freedom, and whether it was paired by seed (else Welch's). ``p_value`` None: too few seeds,
+    or no spread at all to test against (every difference, or both groups, constant)."""
+
+    difference: float
+    paired: bool
+    statistic: float | None
+    df: float | None
+    p_value: float | None
+    seeds: int
+
+    @property
+    def name(self) -> str:
+        return "paired t-test by seed" if self.paired else "Welch's t-test"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"difference": self.difference, "test": self.name, "statistic": self.statistic, "df": self.df, "p_value": self.p_value}
+
+
+def compare_across_seeds(first: AcrossSeeds, second: AcrossSeeds) -> SeedTest:
+    """Test first - second: paired by seed (``scipy.stats.ttest_rel``) where both have the same seeds,
+    else Welch's unequal-variance test (``scipy.stats.ttest_ind(equal_var=False)``)."""
+    paired = sorted(first.seeds) == sorted(second.seeds)
+    if paired:
+        a = np.array([first.values[first.seeds.index(seed)] for seed in sorted(first.seeds)])
+        b = np.array([second.values[second.seeds.index(seed)] for seed in sorted(first.seeds)])
+    else:
+        a, b = np.array(first.values), np.array(second.values)
+    difference = float(a.mean() - b.mean())
+    testable = (a.size > 1 and np.ptp(a - b) > 0) if paired else (a.size > 1 and b.size > 1 and (np.ptp(a) > 0 or np.ptp(b) > 0))
+    if not testable:
+        return SeedTest(difference, paired, None, None, None, min(a.size, b.size))
+    result = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
+    return SeedTest(difference, paired, float(result.statistic), float(result.df), float(result.pvalue), min(a.size, b.size))
+
+
+SIGNIFICANCE = 0.05
+
+
+def seed_test_words(test: SeedTest) -> str:
+    """The test in words: 'significant across 4 seeds (paired t-test by seed, t = 5.10, p = 0.015)', 'within the
+    spread of seeds (...)', or why there is no test."""
+    if test.p_value is None:
+        why = "one seed gives no spread to test against" if test.seeds < 2 else "the seeds show no spread at all"
+        return f"untested across seeds ({why})"
+    verdict = "significant across seeds" if test.p_value < SIGNIFICANCE else "within the spread of seeds"
+    return f"{verdict} ({test.name} over {test.seeds} seeds, t = {test.statistic:.2f}, p = {test.p_value:.3g})"
+
+
+def summary_file(split: str, k: int) -> str:
+    """The name of ``evaluate PARENT``'s summary of test L_k over seeds: 'across-seeds-test-L1000.json'."""
+    return f"across-seeds-{split}-L{k}.json"
+
+
+def summarise_groups(values: dict[str | None, dict[int, float]]) -> tuple[dict[str | None, AcrossSeeds], list[tuple[str, str, SeedTest]]]:
+    """Each group's :class:`AcrossSeeds` of seed -> value, and a test of every pair of groups (first
+    minus second, in the order given; paired by seed where their seeds match)."""
+    groups = {group: across_seeds(by_seed) for group, by_seed in values.items()}
+    names = list(groups)
+    tests = [(a, b, compare_across_seeds(groups[a], groups[b])) for index, a in enumerate(names) for b in names[index + 1:]]
+    return groups, tests
+
+
+def summary_dict(what: str, groups: dict[str | None, AcrossSeeds], tests: list[tuple[str, str, SeedTest]]) -> dict[str, Any]:
+    """The JSON of a summary over seeds (group None, ``train --seeds``'s, is written as 'runs')."""
+    return {
+        "what": what,
+        "groups": {group or "runs": summary.to_dict() for group, summary in groups.items()},
+        "tests": [{"first": a, "second": b, **test.to_dict()} for a, b, test in tests],
+    }
+
+
+def summary_lines(what: str, groups: dict[str | None, AcrossSeeds], tests: list[tuple[str, str, SeedTest]]) -> list[str]:
+    """What the command line prints: one line per group (mean ± sd, 95% interval, per-seed values), one per test."""
+    lines = []
+    for group, summary in groups.items():
+        name = "" if group is None else f"{group}: "
+        lines.append(f"{name}{what} = {summary}; 95% interval {summary.interval_words}; per seed {summary.per_seed_words}")
+    for first, second, test in tests:
+        lines.append(f"{first} - {second}: {test.difference:+.2f} nats, {seed_test_words(test)}")
+    return lines
