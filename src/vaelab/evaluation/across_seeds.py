@@ -27,7 +27,7 @@ from scipy import stats
 
 from vaelab.config import MAX_SEED
 from vaelab.errors import ConfigError, RunError
-from vaelab.runio import SEEDS_FILE, write_json_atomic
+from vaelab.runio import METRICS_FILE, SEEDS_FILE, read_metrics, write_json_atomic
 
 CONFIDENCE = 0.95
 SEED_DIR_PREFIX = "seed-"
@@ -118,6 +118,11 @@ class AcrossSeeds:
         if self.sd is None:
             return f"{self.mean:.2f} (1 seed: no spread)"
         return f"{self.mean:.2f} ± {self.sd:.2f} (sd over {self.n} seeds)"
+
+    @property
+    def short(self) -> str:
+        """'-95.31 ± 0.80' (mean ± sd), or '-95.31' for one seed: a table's cell."""
+        return f"{self.mean:.2f}" if self.sd is None else f"{self.mean:.2f} ± {self.sd:.2f}"
 
     @property
     def interval_words(self) -> str:
@@ -237,3 +242,32 @@ def summary_lines(what: str, groups: dict[str | None, AcrossSeeds], tests: list[
     for first, second, test in tests:
         lines.append(f"{first} - {second}: {test.difference:+.2f} nats, {seed_test_words(test)}")
     return lines
+
+
+def final_summary(parent: str | Path, split: str = "test") -> tuple[list[str], Path]:
+    """``report PARENT`` of ``train --seeds``: the last L_k evaluation of ``split`` during training of
+    every seed's run, summarised over seeds (:func:`summary_lines`) and written to
+    ``parent/across-seeds-final-<split>-L<k>.json``; returns the lines and the file. Reads saved
+    metrics only.
+
+    Raises:
+        RunError: a seed's run has no such evaluation, or the runs' k differ.
+    """
+    parent = Path(parent)
+    values: dict[str | None, dict[int, float]] = {}
+    ks = set()
+    for group, by_seed in seed_runs(parent).items():
+        for seed, run_dir in by_seed.items():
+            rows = [row for row in read_metrics(run_dir / METRICS_FILE) if row.get("kind") == "eval" and row.get("split") == split]
+            if not rows:
+                raise RunError(f"{run_dir}: no {split} evaluation in its {METRICS_FILE} yet; continue it with --resume")
+            values.setdefault(group, {})[seed] = rows[-1]["bound"]
+            ks.add(rows[-1]["k"])
+    if len(ks) != 1:
+        raise RunError(f"{parent}: its seeds' last {split} evaluations have different k ({', '.join(map(str, sorted(ks)))})")
+    k = ks.pop()
+    what = f"final {split} L_{k}"
+    groups, tests = summarise_groups(values)
+    path = parent / f"across-seeds-final-{split}-L{k}.json"
+    write_json_atomic(path, summary_dict(what, groups, tests))
+    return summary_lines(what, groups, tests), path

@@ -35,26 +35,43 @@ def save_figure(figure: Figure, stem: Path) -> Path:
     return png
 
 
-def training_curves_figure(histories: dict[str, dict[str, Series]], k: int) -> Figure:
+def training_curves_figure(histories: dict[str, dict[str, list[Series]]], k: int, per_seed_lines: bool = False) -> Figure:
     """L_k on train (solid) and test (dashed) against epoch for every algorithm (after Kingma & Welling 2013, Figure 2).
 
     Args:
-        histories: algorithm name -> split ('train', 'test') -> its evaluations; bands are ±1
-            standard error.
+        histories: algorithm name -> split ('train', 'test') -> its evaluations, one series per seed.
+            One seed: the line and a band of ±1 standard error over images. Several: the mean over
+            seeds and a band from the lowest to the highest seed (min-max: with a few seeds, an sd
+            band would claim a spread that few points cannot show), at the epochs every seed reached.
+        per_seed_lines: with several seeds, also each seed's curve as a thin line.
     """
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     axes = figure.add_subplot()
+    seeds = 1
     for index, (name, splits) in enumerate(histories.items()):
         for split, style, marker in (("train", "-", "o"), ("test", "--", "s")):
             if split not in splits:
                 continue
-            series = splits[split]
-            mean, stderr = np.array(series.mean), np.array(series.stderr)
-            axes.plot(series.epochs, mean, style, marker=marker, color=f"C{index}", label=f"{name}, {split}")
-            axes.fill_between(series.epochs, mean - stderr, mean + stderr, color=f"C{index}", alpha=0.2, linewidth=0)
+            runs = splits[split]
+            seeds = len(runs)
+            length = min(len(series.epochs) for series in runs)
+            epochs = runs[0].epochs[:length]
+            values = np.array([series.mean[:length] for series in runs])  # [seeds, E]
+            mean = values.mean(axis=0)
+            if seeds == 1:
+                stderr = np.array(runs[0].stderr[:length])
+                low, high = mean - stderr, mean + stderr
+            else:
+                low, high = values.min(axis=0), values.max(axis=0)
+                if per_seed_lines:
+                    for seed_values in values:
+                        axes.plot(epochs, seed_values, style, color=f"C{index}", linewidth=0.7, alpha=0.6)
+            axes.plot(epochs, mean, style, marker=marker, color=f"C{index}", label=f"{name}, {split}")
+            axes.fill_between(epochs, low, high, color=f"C{index}", alpha=0.2, linewidth=0)
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"$\\mathcal{{L}}_{{{k}}}$ (nats per image)")
-    axes.set_title(f"$\\mathcal{{L}}_{{{k}}}$ during training: train solid, test dashed")
+    over = "" if seeds == 1 else f"; mean over {seeds} seeds, band min to max"
+    axes.set_title(f"$\\mathcal{{L}}_{{{k}}}$ during training: train solid, test dashed{over}")
     axes.grid(alpha=0.3)
     axes.legend()
     return figure

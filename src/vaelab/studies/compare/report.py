@@ -19,6 +19,7 @@ from vaelab.config import ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.data.user import looks_like_path
 from vaelab.errors import RunError
+from vaelab.evaluation.across_seeds import AcrossSeeds, across_seeds
 from vaelab.evaluation.per_image import load_per_image
 from vaelab.evaluation.protocol import (
     evaluation_images,
@@ -56,6 +57,7 @@ from vaelab.studies.compare.summary import (
     evaluation_series,
     format_duration,
     paired_comparison_sentence,
+    seeds_comparison_sentence,
     summarise_run,
 )
 from vaelab.studies.pages import png_data_uri, render_page
@@ -93,9 +95,14 @@ class _Run:
     curve: dict[str, Any]
 
 
-def build_report(study_dir: str | Path, data_dir: str | Path | None = None, trust_code: bool = False) -> Report:
+def build_report(study_dir: str | Path, data_dir: str | Path | None = None, trust_code: bool = False, per_seed_lines: bool = False) -> Report:
     """Write ``figures/*.png|pdf`` and a self-contained ``report.html`` into ``study_dir``.
     ``trust_code``: runs of user networks import and run the code they name (:func:`vaelab.builders.require_trust`).
+
+    A study with seeds gives in its table each number's mean ± sd over seeds, the 95% interval of the
+    test L_k and its per-seed values, and tests the algorithms' differences across seeds; the
+    training figure draws the mean over seeds with a min-max band (``per_seed_lines``: and each
+    seed's curve); the figures of models show those of the first seed.
 
     Holds the study's lock: refused in one line while ``vaelab compare`` runs there (its
     report would be rebuilt from runs still training). Every file is replaced atomically, so a
@@ -108,16 +115,20 @@ def build_report(study_dir: str | Path, data_dir: str | Path | None = None, trus
     study_dir = Path(study_dir)
     study = Study.load(study_dir)
     with directory_lock(study_dir, "report"):
-        return _build_report(study_dir, study, data_dir, trust_code)
+        return _build_report(study_dir, study, data_dir, trust_code, per_seed_lines)
 
 
-def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, trust_code: bool) -> Report:
-    config = study.run_config(study.algorithms[0])
-    loaded = [_load_run(study_dir, algorithm, data_dir, trust_code) for algorithm in study.algorithms]
-    runs = {display_name(run.algorithm): run for run, _ in loaded}
-    dataset = loaded[0][1]
+def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, trust_code: bool, per_seed_lines: bool = False) -> Report:
+    seeds = study.seeds or (None,)
+    config = study.run_config(study.algorithms[0], seeds[0])
+    loaded = {(algorithm, seed): _load_run(study_dir, algorithm, data_dir, trust_code, seed) for algorithm, seed in study.runs}
+    # display name -> seed -> run (seed None without seeds); the figures of models show the first seed's
+    by_seed = {display_name(algorithm): {seed: loaded[algorithm, seed][0] for seed in seeds} for algorithm in study.algorithms}
+    runs = {name: runs_of[seeds[0]] for name, runs_of in by_seed.items()}
+    dataset = loaded[study.runs[0]][1]
     images, labels = evaluation_images(config, dataset, "test")
-    means = {name: analysis.posterior_means(run.model, images) for name, run in runs.items()}
+    seed_means = {name: {seed: analysis.posterior_means(run.model, images) for seed, run in runs_of.items()} for name, runs_of in by_seed.items()}
+    means = {name: by_seed_means[seeds[0]] for name, by_seed_means in seed_means.items()}
     shown = _examples(labels)
 
     figures_dir = study_dir / FIGURES_DIR
@@ -127,10 +138,15 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
     make_directory(figures_dir, "figures folder", parents=False)
     first = next(iter(runs.values()))
     model = _describe(config, dataset)  # the prior, likelihood and latents every caption names
-    built, clipping = _figures(config, dataset, model, runs, images, means, shown)
+    built, clipping = _figures(config, dataset, model, runs, images, means, shown, by_seed, per_seed_lines)
     pngs = {name: figures.save_figure(figure, figures_dir / name) for name, figure in built.items()}
 
-    sentence = _comparison(study_dir, runs, config.train.eval_k)
+    if study.seeds is None:
+        sentence = _comparison(study_dir, runs, config.train.eval_k)
+        rows = [_table_row(name, run, means[name]) for name, run in runs.items()]
+    else:
+        sentence = _seeds_comparison(study_dir, by_seed, seeds[0], config.train.eval_k)
+        rows = [_seeds_table_row(name, runs_of, seed_means[name]) for name, runs_of in by_seed.items()]
     gaussian = model.likelihood == "gaussian"
     sample_grid = _sample_grid(dataset.image_shape)
     html = render_page(
@@ -146,7 +162,9 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
             config.data.binarization if uses_binarization(config, dataset) else None,
             config.model.total_latent_dim,
         ),
-        rows=[_table_row(name, run, means[name]) for name, run in runs.items()],
+        rows=rows,
+        seeds=study.seeds,
+        per_seed_lines=per_seed_lines,
         k=config.train.eval_k,
         config=config,
         config_rows=_config_rows(study),
@@ -177,13 +195,17 @@ def _figures(
     images: torch.Tensor,
     means: dict[str, torch.Tensor],
     shown: torch.Tensor,
+    by_seed: dict[str, dict[int | None, _Run]],
+    per_seed_lines: bool = False,
 ) -> tuple[dict[str, Figure], dict[str, str]]:
     """Every figure of the report, by file name, and for the figures that draw Gaussian decoder
     means, a sentence saying how many were clipped (by file name; empty for Bernoulli likelihoods).
 
     Args:
         model: what the trained models are (prior, likelihood, latents), for titles and labels.
-        runs: display name -> run, in the study's order.
+        runs: display name -> run (the first seed's), in the study's order.
+        by_seed: display name -> seed -> run (one seed, None, without seeds): the training figure's curves.
+        per_seed_lines: the training figure also draws each seed's curve.
         images: ``[N, D]`` the test images as evaluated (binarized where the data are grey and
             the likelihood Bernoulli).
         means: display name -> posterior means ``[N, latent_dim]`` of ``images``.
@@ -208,8 +230,9 @@ def _figures(
     clipped = {"samples": _clipped(model, samples), "reconstructions": _clipped(model, reconstructions)}
     built = {
         "training": figures.training_curves_figure(
-            {name: {split: evaluation_series(run.metrics, split) for split in splits} for name, run in runs.items()},
+            {name: {split: [evaluation_series(run.metrics, split) for run in runs_of.values()] for split in splits} for name, runs_of in by_seed.items()},
             config.train.eval_k,
+            per_seed_lines,
         ),
         "samples": figures.samples_figure(samples, image_shape, model.prior_title, clipped["samples"]),
         "reconstructions": figures.reconstructions_figure(
@@ -258,6 +281,23 @@ def _comparison(study_dir: Path, runs: dict[str, _Run], k: int) -> str:
         return comparison_sentence(bounds, k)
     per_image = {name: load_per_image(path) for name, path in paths.items()}
     return paired_comparison_sentence(bounds, {name: (arrays["image_index"], arrays["bound"]) for name, arrays in per_image.items()}, k)
+
+
+def _seeds_comparison(study_dir: Path, by_seed: dict[str, dict[int | None, _Run]], seed: int, k: int) -> str:
+    """The comparison sentence of a study with seeds (:func:`seeds_comparison_sentence`), with the
+    per-image paired SE at ``seed``'s runs where every one saved its per-image test L_k."""
+    bounds = {next(iter(runs_of.values())).algorithm: _over_seeds(runs_of, lambda summary: summary.bound["test"].mean) for runs_of in by_seed.values()}
+    files = {run.algorithm: run.summary.bounds_files.get("test") for run in (runs_of[seed] for runs_of in by_seed.values())}
+    paths = {name: None if file is None else algorithm_run_dir(study_dir, name, seed) / file for name, file in files.items()}
+    per_image = None
+    if all(path is not None and path.is_file() for path in paths.values()):
+        per_image = {name: (arrays["image_index"], arrays["bound"]) for name, arrays in ((name, load_per_image(path)) for name, path in paths.items())}
+    return seeds_comparison_sentence(bounds, per_image, seed, k)
+
+
+def _over_seeds(runs_of: dict[int | None, _Run], value) -> AcrossSeeds:
+    """``value(summary)`` of each seed's run summarised over the seeds."""
+    return across_seeds({seed: value(run.summary) for seed, run in runs_of.items()})
 
 
 def _describe(config: ExperimentConfig, dataset: Dataset) -> ModelDescription:
@@ -310,9 +350,9 @@ def _manifold_size(image_shape: tuple[int, int]) -> int:
     return 20 if min(image_shape[-2:]) >= 16 else 10
 
 
-def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None, trust_code: bool) -> tuple[_Run, Dataset]:
-    """One finished run of the study: its model at the last checkpoint, metrics and saved curve."""
-    directory = algorithm_run_dir(study_dir, algorithm)
+def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None, trust_code: bool, seed: int | None = None) -> tuple[_Run, Dataset]:
+    """One finished run of the study (``seed``'s, in a study with seeds): its model at the last checkpoint, metrics and saved curve."""
+    directory = algorithm_run_dir(study_dir, algorithm, seed)
     if not (directory / CHECKPOINT_FILE).exists():
         raise RunError(f"{directory}: not trained yet; run the same 'vaelab compare' again to finish the study")
     _, model, dataset, checkpoint = load_run(directory, data_dir, trust_code=trust_code)
@@ -369,6 +409,31 @@ def _table_row(name: str, run: _Run, means: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def _seeds_table_row(name: str, runs_of: dict[int, _Run], means: dict[int, torch.Tensor]) -> dict[str, Any]:
+    """A table row over seeds: each number's mean ± sd over seeds, the test L_k's 95% interval and per-seed values."""
+    first = next(iter(runs_of.values())).summary
+
+    def cell(value) -> str:
+        return _over_seeds(runs_of, value).short
+
+    test = _over_seeds(runs_of, lambda summary: summary.bound["test"].mean)
+    k_hats = [run.summary.k_hat_above.get("test") for run in runs_of.values()]
+    return {
+        "name": name,
+        "epochs": first.epoch,
+        "train_bound": cell(lambda summary: summary.bound["train"].mean) if "train" in first.bound else None,
+        "test_bound": test.short,
+        "test_interval": test.interval_words,
+        "test_per_seed": test.per_seed_words,
+        "train_elbo": cell(lambda summary: summary.elbo["train"].mean) if "train" in first.elbo else None,
+        "test_elbo": cell(lambda summary: summary.elbo["test"].mean),
+        "active_units": f"{', '.join(str(analysis.active_units(seed_means)[0]) for seed_means in means.values())} / {next(iter(means.values())).shape[1]}",
+        "k_hat_above": "—" if None in k_hats else f"{sum(k_hats) / len(k_hats):.1%}",
+        "wall_time": format_duration(sum(run.summary.wall_seconds for run in runs_of.values()) / len(runs_of)),
+        "epoch_time": format_duration(sum(run.summary.seconds_per_epoch for run in runs_of.values()) / len(runs_of)),
+    }
+
+
 def _config_rows(study: Study) -> list[tuple[str, Any]]:
     """(dotted name, value) of every shared setting, then the study's own."""
     rows = [("algorithms", ", ".join(study.algorithms))]
@@ -377,6 +442,8 @@ def _config_rows(study: Study) -> list[tuple[str, Any]]:
             rows += [(f"{section}.{key}", _config_value(key, value)) for key, value in values.items()]
         else:
             rows.append((section, values))
+    if study.seeds is not None:  # each run's seed is its own: config.seed is none of them
+        rows = [(name, value) for name, value in rows if name != "seed"] + [("seeds", ", ".join(map(str, study.seeds)))]
     rows.append(("L_k curve images", "all test images" if study.curve_images is None else study.curve_images))
     return rows
 

@@ -32,10 +32,12 @@ from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.models import HelmholtzMachine
 from vaelab.preflight import check_experiment
 from vaelab.runio import (
+    ACROSS_SEEDS_PATTERN,
     BOUND_CURVE_FILE,
     FIGURES_DIR,
     METRICS_FILE,
     REPORT_FILE,
+    SEEDS_FILE,
     STUDY_FILE,
     directory_lock,
     make_directory,
@@ -70,6 +72,7 @@ def compare(
     jobs: int | None = 1,
     threads: int | None = None,
     announce: Callable[[], None] | None = None,
+    per_seed_lines: bool = False,
 ) -> Report | None:
     """Train (or continue) every algorithm of ``study`` in ``study_dir`` on ``device``, analyse,
     write the report and return it. ``tensorboard``: each run also logs under its ``tensorboard/``.
@@ -89,6 +92,10 @@ def compare(
     analyses and reports, and the other processes return None. ``announce``: called on rank 0 once
     every run's config and ``study_dir`` are accepted, before the first epoch (the command line's plan).
 
+    With ``study.seeds``, every (algorithm, seed) is one run, ``study_dir/<algorithm>/seed-<s>/``,
+    and all of them are the jobs; the report summarises over seeds (``per_seed_lines``: the
+    training figure also draws each seed's curve).
+
     Raises:
         ConfigError: ``jobs`` above 1 with a device other than the CPU, or under torchrun.
         RunError: ``study_dir`` holds a study with a different configuration (the message names
@@ -97,9 +104,9 @@ def compare(
     """
     study_dir = Path(study_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone checks, locks and writes
-    for algorithm in study.algorithms:  # every run's config, before the first epoch of the first run
-        check_experiment(study.run_config(algorithm))
-    processes, threads = processes_and_threads(len(study.algorithms), jobs, threads, device)
+    for algorithm, seed in study.runs:  # every run's config, before the first epoch of the first run
+        check_experiment(study.run_config(algorithm, seed))
+    processes, threads = processes_and_threads(len(study.runs), jobs, threads, device)
     if main_process:
         _check_study_directory(study, study_dir, overwrite)
         make_directory(study_dir, "study directory")
@@ -111,26 +118,34 @@ def compare(
             study.save(study_dir)
             if announce is not None:
                 announce()
+        runs = study.runs
+        layout = f"{study_dir}/<algorithm>" + ("" if study.seeds is None else "/seed-<s>")
         if processes > 1:
-            tqdm.write(f"{' and '.join(study.algorithms)} at once, {processes} processes of {threads} thread(s): {study_dir}/<algorithm>")
-            run_jobs(train_algorithm, [(study, study_dir, algorithm, data_dir, progress, device, tensorboard) for algorithm in study.algorithms],
+            tqdm.write(f"{len(runs)} runs ({' and '.join(study.algorithms)}{_seed_words(study)}), {processes} at once, "
+                       f"one process of {threads} thread(s) each: {layout}")
+            run_jobs(train_algorithm, [(study, study_dir, algorithm, data_dir, progress, device, tensorboard, seed) for algorithm, seed in runs],
                      processes, threads)
         else:
-            for number, algorithm in enumerate(study.algorithms, start=1):
-                tqdm.write(f"{algorithm} ({number}/{len(study.algorithms)}): {algorithm_run_dir(study_dir, algorithm)}")
-                main_process = train_algorithm(study, study_dir, algorithm, data_dir, progress, device, tensorboard)
+            for number, (algorithm, seed) in enumerate(runs, start=1):
+                tqdm.write(f"{algorithm}{'' if seed is None else f' seed {seed}'} ({number}/{len(runs)}): {algorithm_run_dir(study_dir, algorithm, seed)}")
+                main_process = train_algorithm(study, study_dir, algorithm, data_dir, progress, device, tensorboard, seed)
         # the study's networks are the caller's own (given to compare): consent to run them
-        return build_report(study_dir, data_dir=data_dir, trust_code=True) if main_process else None
+        return build_report(study_dir, data_dir=data_dir, trust_code=True, per_seed_lines=per_seed_lines) if main_process else None
+
+
+def _seed_words(study: Study) -> str:
+    return "" if study.seeds is None else f", seeds {', '.join(map(str, study.seeds))}"
 
 
 def train_algorithm(
-    study: Study, study_dir: Path, algorithm: str, data_dir: str | Path | None, progress: bool, device: str, tensorboard: bool
+    study: Study, study_dir: Path, algorithm: str, data_dir: str | Path | None, progress: bool, device: str, tensorboard: bool,
+    seed: int | None = None,
 ) -> bool:
-    """Train (or continue) ``algorithm``'s run of ``study`` and save its L_k curve (:func:`save_bound_curve`);
-    False in a torchrun process other than rank 0, which saves nothing."""
-    config = study.run_config(algorithm)
+    """Train (or continue) ``algorithm``'s run of ``study`` (that of ``seed`` in a study with seeds) and save
+    its L_k curve (:func:`save_bound_curve`); False in a torchrun process other than rank 0, which saves nothing."""
+    config = study.run_config(algorithm, seed)
     result = train(
-        config, algorithm_run_dir(study_dir, algorithm), data_dir=data_dir, resume=True, progress=progress, device=device,
+        config, algorithm_run_dir(study_dir, algorithm, seed), data_dir=data_dir, resume=True, progress=progress, device=device,
         tensorboard=tensorboard, curve_ks=CURVE_KS if _final_evaluation_gives_the_curve(config, study.curve_images) else (),
     )
     if not result.metrics:
@@ -156,7 +171,7 @@ def _check_study_directory(study: Study, study_dir: Path, overwrite: bool) -> No
     algorithm = study.algorithms[0]
     differences = [
         key for key in config_differences(saved.run_config(algorithm), study.run_config(algorithm)) if key != "train.epochs"
-    ]
+    ] + (["seeds"] if saved.seeds != study.seeds else [])
     if differences:
         raise RunError(
             f"{study_dir}: holds a study with a different config (differs in {', '.join(differences)}); "
@@ -168,17 +183,18 @@ def _clear_study(study: Study, study_dir: Path) -> None:
     """Delete the files vaelab wrote into a study directory (its runs', those of the saved
     study's algorithms and of ``study``'s), and nothing else."""
     try:
-        algorithms = set(Study.load(study_dir).algorithms)
-    except RunError:  # an unreadable compare.json: it is replaced all the same
-        algorithms = set()
-    for algorithm in algorithms | set(study.algorithms):
-        run_dir = algorithm_run_dir(study_dir, algorithm)
+        saved = Study.load(study_dir)
+        runs = set(saved.runs)
+    except RunError:  # an unreadable compare.json or seeds.json: it is replaced all the same
+        runs = set()
+    for algorithm, seed in runs | set(study.runs):
+        run_dir = algorithm_run_dir(study_dir, algorithm, seed)
         if run_dir.is_dir():
             with directory_lock(run_dir, "compare --overwrite"):
                 for path in run_files(run_dir):
                     path.unlink()
     figures = [study_dir / FIGURES_DIR / f"{name}{suffix}" for name in FIGURE_NAMES for suffix in (".png", ".pdf")]  # a user's own figures stay
-    for path in [study_dir / STUDY_FILE, study_dir / REPORT_FILE, *figures]:
+    for path in [study_dir / STUDY_FILE, study_dir / SEEDS_FILE, study_dir / REPORT_FILE, *figures, *study_dir.glob(ACROSS_SEEDS_PATTERN)]:
         path.unlink(missing_ok=True)
 
 

@@ -6,6 +6,9 @@ A study directory holds:
   ``train.algorithm``), so that ``vaelab report`` knows what belongs to the study;
 - ``<algorithm>/``: one run directory per algorithm (see :mod:`vaelab.runio`), plus
   ``bound_curve.json``, the test L_k for every k dividing 1000 at the run's last checkpoint;
+  with seeds (``compare --seeds``), ``<algorithm>/seed-<s>/`` holds the run of each seed instead,
+  and ``seeds.json`` records the seeds (:mod:`vaelab.evaluation.across_seeds`): grouped by
+  algorithm, so that ``<algorithm>/`` is that algorithm's seeds, as ``train --seeds`` writes them;
 - ``figures/`` and ``report.html``, rebuilt from the files above by :func:`vaelab.studies.compare.build_report`.
 """
 
@@ -19,6 +22,7 @@ from typing import Any
 
 from vaelab.config import ExperimentConfig
 from vaelab.errors import ConfigError, RunError
+from vaelab.evaluation.across_seeds import load_seeds, save_seeds, seed_run_dir
 from vaelab.objectives.registry import check_config, get_objective
 from vaelab.runio import BOUND_CURVE_FILE, STUDY_FILE, write_json_atomic
 
@@ -33,11 +37,14 @@ class Study:
 
     ``config.train.algorithm`` is ignored: each algorithm's run uses :meth:`run_config`.
     ``curve_images``: test images for the L_k-against-k curve (a fixed subset; None: all).
+    ``seeds``: one run per seed and algorithm, each with ``seed`` replaced (None: one run each
+    with ``config.seed``; see :func:`algorithm_run_dir`).
     """
 
     algorithms: tuple[str, ...]
     config: ExperimentConfig
     curve_images: int | None = None
+    seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithms", tuple(self.algorithms))
@@ -51,12 +58,22 @@ class Study:
             check_config(self.run_config(algorithm))
         if "test" not in self.config.train.eval_splits:
             raise ConfigError("a study compares test L_k: eval splits must include 'test'")
+        if self.seeds is not None:
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(f"a study's seeds must be distinct, at least one (got {list(self.seeds)})")
         if self.curve_images is not None and not (isinstance(self.curve_images, int) and self.curve_images > 0):
             raise ConfigError(f"curve_images must be a positive integer (got {self.curve_images!r})")
 
-    def run_config(self, algorithm: str) -> ExperimentConfig:
-        """The shared configuration with ``train.algorithm`` set to ``algorithm``."""
-        return dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, algorithm=algorithm))
+    def run_config(self, algorithm: str, seed: int | None = None) -> ExperimentConfig:
+        """The shared configuration with ``train.algorithm`` set to ``algorithm`` (and ``seed``, where given)."""
+        config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, algorithm=algorithm))
+        return config if seed is None else dataclasses.replace(config, seed=seed)
+
+    @property
+    def runs(self) -> list[tuple[str, int | None]]:
+        """(algorithm, seed) of every run, algorithm by algorithm; seed None without seeds."""
+        return [(algorithm, seed) for algorithm in self.algorithms for seed in (self.seeds or (None,))]
 
     def to_dict(self) -> dict[str, Any]:
         shared = self.config.to_dict()
@@ -64,27 +81,32 @@ class Study:
         return {"algorithms": list(self.algorithms), "config": shared, "curve_images": self.curve_images}
 
     def save(self, study_dir: Path) -> None:
+        """``compare.json`` (as without seeds), and ``seeds.json`` with seeds."""
         write_json_atomic(Path(study_dir) / STUDY_FILE, self.to_dict())
+        if self.seeds is not None:
+            save_seeds(study_dir, self.seeds)
 
     @classmethod
     def load(cls, study_dir: str | Path) -> Study:
         path = Path(study_dir) / STUDY_FILE
         if not path.is_file():
             raise RunError(f"{study_dir}: not a vaelab study (no {STUDY_FILE}); 'vaelab compare --out DIR' makes one")
+        seeds = load_seeds(study_dir)
         try:
             values = json.loads(path.read_text())
             algorithms = tuple(values["algorithms"])
             # none: the default algorithm stands in, and the study itself refuses the empty list (not an IndexError here)
             first = {"algorithm": algorithms[0]} if algorithms else {}
             shared = {**values["config"], "train": {**values["config"]["train"], **first}}
-            return cls(algorithms, ExperimentConfig.from_dict(shared), values["curve_images"])
+            return cls(algorithms, ExperimentConfig.from_dict(shared), values["curve_images"], seeds)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, IndexError, ValueError, ConfigError) as error:
             raise RunError(f"{path}: not a valid study file ({type(error).__name__}: {str(error)[:200]})") from None
 
 
-def algorithm_run_dir(study_dir: str | Path, algorithm: str) -> Path:
-    """The run directory of ``algorithm`` inside a study."""
-    return Path(study_dir) / algorithm
+def algorithm_run_dir(study_dir: str | Path, algorithm: str, seed: int | None = None) -> Path:
+    """The run directory of ``algorithm`` inside a study: ``<algorithm>/``, or ``<algorithm>/seed-<s>/`` for ``seed``."""
+    folder = Path(study_dir) / algorithm
+    return folder if seed is None else seed_run_dir(folder, seed)
 
 
 def read_bound_curve(run_dir: str | Path) -> dict[str, Any] | None:
