@@ -70,7 +70,7 @@ def training_curves_figure(histories: dict[str, dict[str, list[Series]]], k: int
             axes.fill_between(epochs, low, high, color=f"C{index}", alpha=0.2, linewidth=0)
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"$\\mathcal{{L}}_{{{k}}}$ (nats per image)")
-    over = "" if seeds == 1 else f"; mean over {seeds} seeds, band min to max"
+    over = "" if seeds == 1 else f"\nmean over {seeds} seeds, band from the lowest to the highest seed"
     axes.set_title(f"$\\mathcal{{L}}_{{{k}}}$ during training: train solid, test dashed{over}")
     axes.grid(alpha=0.3)
     axes.legend()
