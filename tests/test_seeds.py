@@ -228,3 +228,20 @@ def test_three_seed_compare_writes_runs_table_and_a_sentence_over_seeds(tmp_path
     assert main(["evaluate", str(out), "--k", "5", "--no-progress"]) == 0
     summary = json.loads((out / "across-seeds-test-L5.json").read_text())
     assert set(summary["groups"]) == {"wake-sleep", "aevb"} and summary["tests"][0]["test"] == "paired t-test by seed"
+
+
+@pytest.mark.slow
+def test_reproduce_with_seeds_gives_each_row_mean_and_sd_over_seeds(tmp_path, shared_data_dir):
+    from vaelab.studies.reproduce.presets import get_preset
+    from vaelab.studies.reproduce.run import reproduce
+
+    preset = get_preset("kingma2013")
+    report = reproduce(preset, "smoke", tmp_path, rows=["aevb"], data_dir=shared_data_dir, progress=False, seeds=(0, 1), jobs=2, threads=1)
+    finals = [json.loads((tmp_path / "aevb" / f"seed-{seed}" / "final.json").read_text()) for seed in (0, 1)]
+    row = report.rows[0]
+    assert row["measured"] == pytest.approx(-np.mean([final["bound"] for final in finals]))
+    assert row["stderr"] == pytest.approx(np.std([final["bound"] for final in finals], ddof=1))
+    assert row["seeds"]["seeds"] == [0, 1]
+    assert "## Over seeds 0, 1" in report.markdown.read_text()
+    with pytest.raises(RunError, match="holds a reproduction with seeds 0, 1"):
+        reproduce(preset, "smoke", tmp_path, rows=["aevb"], data_dir=shared_data_dir, progress=False)

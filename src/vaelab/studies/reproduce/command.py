@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from vaelab.cli.command import Command
-from vaelab.cli.options import add_common, add_jobs, argument_type
+from vaelab.cli.options import add_common, add_jobs, add_seeds, argument_type
 from vaelab.config import Kind
 from vaelab.errors import ConfigError
 
@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rows", type=argument_type(ROWS), help="comma-separated rows of the preset's table to run (default: all)")
     parser.add_argument("--out", type=Path, help="reproduction directory (one run directory per row)")
-    add_jobs(parser, "rows")
+    add_seeds(parser, "OUT/<row>/seed-<s>/")
+    add_jobs(parser, "runs")
     add_common(parser)
 
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from vaelab.studies.reproduce.run import reproduce
 
     report = reproduce(get_preset(args.preset), args.budget, args.out, rows=args.rows, data_dir=args.data_dir,
-                       progress=not args.no_progress, device=args.device, jobs=args.jobs, threads=args.threads)
+                       progress=not args.no_progress, device=args.device, jobs=args.jobs, threads=args.threads, seeds=args.seeds)
     print("\n".join(report.lines))
     print(f"report written to {report.markdown}")
     return 0
@@ -49,7 +50,8 @@ COMMANDS = (
     Command(
         "reproduce",
         "reproduce a published table: measured beside published",
-        "Train each row of a published table with the paper's protocol (one run directory per row, DIR/<row>/) under "
+        "Train each row of a published table with the paper's protocol (one run directory per row, DIR/<row>/; with --seeds, "
+        "one per row and seed, DIR/<row>/seed-<s>/) under "
         "--budget, measure the published L_k and write DIR/report.md: measured beside published, the gap in nats, "
         "whether it lies in the band, and the learning curve so far. Run it again to continue a killed reproduction.",
         add_arguments,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.errors import RunError
+from vaelab.evaluation.across_seeds import across_seeds, load_seeds, seed_run_dir
 from vaelab.runio import (
     FINAL_FILE,
     METRICS_FILE,
@@ -67,14 +68,16 @@ def build_report(out: str | Path) -> ReproductionReport:
         raise RunError(f"{out}: not a reproduction (no {REPRODUCE_FILE}); 'vaelab reproduce NAME --out DIR' makes one")
     saved = json.loads(path.read_text())
     preset, budget = get_preset(saved["preset"]), saved["budget"]
-    rows = [_row_result(preset, row, budget, out / row.name) for row in preset.rows]
+    seeds = load_seeds(out)
+    rows = [_row_result(preset, row, budget, out / row.name) if seeds is None else _row_over_seeds(preset, row, budget, out / row.name, seeds)
+            for row in preset.rows]
     # the claim compares what the paper compared: -ELBO (Kingma & Welling's lower bounds) or -L_k
     measured = {row["name"]: row["elbo" if preset.claim_on == "elbo" else "measured"] for row in rows}
     claim_holds = None
     if preset.claim and all(measured[name] is not None for name in preset.claim):
         claim_holds = all(measured[a] < measured[b] for a, b in zip(preset.claim, preset.claim[1:]))
     write_json_atomic(out / REPORT_JSON, {"preset": preset.name, "budget": budget, "band": preset.band, "rows": rows, "claim_holds": claim_holds})
-    write_text_atomic(out / REPORT_MD, _markdown(preset, budget, rows, claim_holds))
+    write_text_atomic(out / REPORT_MD, _markdown(preset, budget, rows, claim_holds) + _seeds_markdown(rows, seeds))
     return ReproductionReport(preset, budget, rows, out / REPORT_MD, claim_holds)
 
 
@@ -102,6 +105,42 @@ def _row_result(preset: Preset, row, budget: str, run_dir: Path) -> dict[str, An
         result["gap"] = result["measured"] - row.published
         result["in_band"] = abs(result["gap"]) <= preset.band
     return result
+
+
+def _row_over_seeds(preset: Preset, row, budget: str, row_dir: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
+    """A row over the seeds' runs ``row_dir/seed-<s>``: measured NLL and -ELBO as the mean over the seeds
+    measured so far, ``stderr`` their sd (with one seed, its standard error over images), gap and band of the mean; the per-seed
+    values and the t-based 95% interval under ``seeds``."""
+    per_seed = {seed: _row_result(preset, row, budget, seed_run_dir(row_dir, seed)) for seed in seeds}
+    measured = {seed: result for seed, result in per_seed.items() if result["measured"] is not None}
+    if not measured:
+        return per_seed[seeds[0]]
+    nll, elbo = across_seeds({s: r["measured"] for s, r in measured.items()}), across_seeds({s: r["elbo"] for s, r in measured.items()})
+    first = next(iter(measured.values()))
+    result = {**first, "measured": nll.mean, "elbo": elbo.mean, "wall_seconds": max(r["wall_seconds"] for r in measured.values()), "seeds": nll.to_dict()}
+    if nll.sd is not None:  # one seed: its standard error over images stays, as the note says
+        result.update(stderr=nll.sd, elbo_stderr=elbo.sd)
+    if row.published is not None:
+        result["gap"] = nll.mean - row.published
+        result["in_band"] = abs(result["gap"]) <= preset.band
+    return result
+
+
+def _seeds_markdown(rows: list[dict[str, Any]], seeds: tuple[int, ...] | None) -> str:
+    """With seeds, what the measured columns mean, and each row's per-seed values and 95% interval."""
+    if seeds is None:
+        return ""
+    lines = ["", f"## Over seeds {', '.join(map(str, seeds))}", "",
+             "Measured NLL and -ELBO: mean ± sd (ddof = 1) over the seeds measured, one training run each; "
+             "wall time: the longest seed's (with one seed measured, ± is its standard error over images). "
+             "Each run's standard error over images is in its final.json.", ""]
+    for row in rows:
+        if "seeds" in row:
+            summary = row["seeds"]
+            interval = "none (1 seed)" if summary["interval"] is None else f"[{summary['interval'][0]:.2f}, {summary['interval'][1]:.2f}]"
+            values = ", ".join(f"{seed}: {value:.2f}" for seed, value in zip(summary["seeds"], summary["values"]))
+            lines.append(f"- {row['label']}: NLL per seed {values}; 95% interval {interval}")
+    return "\n".join(lines) + "\n"
 
 
 def _markdown(preset: Preset, budget: str, rows: list[dict[str, Any]], claim_holds: bool | None) -> str:

@@ -1,6 +1,7 @@
 """``vaelab reproduce``: train each row of a preset under a budget, measure the published L_k, report.
 
-One run directory per row (``OUT/<row>/``), trained through :func:`vaelab.training.train` with
+One run directory per row (``OUT/<row>/``; with ``seeds``, one per row and seed, ``OUT/<row>/seed-<s>/``,
+recorded in ``OUT/seeds.json``), trained through :func:`vaelab.training.train` with
 ``resume=True``, so a killed reproduction continues when run again and a finished row is not
 retrained; on a CPU, rows can train at once, one process each (``jobs``; :mod:`vaelab.jobs`). After training, the published test L_k (e.g. L_5000) is measured once and saved as
 ``OUT/<row>/final.json``; it is skipped when already saved for the same checkpoint epoch.
@@ -15,11 +16,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vaelab.errors import RunError
+from vaelab.evaluation.across_seeds import load_seeds, save_seeds, seed_run_dir
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.runio import FINAL_FILE, REPRODUCE_FILE, directory_lock, make_directory, refuse_foreign_contents, write_json_atomic
 from vaelab.studies.reproduce.presets import Preset, final_images, final_k, row_config
 from vaelab.studies.reproduce.report import ReproductionReport, build_report
+from vaelab.seeds import with_seed
 from vaelab.training import train
 
 
@@ -34,13 +37,15 @@ def reproduce(
     device: str = "auto",
     jobs: int | None = 1,
     threads: int | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> ReproductionReport:
     """Train (or continue) ``rows`` of ``preset`` (default: all) under ``budget`` in ``out``,
     measure each row's final test L_k and write the report.
 
     ``jobs``: rows trained at once on a CPU, each in its own process with ``threads`` threads
     (:mod:`vaelab.jobs`; None: one process per row up to the usable CPUs); 1 trains them one
-    after the other in this process.
+    after the other in this process. ``seeds``: every row trained once per seed (its config's
+    ``seed`` replaced), all of them jobs; the report gives each row's mean ± sd over seeds.
 
     ``out`` is locked while the reproduction runs (:func:`vaelab.runio.directory_lock`), as each
     row's directory is while it trains.
@@ -53,34 +58,46 @@ def reproduce(
     """
     out = Path(out)
     selected = [preset.row(name) for name in rows] if rows else list(preset.rows)
-    processes, threads = processes_and_threads(len(selected), jobs, threads, device)
-    _check_reproduction_directory(out, preset.name, budget)  # before creating anything
+    arguments = [(preset, row.name, budget, out, data_dir, progress, device, seed) for row in selected for seed in (seeds or (None,))]
+    processes, threads = processes_and_threads(len(arguments), jobs, threads, device)
+    _check_reproduction_directory(out, preset.name, budget, seeds)  # before creating anything
     make_directory(out, "reproduction directory")
     with directory_lock(out, "reproduce"):  # a second `vaelab reproduce` there is refused in one line
-        _check_reproduction_directory(out, preset.name, budget)  # again, now that no one else writes
+        _check_reproduction_directory(out, preset.name, budget, seeds)  # again, now that no one else writes
         write_json_atomic(out / REPRODUCE_FILE, {"preset": preset.name, "budget": budget})
-        arguments = [(preset, row.name, budget, out, data_dir, progress, device) for row in selected]
+        if seeds is not None:
+            save_seeds(out, seeds)
+        layout = f"{out}/<row>" + ("" if seeds is None else "/seed-<s>")
         if processes > 1:
-            tqdm.write(f"{preset.name}: {len(selected)} rows, {processes} at once, one process of {threads} thread(s) each: {out}/<row>")
+            tqdm.write(f"{preset.name}: {len(arguments)} runs, {processes} at once, one process of {threads} thread(s) each: {layout}")
             run_jobs(train_row, arguments, processes, threads)
         else:
             for number, row_arguments in enumerate(arguments, start=1):
-                tqdm.write(f"{preset.name} {row_arguments[1]} ({number}/{len(selected)}): {out / row_arguments[1]}")
+                tqdm.write(f"{preset.name} {row_arguments[1]} ({number}/{len(arguments)}): {_run_dir(out, row_arguments[1], row_arguments[-1])}")
                 train_row(*row_arguments)
         return build_report(out)
 
 
-def train_row(preset: Preset, row: str, budget: str, out: Path, data_dir: str | Path | None, progress: bool, device: str) -> None:
-    """Train (or continue) ``row`` of ``preset`` in ``out/<row>`` and save its final test L_k."""
+def _run_dir(out: Path, row: str, seed: int | None) -> Path:
+    """``out/<row>``, or ``out/<row>/seed-<s>`` for ``seed``."""
+    return out / row if seed is None else seed_run_dir(out / row, seed)
+
+
+def train_row(
+    preset: Preset, row: str, budget: str, out: Path, data_dir: str | Path | None, progress: bool, device: str, seed: int | None = None
+) -> None:
+    """Train (or continue) ``row`` of ``preset`` in ``out/<row>`` (``seed``'s: ``out/<row>/seed-<s>`` with the
+    config's seed replaced) and save its final test L_k."""
     config = row_config(preset, preset.row(row), budget)
-    result = train(config, out / row, data_dir=data_dir, resume=True, progress=progress, device=device)
+    config = config if seed is None else with_seed(config, seed)
+    result = train(config, _run_dir(out, row, seed), data_dir=data_dir, resume=True, progress=progress, device=device)
     epoch = max(r["epoch"] for r in result.metrics if r["kind"] == "train")
     _save_final(result, config, final_k(preset, budget), final_images(budget), epoch)
 
 
-def _check_reproduction_directory(out: Path, preset: str, budget: str) -> None:
+def _check_reproduction_directory(out: Path, preset: str, budget: str, seeds: Sequence[int] | None = None) -> None:
     """Refuse ``out`` unless it is absent, empty, or holds the reproduction of ``preset`` at
-    ``budget`` (which is continued): vaelab writes into no one else's folder."""
+    ``budget`` with the same ``seeds`` (which is continued): vaelab writes into no one else's folder."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -99,6 +116,10 @@ def _check_reproduction_directory(out: Path, preset: str, budget: str) -> None:
         raise RunError(
             f"{out}: holds the reproduction of {saved.get('preset')} at budget {saved.get('budget')}; choose another --out"
         )
+    recorded = load_seeds(out)
+    if recorded != (None if seeds is None else tuple(seeds)):
+        words = "no seeds" if recorded is None else f"seeds {', '.join(map(str, recorded))}"
+        raise RunError(f"{out}: holds a reproduction with {words}; give the same --seeds, or choose another --out")
 
 
 def _save_final(result, config, k: int, num_images: int | None, epoch: int) -> None:
