@@ -245,3 +245,8 @@ def test_reproduce_with_seeds_gives_each_row_mean_and_sd_over_seeds(tmp_path, sh
     assert "## Over seeds 0, 1" in report.markdown.read_text()
     with pytest.raises(RunError, match="holds a reproduction with seeds 0, 1"):
         reproduce(preset, "smoke", tmp_path, rows=["aevb"], data_dir=shared_data_dir, progress=False)
+
+
+def test_the_statistics_import_no_training():
+    code = "import sys, vaelab.evaluation.across_seeds; assert 'vaelab.training' not in sys.modules, 'training imported'"
+    assert subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True).returncode == 0
