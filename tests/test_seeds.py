@@ -250,3 +250,8 @@ def test_reproduce_with_seeds_gives_each_row_mean_and_sd_over_seeds(tmp_path, sh
 def test_the_statistics_import_no_training():
     code = "import sys, vaelab.evaluation.across_seeds; assert 'vaelab.training' not in sys.modules, 'training imported'"
     assert subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True).returncode == 0
+
+
+def test_a_small_lead_keeps_two_significant_digits():
+    bounds = {"aevb": across_seeds({0: -27.0, 1: -27.1}), "wake-sleep": across_seeds({0: -27.0042, 1: -27.1044})}
+    assert "by 0.0043 nats over 2 seeds" in seeds_comparison_sentence(bounds, None, 0, 10)

@@ -185,7 +185,7 @@ def seeds_comparison_sentence(
         (ahead, first), (behind, second) = ranked[index], ranked[index + 1]
         test = compare_across_seeds(first, second)
         where = f" on test L_{k}" if index == 0 else ""
-        step = f"{display_name(ahead)} is ahead of {display_name(behind)}{where} by {test.difference:.2f} nats over {test.seeds} seeds, {seed_test_words(test)}"
+        step = f"{display_name(ahead)} is ahead of {display_name(behind)}{where} by {_nats(test.difference)} nats over {test.seeds} seeds, {seed_test_words(test)}"
         if per_image is not None:
             common, ahead_at, behind_at = np.intersect1d(per_image[ahead][0], per_image[behind][0], return_indices=True)
             lead = paired_difference(per_image[ahead][1][ahead_at], per_image[behind][1][behind_at])
@@ -193,6 +193,11 @@ def seeds_comparison_sentence(
         steps.append(step)
     values = " vs ".join(summary.short for _, summary in ranked)
     return _capitalised(". ".join(steps) + f". Mean ± sd over seeds: {values}.")
+
+
+def _nats(value: float) -> str:
+    """'3.21'; below 0.01, two significant digits ('0.0042'), so that a small lead does not read as 0.00."""
+    return f"{value:.2f}" if value == 0 or abs(value) >= 0.01 else f"{value:#.2g}"
 
 
 def _with_two_digits_of_error(estimate: Estimate) -> str:
