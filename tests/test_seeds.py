@@ -211,7 +211,8 @@ def test_three_seed_compare_writes_runs_table_and_a_sentence_over_seeds(tmp_path
     out = tmp_path / "study"
     arguments = ["compare", *TINY, "--epochs", "2", "--curve-images", "20", "--seeds", "3", "--jobs", "2", "--threads", "1"]
     assert main([*arguments, "--out", str(out)]) == 0
-    sentence = capsys.readouterr().out.splitlines()[0]
+    *_, sentence, written = capsys.readouterr().out.splitlines()  # after the plan
+    assert written == f"report written to {out / 'report.html'}"
     assert json.loads((out / "seeds.json").read_text()) == {"seeds": [0, 1, 2]}
     for algorithm in ("wake-sleep", "aevb"):
         for seed in (0, 1, 2):

@@ -62,7 +62,7 @@ LAYERS = (
     ("vaelab.models",),
     ("vaelab.objectives",),
     ("vaelab.estimators", "vaelab.exact"),
-    ("vaelab.builders", "vaelab.preflight", "vaelab.evaluation", "vaelab.training", "vaelab.batched", "vaelab.tracking"),
+    ("vaelab.builders", "vaelab.preflight", "vaelab.evaluation", "vaelab.training", "vaelab.batched", "vaelab.seeds", "vaelab.tracking"),
     ("vaelab.studies",),
     ("vaelab.cli", "vaelab.__main__"),
 )
