@@ -115,6 +115,22 @@ def test_seeds_file_and_layout(tmp_path):
         load_seeds(tmp_path)
 
 
+def test_a_study_with_other_seeds_is_refused_without_overwrite(tmp_path):
+    from vaelab.config import DataConfig, ExperimentConfig, TrainConfig
+    from vaelab.studies.compare.run import _check_study_directory
+    from vaelab.studies.compare.study import Study, algorithm_run_dir
+
+    config = ExperimentConfig(data=DataConfig(dataset="digits"), train=TrainConfig(eval_k=10))
+    Study(("aevb",), config, seeds=(0, 1)).save(tmp_path)
+    assert Study.load(tmp_path).seeds == (0, 1) and algorithm_run_dir(tmp_path, "aevb", 1) == tmp_path / "aevb" / "seed-1"
+    assert json.loads((tmp_path / "compare.json").read_text()).keys() == {"algorithms", "config", "curve_images"}  # as without seeds
+    _check_study_directory(Study(("aevb",), config, seeds=(0, 1)), tmp_path, overwrite=False)  # the same study: continued
+    with pytest.raises(RunError, match="differs in seeds"):
+        _check_study_directory(Study(("aevb",), config, seeds=(0, 1, 2)), tmp_path, overwrite=False)
+    with pytest.raises(RunError, match="differs in seeds"):
+        _check_study_directory(Study(("aevb",), config), tmp_path, overwrite=False)
+
+
 # --- the report's sentence and figure ------------------------------------------------------------
 
 
@@ -189,6 +205,11 @@ def test_each_seed_of_parallel_jobs_is_bitwise_its_lone_run(tmp_path):
     summary = json.loads((tmp_path / "seeds" / "across-seeds-test-L5.json").read_text())
     assert summary["groups"]["runs"]["seeds"] == [1, 4] and len(summary["groups"]["runs"]["values"]) == 2
     assert "test L_5 = " in evaluated.stdout and "(sd over 2 seeds); 95% interval [" in evaluated.stdout
+    reported = vaelab("report", str(tmp_path / "seeds"))  # from saved metrics: each seed's last test evaluation in training
+    assert reported.returncode == 0, reported.stderr
+    final = json.loads((tmp_path / "seeds" / "across-seeds-final-test-L10.json").read_text())["groups"]["runs"]
+    lone = [[row for row in read_metrics(tmp_path / f"lone-{seed}" / "metrics.jsonl") if row.get("split") == "test"][-1]["bound"] for seed in (1, 4)]
+    assert final["values"] == lone and reported.stdout.startswith("final test L_10 = ")
 
 
 @pytest.mark.slow

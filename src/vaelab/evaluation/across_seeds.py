@@ -30,6 +30,7 @@ from vaelab.errors import ConfigError, RunError
 from vaelab.runio import METRICS_FILE, SEEDS_FILE, read_metrics, write_json_atomic
 
 CONFIDENCE = 0.95
+SIGNIFICANCE = 0.05  # a difference tested at p >= this is "within the spread of seeds"
 SEED_DIR_PREFIX = "seed-"
 
 
@@ -196,8 +197,6 @@ def compare_across_seeds(first: AcrossSeeds, second: AcrossSeeds) -> SeedTest:
     result = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
     return SeedTest(difference, paired, float(result.statistic), float(result.df), float(result.pvalue), min(a.size, b.size))
 
-
-SIGNIFICANCE = 0.05
 
 
 def seed_test_words(test: SeedTest) -> str:
