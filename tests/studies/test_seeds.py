@@ -37,6 +37,7 @@ from vaelab.studies.compare.summary import Series, seeds_comparison_sentence
 VALUES = {0: 1.0, 1: 2.0, 2: 4.0, 3: 7.0}  # mean 3.5, sd sqrt(7)
 
 
+@pytest.mark.algebra
 def test_mean_sd_and_t_interval_match_scipy():
     summary = across_seeds(VALUES)
     x = np.array(list(VALUES.values()))
@@ -47,6 +48,7 @@ def test_mean_sd_and_t_interval_match_scipy():
     assert summary.per_seed_words == "0: 1.00, 1: 2.00, 2: 4.00, 3: 7.00"
 
 
+@pytest.mark.algebra
 def test_paired_test_by_seed_matches_ttest_rel():
     first, second = across_seeds({0: -90.0, 1: -91.5, 2: -89.0}), across_seeds({0: -93.0, 1: -93.9, 2: -92.6})
     test = compare_across_seeds(first, second)
@@ -56,6 +58,7 @@ def test_paired_test_by_seed_matches_ttest_rel():
     assert (test.statistic, test.p_value, test.df) == pytest.approx((expected.statistic, expected.pvalue, 2))
 
 
+@pytest.mark.algebra
 def test_pairing_follows_seeds_not_order():
     first = across_seeds({0: 1.0, 1: 5.0, 2: 2.0})
     second = across_seeds({2: 1.5, 0: 0.0, 1: 4.0})  # the same seeds listed in another order
@@ -63,6 +66,7 @@ def test_pairing_follows_seeds_not_order():
     assert compare_across_seeds(first, second).p_value == pytest.approx(expected.pvalue)
 
 
+@pytest.mark.algebra
 def test_welch_test_where_the_seeds_differ():
     first, second = across_seeds({0: 1.0, 1: 2.0, 2: 4.0}), across_seeds({5: 0.0, 6: 0.5, 7: 0.7, 8: 0.1})
     test = compare_across_seeds(first, second)
@@ -71,6 +75,7 @@ def test_welch_test_where_the_seeds_differ():
     assert (test.statistic, test.p_value, test.df) == pytest.approx((expected.statistic, expected.pvalue, expected.df))
 
 
+@pytest.mark.algebra
 def test_one_seed_has_no_spread_and_says_so():
     one = across_seeds({4: -95.0})
     assert (one.sd, one.interval) == (None, None)
@@ -80,6 +85,7 @@ def test_one_seed_has_no_spread_and_says_so():
     assert seed_test_words(test) == "untested across seeds (one seed gives no spread to test against)"
 
 
+@pytest.mark.algebra
 def test_identical_values_give_zero_spread_and_no_test():
     same = across_seeds({0: -3.0, 1: -3.0, 2: -3.0})
     assert same.sd == 0.0 and same.interval == (-3.0, -3.0)
@@ -87,22 +93,26 @@ def test_identical_values_give_zero_spread_and_no_test():
     assert test.p_value is None and "no spread at all" in seed_test_words(test)
 
 
+@pytest.mark.algebra
 def test_within_the_spread_of_seeds_in_words():
     test = compare_across_seeds(across_seeds({0: 1.0, 1: 3.0, 2: 2.0}), across_seeds({0: 2.0, 1: 1.0, 2: 2.5}))
     assert test.p_value > 0.05 and seed_test_words(test).startswith("within the spread of seeds (paired t-test by seed over 3 seeds")
 
 
+@pytest.mark.algebra
 @pytest.mark.parametrize(("text", "seeds"), [("3", (0, 1, 2)), ("1", (0,)), ("0,5,2", (0, 5, 2))])
 def test_parse_seeds(text, seeds):
     assert parse_seeds(text) == seeds
 
 
+@pytest.mark.algebra
 @pytest.mark.parametrize("text", ["0", "x", "1,1", "2,-1", ""])
 def test_parse_seeds_refuses(text):
     with pytest.raises(ConfigError, match="--seeds"):
         parse_seeds(text)
 
 
+@pytest.mark.algebra
 def test_seeds_file_and_layout(tmp_path):
     assert load_seeds(tmp_path) is None
     save_seeds(tmp_path, (3, 1))
@@ -115,6 +125,7 @@ def test_seeds_file_and_layout(tmp_path):
         load_seeds(tmp_path)
 
 
+@pytest.mark.algebra
 def test_a_study_with_other_seeds_is_refused_without_overwrite(tmp_path):
     from vaelab.config import DataConfig, ExperimentConfig, TrainConfig
     from vaelab.studies.compare.run import _check_study_directory
@@ -134,6 +145,7 @@ def test_a_study_with_other_seeds_is_refused_without_overwrite(tmp_path):
 # --- the report's sentence and figure ------------------------------------------------------------
 
 
+@pytest.mark.algebra
 def test_sentence_tests_across_seeds_and_names_the_per_image_se():
     bounds = {"wake-sleep": across_seeds({0: -30.0, 1: -30.4, 2: -30.1}), "aevb": across_seeds({0: -27.0, 1: -27.2, 2: -27.3})}
     indices = np.arange(4)
@@ -147,6 +159,7 @@ def test_sentence_tests_across_seeds_and_names_the_per_image_se():
     assert "within the spread of seeds" in seeds_comparison_sentence(close, None, 0, 10)
 
 
+@pytest.mark.algebra
 def test_training_figure_bands_span_the_seeds():
     runs = [Series([1, 2], [-30.0, -28.0], [0.1, 0.1]), Series([1, 2], [-31.0, -27.0], [0.1, 0.1]), Series([1, 2], [-29.0, -27.5], [0.1, 0.1])]
     axes = training_curves_figure({"AEVB": {"test": runs}}, 10).axes[0]
@@ -163,6 +176,7 @@ TINY = ["--dataset", "digits", "--epochs", "1", "--eval-k", "10", "--hidden", "1
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1"}
 
 
+@pytest.mark.e2e
 def test_seed_beside_seeds_is_refused(tmp_path, capsys):
     assert main(["train", *TINY, "--seeds", "2", "--seed", "3", "--out", str(tmp_path / "out")]) == 1
     assert "--seeds sets each run's seed: leave --seed out" in capsys.readouterr().err
@@ -171,6 +185,7 @@ def test_seed_beside_seeds_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_other_seeds_in_a_parent_are_refused(tmp_path, capsys):
     save_seeds(tmp_path, (0, 1))
     assert main(["train", *TINY, "--seeds", "3", "--out", str(tmp_path)]) == 1
@@ -191,6 +206,7 @@ def assert_same_run(first: Path, second: Path) -> None:
     assert all(torch.equal(tensor, other[name]) for name, tensor in one.items())
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_each_seed_of_parallel_jobs_is_bitwise_its_lone_run(tmp_path):
     done = vaelab("train", *TINY, "--seeds", "1,4", "--jobs", "2", "--threads", "1", "--out", str(tmp_path / "seeds"))
@@ -212,12 +228,13 @@ def test_each_seed_of_parallel_jobs_is_bitwise_its_lone_run(tmp_path):
     assert final["values"] == lone and reported.stdout.startswith("final test L_10 = ")
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_killed_multi_seed_run_resumes_to_the_same_result(tmp_path):
     arguments = ["train", *TINY, "--epochs", "3", "--seeds", "2", "--jobs", "1", "--threads", "1"]  # the last --epochs counts
     reference = vaelab(*arguments, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
-    hook = Path(__file__).with_name("kill_at_event.py")  # SIGKILL at the 3rd step after seed 0's first checkpoint
+    hook = Path(__file__).parents[1] / "kill_at_event.py"  # SIGKILL at the 3rd step after seed 0's first checkpoint
     killed = subprocess.run([sys.executable, str(hook), "step", "3", *arguments, "--out", str(tmp_path / "run")], env=ENV, capture_output=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (tmp_path / "run" / "seed-1").exists()
@@ -227,6 +244,7 @@ def test_killed_multi_seed_run_resumes_to_the_same_result(tmp_path):
         assert_same_run(tmp_path / "run" / f"seed-{seed}", tmp_path / "reference" / f"seed-{seed}")
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_three_seed_compare_writes_runs_table_and_a_sentence_over_seeds(tmp_path, capsys):
     out = tmp_path / "study"
@@ -252,6 +270,7 @@ def test_three_seed_compare_writes_runs_table_and_a_sentence_over_seeds(tmp_path
     assert set(summary["groups"]) == {"wake-sleep", "aevb"} and summary["tests"][0]["test"] == "paired t-test by seed"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_reproduce_with_seeds_gives_each_row_mean_and_sd_over_seeds(tmp_path, shared_data_dir):
     from vaelab.studies.reproduce.presets import get_preset
@@ -269,11 +288,13 @@ def test_reproduce_with_seeds_gives_each_row_mean_and_sd_over_seeds(tmp_path, sh
         reproduce(preset, "smoke", tmp_path, rows=["aevb"], data_dir=shared_data_dir, progress=False)
 
 
+@pytest.mark.algebra
 def test_the_statistics_import_no_training():
     code = "import sys, vaelab.evaluation.across_seeds; assert 'vaelab.training' not in sys.modules, 'training imported'"
     assert subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True).returncode == 0
 
 
+@pytest.mark.algebra
 def test_a_small_lead_keeps_two_significant_digits():
     bounds = {"aevb": across_seeds({0: -27.0, 1: -27.1}), "wake-sleep": across_seeds({0: -27.0042, 1: -27.1044})}
     assert "by 0.0043 nats over 2 seeds" in seeds_comparison_sentence(bounds, None, 0, 10)
