@@ -8,7 +8,7 @@ where it is) updates the stacked parameters: Adam is elementwise, so this is S i
 Each seed keeps its own data generator (dynamic binarization, then the epoch's order) and its own
 noise generator, seeded and drawn in the order :func:`vaelab.training.train` draws them, so seed s
 follows the trajectory of a lone run with seed s. Not bitwise: bmm sums in another order than the
-lone run's mm, which moves each step's gradients by float32 rounding (tests/test_batched_seeds.py
+lone run's mm, which moves each step's gradients by float32 rounding (tests/training/test_batched_seeds.py
 states the tolerance).
 
 Why not ``torch.func.vmap`` over vaelab's objectives: they draw z inside, with
