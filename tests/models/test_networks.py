@@ -383,6 +383,7 @@ def test_ctrl_c_sent_while_the_command_loads_is_one_line():
                     os.kill(os.getpid(), signal.SIGINT)
                 return None
 
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: a shell's background job starts with SIGINT ignored
         sys.meta_path.insert(0, InterruptOnLoad())
         from vaelab.__main__ import main
         sys.argv = ["vaelab", "datasets"]
