@@ -43,8 +43,6 @@ from vaelab.runio import (
     load_model_state,
 )
 
-# Which checkpoint of a run to read: the best on the validation split (``--select-on``) or the last.
-CHECKPOINT_CHOICES = ("best", "last")
 LIKELIHOOD_LAYERS = {"bernoulli": BernoulliLayer, "gaussian": DiagonalGaussianLayer}
 LATENT_LAYERS = {"gaussian": DiagonalGaussianLayer, "bernoulli": BernoulliLayer}
 

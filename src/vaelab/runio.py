@@ -63,6 +63,8 @@ ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
+# Which checkpoint of a run to read: the best on the validation split (``--select-on``, BEST_FILE) or the last.
+CHECKPOINT_CHOICES = ("best", "last")
 PER_IMAGE_PATTERN = "bounds-*.npz"  # vaelab.evaluation.per_image.bounds_file_name
 EXACT_PATTERN = "exact-*.json"  # vaelab.evaluation.exact.exact_file
 BOUND_CURVE_FILE = "bound_curve.json"

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaelab.builders import CHECKPOINT_CHOICES
 from vaelab.config import MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, _is_int, _validate_fields, one_of
 from vaelab.errors import ConfigError
 from vaelab.estimators.ais import STARTS, AISSettings
+from vaelab.runio import CHECKPOINT_CHOICES
 
 LK_DEFAULT_K = 1000  # importance samples of L_k, the homework's protocol
 AIS_DEFAULT_CHAINS = AISSettings.chains  # M
