@@ -16,13 +16,12 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vaelab.config import ExperimentConfig
 from vaelab.errors import ConfigError, RunError
 from vaelab.evaluation.across_seeds import load_seeds, save_seeds, seed_run_dir
 from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.preflight import check_experiment
+from vaelab.progress import write as progress_write
 from vaelab.runio import SEEDS_FILE, check_run_directory, directory_lock, make_directory, refuse_foreign_contents
 from vaelab.training import train
 
@@ -99,12 +98,10 @@ def train_seeds(
         run = functools.partial(train, data_dir=data_dir, resume=resume, overwrite=overwrite, progress=progress, device=device, tensorboard=tensorboard)
         arguments = [(configs[seed], seed_run_dir(parent, seed)) for seed in seeds]
         if processes > 1:
-            if progress:
-                tqdm.write(f"{len(seeds)} seeds, {processes} at once, one process of {threads} thread(s) each: {parent}/seed-<s>")
+            progress_write(f"{len(seeds)} seeds, {processes} at once, one process of {threads} thread(s) each: {parent}/seed-<s>")
             run_jobs(run, arguments, processes, threads)
         else:
             for seed_config, run_dir in arguments:
-                if progress:
-                    tqdm.write(f"seed {seed_config.seed}: {run_dir}")
+                progress_write(f"seed {seed_config.seed}: {run_dir}")
                 run(seed_config, run_dir)
     return {seed: seed_run_dir(parent, seed) for seed in seeds}

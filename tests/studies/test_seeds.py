@@ -106,10 +106,17 @@ def test_parse_seeds(text, seeds):
 
 
 @pytest.mark.algebra
-@pytest.mark.parametrize("text", ["0", "x", "1,1", "2,-1", ""])
+@pytest.mark.parametrize("text", ["0", "x", "1,1", "2,-1", "", "1001", str(2**63 - 1), ",".join(map(str, range(1001)))])
 def test_parse_seeds_refuses(text):
     with pytest.raises(ConfigError, match="--seeds"):
         parse_seeds(text)
+
+
+@pytest.mark.algebra
+def test_parse_seeds_names_its_limit_at_once():
+    with pytest.raises(ConfigError, match="at most 1000 seeds"):
+        parse_seeds(str(2**63 - 1))  # range(2^63 - 1) as a tuple would never finish
+    assert len(parse_seeds("1000")) == 1000
 
 
 @pytest.mark.algebra

@@ -32,10 +32,11 @@ from vaelab.runio import METRICS_FILE, SEEDS_FILE, read_metrics, write_json_atom
 CONFIDENCE = 0.95
 SIGNIFICANCE = 0.05  # a difference tested at p >= this is "within the spread of seeds"
 SEED_DIR_PREFIX = "seed-"
+MAX_SEEDS = 1000  # --seeds N: one run directory each; far more than any study trains, and range(2^63) would hang
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``--seeds``: 'N' is seeds 0..N-1, '3,5,8' those seeds (distinct, in [0, 2^63 - 1]).
+    """``--seeds``: 'N' is seeds 0..N-1, '3,5,8' those seeds (distinct, in [0, 2^63 - 1]); at most MAX_SEEDS of them.
 
     Raises:
         ConfigError: anything else.
@@ -44,6 +45,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         numbers = [int(part) for part in text.split(",")]
     except ValueError:
         raise ConfigError(f"--seeds must be a count N (seeds 0..N-1) or a comma-separated list of seeds (got {text!r})") from None
+    if max(numbers[0], len(numbers)) > MAX_SEEDS:
+        raise ConfigError(f"--seeds names at most {MAX_SEEDS} seeds, one run directory each (got {text!r})")
     seeds = tuple(range(numbers[0])) if len(numbers) == 1 else tuple(numbers)
     if not seeds or any(not 0 <= seed <= MAX_SEED for seed in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds must name at least one seed, each once, in [0, 2^63 - 1] (got {text!r})")
