@@ -256,6 +256,18 @@ def test_select_on_valid_without_a_valid_split_is_refused_before_anything_is_wri
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.contract
+def test_compare_refuses_select_on_before_anything_is_written(tmp_path, capsys):
+    # compare reports each algorithm's last checkpoint: best.pt would disagree with its saved curve forever
+    options = ["compare", "--dataset", "digits", "--valid-fraction", "0.2", "--eval-splits", "valid,test", "--epochs", "1", "--no-progress",
+               "--out", str(tmp_path / "study")]
+    for selection in (["--select-on", "valid"], ["--select-on", "valid", "--patience", "2"]):
+        assert main([*options, *selection]) != 0
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "leave out --select-on and --patience" in error and "vaelab train --select-on" in error
+    assert not (tmp_path / "study").exists()
+
+
 @pytest.mark.e2e
 def test_tensorboard_logs_an_early_stopped_run(tmp_path):
     pytest.importorskip("tensorboard")

@@ -355,7 +355,7 @@ def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None, trus
     directory = algorithm_run_dir(study_dir, algorithm, seed)
     if not (directory / CHECKPOINT_FILE).exists():
         raise RunError(f"{directory}: not trained yet; run the same 'vaelab compare' again to finish the study")
-    _, model, dataset, checkpoint = load_run(directory, data_dir, trust_code=trust_code)
+    _, model, dataset, checkpoint = load_run(directory, data_dir, trust_code=trust_code, checkpoint="last")  # as its curve
     curve = read_bound_curve(directory)
     if curve is None or curve["epoch"] != checkpoint["epoch"]:
         raise RunError(

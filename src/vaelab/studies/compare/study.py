@@ -58,6 +58,9 @@ class Study:
             check_config(self.run_config(algorithm))
         if "test" not in self.config.train.eval_splits:
             raise ConfigError("a study compares test L_k: eval splits must include 'test'")
+        if self.config.train.select_on is not None:  # its curves, figures and report are all of the last checkpoint
+            raise ConfigError("compare reports every algorithm at its last checkpoint after the same budget: leave out --select-on and "
+                              "--patience (select checkpoints per run with 'vaelab train --select-on')")
         if self.seeds is not None:
             object.__setattr__(self, "seeds", tuple(self.seeds))
             if not self.seeds or len(set(self.seeds)) != len(self.seeds):
