@@ -28,6 +28,8 @@ from vaelab.evaluation.across_seeds import (
     seed_runs,
     seed_test_words,
 )
+from vaelab.config import DataConfig, ExperimentConfig, TrainConfig
+from vaelab.runio import append_metrics, directory_lock
 from vaelab.runio import is_registry_name, read_metrics
 from vaelab.studies.compare.figures import training_curves_figure
 from vaelab.studies.compare.summary import Series, seeds_comparison_sentence
@@ -73,6 +75,7 @@ def test_welch_test_where_the_seeds_differ():
     expected = stats.ttest_ind([1.0, 2.0, 4.0], [0.0, 0.5, 0.7, 0.1], equal_var=False)
     assert not test.paired and test.name == "Welch's t-test"
     assert (test.statistic, test.p_value, test.df) == pytest.approx((expected.statistic, expected.pvalue, expected.df))
+    assert test.sizes == (3, 4) and "Welch's t-test over 3 and 4 seeds" in seed_test_words(test)  # both samples' sizes
 
 
 @pytest.mark.algebra
@@ -125,8 +128,9 @@ def test_seeds_file_and_layout(tmp_path):
     save_seeds(tmp_path, (3, 1))
     assert load_seeds(tmp_path) == (3, 1) and is_registry_name("seeds.json") and is_registry_name("across-seeds-test-L10.json")
     for group in ("aevb", "iwae"):
-        (tmp_path / group / "seed-3").mkdir(parents=True)
-    assert seed_runs(tmp_path) == {"aevb": {3: tmp_path / "aevb" / "seed-3"}, "iwae": {3: tmp_path / "iwae" / "seed-3"}}
+        for seed in (3, 1):
+            (tmp_path / group / f"seed-{seed}").mkdir(parents=True)
+    assert seed_runs(tmp_path) == {group: {3: tmp_path / group / "seed-3", 1: tmp_path / group / "seed-1"} for group in ("aevb", "iwae")}
     (tmp_path / "seeds.json").write_text('{"seeds": [1, 1]}')
     with pytest.raises(RunError, match="distinct"):
         load_seeds(tmp_path)
@@ -232,7 +236,7 @@ def test_each_seed_of_parallel_jobs_is_bitwise_its_lone_run(tmp_path):
     assert reported.returncode == 0, reported.stderr
     final = json.loads((tmp_path / "seeds" / "across-seeds-final-test-L10.json").read_text())["groups"]["runs"]
     lone = [[row for row in read_metrics(tmp_path / f"lone-{seed}" / "metrics.jsonl") if row.get("split") == "test"][-1]["bound"] for seed in (1, 4)]
-    assert final["values"] == lone and reported.stdout.startswith("final test L_10 = ")
+    assert final["values"] == lone and reported.stdout.startswith("checkpoint: last\nfinal test L_10 = ")
 
 
 @pytest.mark.e2e
@@ -305,3 +309,69 @@ def test_the_statistics_import_no_training():
 def test_a_small_lead_keeps_two_significant_digits():
     bounds = {"aevb": across_seeds({0: -27.0, 1: -27.1}), "wake-sleep": across_seeds({0: -27.0042, 1: -27.1044})}
     assert "by 0.0043 nats over 2 seeds" in seeds_comparison_sentence(bounds, None, 0, 10)
+
+
+# --- report PARENT from saved metrics --------------------------------------------------------------
+
+
+def fake_seed_runs(parent: Path, seeds, select_on: str | None) -> None:
+    """Seed runs of a finished ``train --seeds`` with selection (``select_on``) or without, from their
+    files alone: config.json and the metrics rows training writes (test L_5 at epochs 1-2; with
+    selection, the best checkpoint is epoch 1 of seed 0 and epoch 2 of the others)."""
+    save_seeds(parent, seeds)
+    train = TrainConfig(epochs=2, eval_k=5, eval_splits=("valid", "test") if select_on else ("test",), select_on=select_on)
+    for seed in seeds:
+        run = parent / f"seed-{seed}"
+        run.mkdir()
+        ExperimentConfig(data=DataConfig(dataset="digits", valid_fraction=0.2), train=train, seed=seed).save(run / "config.json")
+        for epoch in (1, 2):
+            append_metrics(run / "metrics.jsonl", {"kind": "eval", "split": "test", "epoch": epoch, "k": 5, "bound": -100.0 - seed - epoch})
+        if select_on:
+            best = 1 if seed == 0 else 2
+            append_metrics(run / "metrics.jsonl", {"kind": "selected", "split": "test", "epoch": 2, "k": 5, "bound": -50.0 - seed,
+                                                   "checkpoint": "best", "checkpoint_epoch": best, "selected_on": "valid L_5"})
+
+
+@pytest.mark.contract
+def test_report_of_seeds_summarises_the_selected_checkpoint_and_says_so(tmp_path, capsys):
+    fake_seed_runs(tmp_path, (0, 1, 2), "valid")
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("checkpoint: best on valid L_5 (epoch by seed 0: 1, 1: 2, 2: 2)\nfinal test L_5 = -51.00 ± 1.00")
+    summary = json.loads((tmp_path / "across-seeds-final-test-L5.json").read_text())
+    assert summary["groups"]["runs"]["values"] == [-50.0, -51.0, -52.0]  # the selected rows, not the last eval rows
+    assert summary["checkpoints"] == {"runs": "best on valid L_5 (epoch by seed 0: 1, 1: 2, 2: 2)"}
+
+
+@pytest.mark.contract
+def test_report_of_seeds_without_selection_is_of_the_last_checkpoint(tmp_path, capsys):
+    fake_seed_runs(tmp_path, (0, 1), None)
+    assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("checkpoint: last\nfinal test L_5 = -102.50 ± 0.71")
+
+
+@pytest.mark.contract
+def test_seeds_without_runs_are_named_not_dropped(tmp_path, capsys):
+    fake_seed_runs(tmp_path, (0, 1), None)
+    save_seeds(tmp_path, (0, 1, 2, 3))  # seeds 2 and 3 never started
+    with pytest.raises(RunError, match=r"names seeds 0, 1, 2, 3 but seed\(s\) 2, 3 have no run yet"):
+        seed_runs(tmp_path)
+    assert main(["report", str(tmp_path)]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("across-seeds-*"))
+
+
+@pytest.mark.contract
+def test_report_of_seeds_waits_for_the_parents_lock(tmp_path, capsys):
+    fake_seed_runs(tmp_path, (0, 1), None)
+    held = subprocess.Popen([sys.executable, "-c", "import sys, time; from vaelab.runio import directory_lock\n"
+                             f"with directory_lock({str(tmp_path)!r}, 'train --seeds'):\n print(flush=True); time.sleep(60)"],
+                            env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        held.stdout.readline()  # the lock is held
+        assert main(["report", str(tmp_path)]) == 1
+        assert "in use by" in capsys.readouterr().err
+        assert not list(tmp_path.glob("across-seeds-*"))
+    finally:
+        held.kill()
+        held.wait()

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from vaelab.config import MAX_SEED
+from vaelab.config import MAX_SEED, ExperimentConfig
 from vaelab.errors import ConfigError, RunError
-from vaelab.runio import METRICS_FILE, SEEDS_FILE, read_metrics, write_json_atomic
+from vaelab.runio import CONFIG_FILE, METRICS_FILE, SEEDS_FILE, directory_lock, read_metrics, write_json_atomic
 
 CONFIDENCE = 0.95
 SIGNIFICANCE = 0.05  # a difference tested at p >= this is "within the spread of seeds"
@@ -87,7 +87,7 @@ def seed_runs(parent: str | Path) -> dict[str | None, dict[int, Path]]:
     ``PARENT/seed-<s>/``; the folder name for ``PARENT/<group>/seed-<s>/``), then by seed.
 
     Raises:
-        RunError: ``parent`` has no ``seeds.json``, or no run of its seeds.
+        RunError: ``parent`` has no ``seeds.json``, no run of its seeds, or a group without the run of every seed.
     """
     parent = Path(parent)
     seeds = load_seeds(parent)
@@ -99,7 +99,12 @@ def seed_runs(parent: str | Path) -> dict[str | None, dict[int, Path]]:
         groups = {child.name: child for child in sorted(parent.iterdir()) if any(seed_run_dir(child, seed).is_dir() for seed in seeds)}
     if not groups:
         raise RunError(f"{parent}: holds no run of its seeds {', '.join(map(str, seeds))} yet")
-    return {name: {seed: seed_run_dir(folder, seed) for seed in seeds if seed_run_dir(folder, seed).is_dir()} for name, folder in groups.items()}
+    for folder in groups.values():  # statistics over fewer seeds than recorded would pass for all of them
+        missing = [seed for seed in seeds if not seed_run_dir(folder, seed).is_dir()]
+        if missing:
+            raise RunError(f"{folder}: {SEEDS_FILE} names seeds {', '.join(map(str, seeds))} but seed(s) {', '.join(map(str, missing))} have no run "
+                           "yet; finish them with the same command and --resume")
+    return {name: {seed: seed_run_dir(folder, seed) for seed in seeds} for name, folder in groups.items()}
 
 
 @dataclass(frozen=True)
@@ -166,22 +171,30 @@ def across_seeds(values: dict[int, float]) -> AcrossSeeds:
 @dataclass(frozen=True)
 class SeedTest:
     """A test of first - second across seeds: the mean difference, its p-value (two-sided), t, degrees
-    of freedom, and whether it was paired by seed (else Welch's). ``p_value`` None: too few seeds,
-    or no spread at all to test against (every difference, or both groups, constant)."""
+    of freedom, whether it was paired by seed (else Welch's), and each side's number of seeds
+    (``sizes``, equal where paired). ``p_value`` None: too few seeds, or no spread at all to test
+    against (every difference, or both groups, constant)."""
 
     difference: float
     paired: bool
     statistic: float | None
     df: float | None
     p_value: float | None
-    seeds: int
+    sizes: tuple[int, int]
 
     @property
     def name(self) -> str:
         return "paired t-test by seed" if self.paired else "Welch's t-test"
 
+    @property
+    def seeds_words(self) -> str:
+        """'4 seeds' (paired, or equal sizes), '4 and 3 seeds' (Welch's of unequal groups)."""
+        first, second = self.sizes
+        return f"{first} seed{'s' * (first != 1)}" if first == second else f"{first} and {second} seeds"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"difference": self.difference, "test": self.name, "statistic": self.statistic, "df": self.df, "p_value": self.p_value}
+        return {"difference": self.difference, "test": self.name, "statistic": self.statistic, "df": self.df, "p_value": self.p_value,
+                "seeds": list(self.sizes)}
 
 
 def compare_across_seeds(first: AcrossSeeds, second: AcrossSeeds) -> SeedTest:
@@ -196,20 +209,19 @@ def compare_across_seeds(first: AcrossSeeds, second: AcrossSeeds) -> SeedTest:
     difference = float(a.mean() - b.mean())
     testable = (a.size > 1 and np.ptp(a - b) > 0) if paired else (a.size > 1 and b.size > 1 and (np.ptp(a) > 0 or np.ptp(b) > 0))
     if not testable:
-        return SeedTest(difference, paired, None, None, None, min(a.size, b.size))
+        return SeedTest(difference, paired, None, None, None, (a.size, b.size))
     result = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
-    return SeedTest(difference, paired, float(result.statistic), float(result.df), float(result.pvalue), min(a.size, b.size))
-
+    return SeedTest(difference, paired, float(result.statistic), float(result.df), float(result.pvalue), (a.size, b.size))
 
 
 def seed_test_words(test: SeedTest) -> str:
     """The test in words: 'significant across 4 seeds (paired t-test by seed, t = 5.10, p = 0.015)', 'within the
     spread of seeds (...)', or why there is no test."""
     if test.p_value is None:
-        why = "one seed gives no spread to test against" if test.seeds < 2 else "the seeds show no spread at all"
+        why = "one seed gives no spread to test against" if min(test.sizes) < 2 else "the seeds show no spread at all"
         return f"untested across seeds ({why})"
     verdict = "significant across seeds" if test.p_value < SIGNIFICANCE else "within the spread of seeds"
-    return f"{verdict} ({test.name} over {test.seeds} seeds, t = {test.statistic:.2f}, p = {test.p_value:.3g})"
+    return f"{verdict} ({test.name} over {test.seeds_words}, t = {test.statistic:.2f}, p = {test.p_value:.3g})"
 
 
 def summary_file(split: str, k: int) -> str:
@@ -246,30 +258,54 @@ def summary_lines(what: str, groups: dict[str | None, AcrossSeeds], tests: list[
     return lines
 
 
-def final_summary(parent: str | Path, split: str = "test") -> tuple[list[str], Path]:
-    """``report PARENT`` of ``train --seeds``: the last L_k evaluation of ``split`` during training of
-    every seed's run, summarised over seeds (:func:`summary_lines`) and written to
-    ``parent/across-seeds-final-<split>-L<k>.json``; returns the lines and the file. Reads saved
-    metrics only.
+def final_row(run_dir: Path, split: str) -> dict[str, Any]:
+    """The metrics row of ``run_dir``'s final ``split`` L_k: its ``selected`` row (the best checkpoint on
+    the validation split) where it was trained with ``select_on``, else its last ``eval`` row (the last
+    checkpoint), so that it is of the checkpoint ``evaluate`` reads by default.
 
     Raises:
-        RunError: a seed's run has no such evaluation, or the runs' k differ.
+        RunError: no such row yet.
+    """
+    selecting = ExperimentConfig.load(run_dir / CONFIG_FILE).train.select_on is not None
+    kind = "selected" if selecting else "eval"
+    rows = [row for row in read_metrics(run_dir / METRICS_FILE) if row.get("kind") == kind and row.get("split") == split]
+    if not rows:
+        what = f"selected (best-checkpoint) {split}" if selecting else split
+        raise RunError(f"{run_dir}: no {what} evaluation in its {METRICS_FILE} yet; continue it with --resume")
+    return rows[-1]
+
+
+def checkpoint_words(rows: dict[int, dict[str, Any]]) -> str:
+    """Which checkpoint seed -> final row is of, as ``evaluate`` words it: 'last', or 'best on valid L_5
+    (epoch by seed 0: 3, 1: 4)'."""
+    row = next(iter(rows.values()))
+    if row.get("kind") != "selected":
+        return "last"
+    epochs = ", ".join(f"{seed}: {r['checkpoint_epoch']}" for seed, r in rows.items())
+    return f"best on {row['selected_on']} (epoch by seed {epochs})"
+
+
+def final_summary(parent: str | Path, split: str = "test") -> tuple[list[str], Path]:
+    """``report PARENT`` of ``train --seeds``: every seed's final L_k of ``split`` (:func:`final_row`: of the
+    best checkpoint where the runs selected one, else of the last), summarised over seeds
+    (:func:`summary_lines`, after a line naming the checkpoint) and written, with the checkpoint, to
+    ``parent/across-seeds-final-<split>-L<k>.json`` under ``parent``'s lock; returns the lines and the
+    file. Reads saved metrics only.
+
+    Raises:
+        RunError: a seed's run has no such evaluation, the runs' k differ, or ``parent`` is locked.
     """
     parent = Path(parent)
-    values: dict[str | None, dict[int, float]] = {}
-    ks = set()
-    for group, by_seed in seed_runs(parent).items():
-        for seed, run_dir in by_seed.items():
-            rows = [row for row in read_metrics(run_dir / METRICS_FILE) if row.get("kind") == "eval" and row.get("split") == split]
-            if not rows:
-                raise RunError(f"{run_dir}: no {split} evaluation in its {METRICS_FILE} yet; continue it with --resume")
-            values.setdefault(group, {})[seed] = rows[-1]["bound"]
-            ks.add(rows[-1]["k"])
+    rows = {group: {seed: final_row(run_dir, split) for seed, run_dir in by_seed.items()} for group, by_seed in seed_runs(parent).items()}
+    ks = {row["k"] for by_seed in rows.values() for row in by_seed.values()}
     if len(ks) != 1:
-        raise RunError(f"{parent}: its seeds' last {split} evaluations have different k ({', '.join(map(str, sorted(ks)))})")
+        raise RunError(f"{parent}: its seeds' final {split} evaluations have different k ({', '.join(map(str, sorted(ks)))})")
     k = ks.pop()
     what = f"final {split} L_{k}"
-    groups, tests = summarise_groups(values)
+    groups, tests = summarise_groups({group: {seed: row["bound"] for seed, row in by_seed.items()} for group, by_seed in rows.items()})
+    checkpoints = {group: checkpoint_words(by_seed) for group, by_seed in rows.items()}
     path = parent / f"across-seeds-final-{split}-L{k}.json"
-    write_json_atomic(path, summary_dict(what, groups, tests))
-    return summary_lines(what, groups, tests), path
+    with directory_lock(parent, "report"):
+        write_json_atomic(path, {**summary_dict(what, groups, tests), "checkpoints": {group or "runs": words for group, words in checkpoints.items()}})
+    named = [f"{'' if group is None else f'{group}: '}checkpoint: {words}" for group, words in checkpoints.items()]
+    return named + summary_lines(what, groups, tests), path

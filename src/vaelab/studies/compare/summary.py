@@ -185,7 +185,7 @@ def seeds_comparison_sentence(
         (ahead, first), (behind, second) = ranked[index], ranked[index + 1]
         test = compare_across_seeds(first, second)
         where = f" on test L_{k}" if index == 0 else ""
-        step = f"{display_name(ahead)} is ahead of {display_name(behind)}{where} by {_nats(test.difference)} nats over {test.seeds} seeds, {seed_test_words(test)}"
+        step = f"{display_name(ahead)} is ahead of {display_name(behind)}{where} by {_nats(test.difference)} nats over {test.seeds_words}, {seed_test_words(test)}"
         if per_image is not None:
             common, ahead_at, behind_at = np.intersect1d(per_image[ahead][0], per_image[behind][0], return_indices=True)
             lead = paired_difference(per_image[ahead][1][ahead_at], per_image[behind][1][behind_at])
