@@ -22,7 +22,17 @@ from vaelab.evaluation.across_seeds import load_seeds, save_seeds, seed_run_dir
 from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.preflight import check_experiment
 from vaelab.progress import write as progress_write
-from vaelab.runio import SEEDS_FILE, check_run_directory, directory_lock, make_directory, refuse_foreign_contents
+from vaelab.runio import (
+    ACROSS_SEEDS_PATTERN,
+    LOCK_FILE,
+    SEEDS_FILE,
+    check_run_directory,
+    directory_contents,
+    directory_lock,
+    make_directory,
+    refuse_foreign_contents,
+    run_files,
+)
 from vaelab.training import train
 
 
@@ -51,6 +61,23 @@ def check_seeds_parent(parent: Path, seeds: Sequence[int], overwrite: bool) -> N
         )
 
 
+def clear_other_seeds(parent: Path, seeds: Sequence[int]) -> None:
+    """``--overwrite``: delete what vaelab wrote into ``parent`` beyond the runs of ``seeds`` (which
+    ``train`` replaces itself): the runs of the seeds ``seeds.json`` records and ``seeds`` lacks (their
+    folders too where nothing else is left in them) and the summaries over seeds; nothing else."""
+    for seed in set(load_seeds(parent) or ()) - set(seeds):
+        run_dir = seed_run_dir(parent, seed)
+        if run_dir.is_dir():
+            with directory_lock(run_dir, "train --seeds --overwrite"):
+                for path in run_files(run_dir):
+                    path.unlink()
+            if not directory_contents(run_dir):
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)
+                run_dir.rmdir()
+    for path in parent.glob(ACROSS_SEEDS_PATTERN):  # of the old seeds' runs
+        path.unlink()
+
+
 def train_seeds(
     config: ExperimentConfig,
     seeds: Sequence[int],
@@ -71,7 +98,8 @@ def train_seeds(
 
     ``jobs``, ``threads``: as for ``compare`` (:func:`vaelab.jobs.processes_and_threads`; None: one
     process per seed up to the usable CPUs). ``parent`` is locked while the seeds train, and every
-    seed's directory is checked before the first starts, so a refusal leaves nothing half-begun.
+    seed's directory is checked before the first starts, so a refusal leaves nothing half-begun;
+    ``overwrite`` also removes the old seeds' runs and summaries (:func:`clear_other_seeds`).
 
     Raises:
         ConfigError: the config cannot train, ``jobs`` above 1 off the CPU, or under torchrun.
@@ -91,6 +119,8 @@ def train_seeds(
         check_seeds_parent(parent, seeds, overwrite)  # again, now that no one else writes
         for seed in seeds:
             check_run_directory(seed_run_dir(parent, seed), resume=resume, overwrite=overwrite)
+        if overwrite:
+            clear_other_seeds(parent, seeds)
         save_seeds(parent, seeds)
         if announce is not None:
             announce()

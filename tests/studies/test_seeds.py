@@ -375,3 +375,18 @@ def test_report_of_seeds_waits_for_the_parents_lock(tmp_path, capsys):
     finally:
         held.kill()
         held.wait()
+
+
+@pytest.mark.e2e
+def test_overwrite_with_fewer_seeds_removes_the_old_seeds_and_summaries(tmp_path, capsys):
+    fake_seed_runs(tmp_path, (0, 1, 2), None)
+    for seed in (0, 1, 2):  # vaelab's runs, as train's environment.json marks them
+        (tmp_path / f"seed-{seed}" / "environment.json").write_text(json.dumps({"packages": {"vaelab": "0"}}))
+    (tmp_path / "seed-2" / "notes.txt").write_text("mine")
+    assert main(["report", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["train", *TINY, "--seeds", "1", "--jobs", "1", "--threads", "1", "--overwrite", "--out", str(tmp_path)]) == 0
+    assert f"seed 0: {tmp_path / 'seed-0'}" in capsys.readouterr().out  # the plan, with --no-progress too
+    assert load_seeds(tmp_path) == (0,) and not list(tmp_path.glob("across-seeds-*"))
+    assert not (tmp_path / "seed-1").exists() and sorted(p.name for p in (tmp_path / "seed-2").iterdir()) == [".vaelab.lock", "notes.txt"]
+    assert [row["epoch"] for row in read_metrics(tmp_path / "seed-0" / "metrics.jsonl") if row["kind"] == "train"] == [1]
