@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import vaelab as vaelab_cli
 
 from vaelab.cli import main
-from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
+from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.training import train
 
 pytestmark = pytest.mark.e2e
@@ -75,3 +76,21 @@ def test_exact_log_marginal_needs_a_2d_latent(run_3d, tmp_path, capsys, command)
     error = capsys.readouterr().err
     assert code != 0 and "Traceback" not in error
     assert error.count("\n") == 1 and "2-D latent" in error and "latent_dim is 3" in error, error
+
+
+
+def test_evaluate_exact_says_which_checkpoint_and_takes_checkpoint(tmp_path, capsys):
+    # a 2-D run with selection: exact reads best.pt by default, as L_k, AIS and BDMC do, and says so
+    config = ExperimentConfig(
+        data=DataConfig(dataset="digits", valid_fraction=0.2), model=ModelConfig(latent_dim=2, hidden=(8,)),
+        train=TrainConfig(epochs=2, eval_k=1, train_size=50, eval_splits=("valid", "test"), select_on="valid"),
+    )
+    run = train(config, tmp_path / "run", progress=False, device="cpu").run_dir
+    best = torch.load(run / "best.pt", weights_only=True)["epoch"]
+    capsys.readouterr()  # training's lines
+    for chosen, checkpoint, words, epoch in ([], "best", "checkpoint: best on valid L_1", best), (["--checkpoint", "last"], "last", "checkpoint: last", 2):
+        assert main(["evaluate", str(run), "--exact", "--images", "3", "--device", "cpu", "--no-progress", *chosen]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        assert f"epoch {epoch}, " in first and first.endswith(words)
+        saved = json.loads((run / "exact-test.json").read_text())
+        assert (saved["epoch"], saved["checkpoint"]) == (epoch, checkpoint)

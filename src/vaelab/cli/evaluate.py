@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.exact:
         from vaelab.evaluation.exact import evaluate_exact, exact_file, summary_lines
 
-        result = evaluate_exact(args.run_dir, settings.split, num_images=settings.images, **common)
+        result = evaluate_exact(args.run_dir, settings.split, num_images=settings.images, **common, **chosen)
         print("\n".join(summary_lines(result)))
         print(f"written to {exact_file(args.run_dir, settings.split)}, per image to {args.run_dir / result['bounds_file']}")
     elif settings.bdmc is not None:

@@ -20,6 +20,7 @@ import torch
 from vaelab.builders import load_run
 from vaelab.errors import RunError
 from vaelab.estimators.bounds import bound_curve, mean_and_standard_error, plus_minus
+from vaelab.evaluation.evaluate import checkpoint_fields
 from vaelab.evaluation.per_image import bounds_file_name, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.exact.quadrature import (
@@ -37,19 +38,20 @@ def exact_file(run_dir: str | Path, split: str) -> Path:
     return Path(run_dir) / f"exact-{split}.json"
 
 
-def load_2d_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu", trust_code: bool = False):
-    """:func:`vaelab.evaluation.evaluate.load_run` for a run whose latent is 2-D.
+def load_2d_run(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu", trust_code: bool = False, checkpoint: str | None = None):
+    """:func:`vaelab.builders.load_run` (at ``checkpoint``: 'best', 'last', None for the run's selected
+    one) for a run whose latent is 2-D.
 
     Raises:
         RunError: the run's latent is not 2-D (quadrature would need a grid in more dimensions).
     """
-    config, model, dataset, checkpoint = load_run(run_dir, data_dir, device, trust_code)
+    config, model, dataset, state = load_run(run_dir, data_dir, device, trust_code, checkpoint)
     if config.model.latent_dims != (LATENT_DIM,) or config.model.latent != "gaussian":
         raise RunError(
             f"{run_dir}: exact log p(x) needs a 2-D latent in one Gaussian layer "
             f"(this run's latent_dim is {config.model.latent_dim}, its latents {config.model.latent})"
         )
-    return config, model, dataset, checkpoint
+    return config, model, dataset, state
 
 
 def evaluate_exact(
@@ -61,25 +63,28 @@ def evaluate_exact(
     num_images: int | None = None,
     progress: bool = False,
     trust_code: bool = False,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """log p(x), L_k and log p(x) - L_k of ``split`` (its first ``num_images``; None: all) at the
-    run's last checkpoint, in nats; also written as JSON, and per image to the file the result names in
-    ``bounds_file``. ``progress``: a bar with an ETA for each pass.
+    run's ``checkpoint`` ('best', 'last'; None: best where the run was trained with ``select_on``,
+    else last; the result says which, :func:`vaelab.evaluation.evaluate.checkpoint_fields`), in
+    nats; also written as JSON, and per image to the file the result names in ``bounds_file``.
+    ``progress``: a bar with an ETA for each pass.
 
     Holds the run's lock (it writes into the run): refused in one line while another process
     trains or evaluates it.
 
     Raises:
-        RunError: the run's latent is not 2-D, or the run is in use.
+        RunError: the run's latent is not 2-D, the run is in use, or it has no such checkpoint.
     """
     if not (Path(run_dir) / CONFIG_FILE).is_file():  # checked before the lock file is made: never write into a non-run
         raise RunError(f"{run_dir}: not a vaelab run directory (no {CONFIG_FILE})")
     with directory_lock(run_dir, "evaluate --exact"):
-        return _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress, trust_code)
+        return _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress, trust_code, checkpoint)
 
 
-def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress, trust_code) -> dict[str, Any]:
-    config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir, device, trust_code)
+def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, progress, trust_code, which) -> dict[str, Any]:
+    config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir, device, trust_code, which)
     images = evaluation_images(config, dataset, split)[0][:num_images]
     batch_size = config.train.eval_batch_size
     started = time.perf_counter()
@@ -97,6 +102,7 @@ def _evaluate_exact(run_dir, split, data_dir, device, settings, num_images, prog
     result = {
         "split": split,
         "epoch": checkpoint["epoch"],
+        **checkpoint_fields(checkpoint),
         "algorithm": config.train.algorithm,
         "num_images": images.shape[0],
         "log_marginal": log_marginal,
@@ -128,11 +134,13 @@ def _largest_gaps(gaps) -> list[dict[str, float]]:
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
-    """What ``vaelab evaluate --exact`` prints: log p(x), then L_k and the gap for each k."""
+    """What ``vaelab evaluate --exact`` prints: log p(x) and the checkpoint it is of, then L_k and the gap for each k."""
+    # results written before the checkpoint was recorded are of the last one
+    of = f"best on {result['selected_on']}" if result.get("checkpoint") == "best" else "last"
     lines = [
         f"{result['split']} log p(x) = {plus_minus(result['log_marginal'], result['log_marginal_stderr'])} by quadrature "
         f"(error estimate: mean {result['quadrature_error_mean']:.1e}, max {result['quadrature_error_max']:.1e} nats; "
-        f"{result['num_images']} images, epoch {result['epoch']}, {result['quadrature_seconds']:.1f} s)"
+        f"{result['num_images']} images, epoch {result['epoch']}, {result['quadrature_seconds']:.1f} s); checkpoint: {of}"
     ]
     for row in result["bounds"]:
         lines.append(

@@ -90,7 +90,7 @@ class EvaluateSettings:
 
     checkpoint: str | None = setting(
         None, one_of(CHECKPOINT_CHOICES),
-        "which checkpoint: best (best.pt, the best on the valid split, of a run trained with --select-on) or last (not --exact: the run's selected one)",
+        "which checkpoint: best (best.pt, the best on the valid split, of a run trained with --select-on) or last",
         shown="best where the run selected one, else last",
     )
 
