@@ -281,3 +281,10 @@ def test_the_config_records_the_valid_split(tmp_path):
     train(config, tmp_path / "run", progress=False)
     saved = ExperimentConfig.load(tmp_path / "run" / "config.json")
     assert (saved.data.valid_fraction, saved.data.split_seed, saved.train.select_on) == (0.2, 4, "valid")
+
+
+@pytest.mark.contract
+def test_evaluate_settings_take_the_checkpoint_choices_without_the_model_builders():
+    code = "import sys, vaelab.evaluation.settings; assert 'vaelab.builders' not in sys.modules, 'builders imported'"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
