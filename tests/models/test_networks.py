@@ -338,6 +338,30 @@ def test_code_named_by_a_run_runs_only_with_consent(faulty_module, tmp_path, cap
 
 
 @pytest.mark.e2e
+def test_an_own_encoder_does_not_vouch_for_the_files_decoder(faulty_module, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    theirs = tmp_path / "theirs.py"
+    theirs.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n" + FAULTY_MODULE)
+    config = tmp_path / "theirs.json"
+    ExperimentConfig(model=ModelConfig(latent_dim=2, encoder=f"{theirs}:encoder", decoder=f"{theirs}:decoder")).save(config)
+    mine = ["--encoder", f"{faulty_module}:encoder"]
+    refusal = f"{config}: names network code that would run ({theirs}); pass --trust-code if you trust it"
+    status, error = run_main(["train", *TINY, "--epochs", "1", "--config", str(config), *mine, "--out", str(tmp_path / "a")], capsys)
+    assert status == 1 and error.count("\n") == 1 and refusal in error, error
+    run = tmp_path / "run"  # a run of theirs: resuming it with an encoder of one's own still runs their decoder
+    assert run_main(["train", *TINY, "--epochs", "1", "--config", str(config), "--trust-code", "--out", str(run)], capsys)[0] == 0
+    marker.unlink()
+    for name in [name for name, loaded in sys.modules.items() if getattr(loaded, "__file__", None) == str(theirs)]:
+        del sys.modules[name]  # imported once per process: forget it, so that running it again would show
+    status, error = run_main(["train", *TINY, "--epochs", "2", "--resume", "--out", str(run), *mine], capsys)
+    assert status == 1 and f"{run / 'config.json'}: names network code that would run ({theirs})" in error, error
+    assert not marker.exists()  # nothing of their module ran
+    both = [*mine, "--decoder", f"{faulty_module}:decoder"]  # both networks one's own: no consent asked
+    assert run_main(["train", *TINY, "--epochs", "1", "--config", str(config), *both, "--out", str(tmp_path / "b")], capsys)[0] == 0
+    assert not marker.exists()
+
+
+@pytest.mark.e2e
 def test_a_study_of_user_networks_is_reported_only_with_consent(faulty_module, tmp_path, capsys):
     study = tmp_path / "study"
     networks = ["--encoder", f"{faulty_module}:encoder", "--decoder", f"{faulty_module}:decoder"]
