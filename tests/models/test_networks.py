@@ -27,6 +27,7 @@ from vaelab.estimators.bounds import evaluate_bound
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.models.networks import NetworkLayer
 from vaelab.runio import read_metrics
+from vaelab.studies.compare.run import save_bound_curve
 
 TINY = ["--hidden", "16", "--eval-every", "1", "--eval-k", "5", "--eval-train-size", "100", "--batch-size", "100", "--no-progress", "--threads", "1"]
 
@@ -296,6 +297,23 @@ def test_evaluation_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone(faul
     first = evaluate_split(model, config, dataset, "test", 5, 1, num_images=50)
     second = evaluate_split(model, config, dataset, "test", 5, 1, num_images=50)
     assert first["bound"] == second["bound"]  # no dropout: the same draws give the same number
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())  # running statistics untouched
+    assert all(module.training for module in model.modules())  # back in train mode
+
+
+@pytest.mark.e2e
+def test_the_compare_curve_of_a_trained_model_runs_it_in_eval_mode(faulty_module, tmp_path):
+    dataset = load_dataset("digits")
+    model_config = ModelConfig(latent_dim=2, encoder=f"{faulty_module}:normalised", decoder=f"{faulty_module}:decoder")
+    config = ExperimentConfig(model=model_config, train=TrainConfig(eval_k=5))
+    torch.manual_seed(0)
+    model = build_model(model_config, 64, "bernoulli", (1, 8, 8))  # in train mode, as train() hands it back
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    runs = [tmp_path / "a", tmp_path / "b"]  # two run directories: the second call must not read the first's saved curve
+    for run in runs:
+        run.mkdir()
+    curves = [save_bound_curve(run, config, model, dataset, 1, 10)["bound"] for run in runs]
+    assert curves[0] == curves[1]  # no dropout: the same seeded draws give the same curve
     assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())  # running statistics untouched
     assert all(module.training for module in model.modules())  # back in train mode
 
