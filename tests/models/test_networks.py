@@ -380,6 +380,19 @@ def test_an_own_encoder_does_not_vouch_for_the_files_decoder(faulty_module, tmp_
 
 
 @pytest.mark.e2e
+def test_bounds_on_a_run_of_user_networks_runs_it_only_with_consent(faulty_module, tmp_path, capsys):
+    run = tmp_path / "run"
+    networks = ["--encoder", f"{faulty_module}:encoder", "--decoder", f"{faulty_module}:decoder"]
+    assert run_main(["train", *TINY, "--epochs", "1", "--latent-dim", "2", *networks, "--out", str(run)], capsys)[0] == 0
+    command = ["bounds", "--run", str(run), "--quick", "--no-progress", "--out", str(tmp_path / "bounds")]
+    status, error = run_main(command, capsys)
+    assert status == 1 and error.count("\n") == 1 and "pass --trust-code" in error and str(faulty_module) in error, error
+    assert run_main([*command, "--trust-code"], capsys)[0] == 0
+    trained = next(curve for curve in json.loads((tmp_path / "bounds" / "bounds.json").read_text())["curves"] if curve["name"] == "trained")
+    assert trained["run"] == str(run)
+
+
+@pytest.mark.e2e
 def test_a_study_of_user_networks_is_reported_only_with_consent(faulty_module, tmp_path, capsys):
     study = tmp_path / "study"
     networks = ["--encoder", f"{faulty_module}:encoder", "--decoder", f"{faulty_module}:decoder"]

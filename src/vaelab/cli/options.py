@@ -153,7 +153,8 @@ def add_trust_code(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-code", action="store_true",
         help="run the user networks (encoder/decoder modules) that a saved config or run names: they are imported, so their "
-             "code runs; each network given by --encoder/--decoder on the command line needs no such consent, the other still does",
+             "code runs. A network given by --encoder/--decoder on the command line (train, compare) is your own and needs no "
+             "consent; the other of the pair, named by the file, still does",
     )
 
 
