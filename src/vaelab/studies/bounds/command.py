@@ -36,8 +36,8 @@ COMMANDS = (
     Command(
         "bounds",
         "L_k against k beside exact log p(x), and the counterexample with unbounded weights",
-        "Sections 1.4 and 1.5 of the original homework as experiments: L_k against k beside exact log p(x) on tractable models "
-        "and a trained 2-D model, and proposals for which L_k stalls below log p(x). Writes bounds.json, figures (PNG, PDF) "
+        "The importance-weighted bound L_k of Burda, Grosse & Salakhutdinov (2015) against exact log p(x): L_k against k on "
+        "tractable models and a trained 2-D model, and proposals for which L_k stalls below log p(x). Writes bounds.json, figures (PNG, PDF) "
         "and bounds.html into --out.",
         add_arguments,
         run,
