@@ -1,5 +1,6 @@
 """What every loaded dataset is, named or given by path: its splits and what they hold."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,7 @@ class Dataset:
         return self.num_labels or NUM_CLASSES
 
 
-def refuse_valid_fraction(valid_fraction: float, split_names, where: str) -> None:
+def refuse_valid_fraction(valid_fraction: float, split_names: Collection[str], where: str) -> None:
     """ConfigError (one line) for a ``valid_fraction`` of data whose splits ``split_names`` hold their own valid split."""
     if valid_fraction and "valid" in split_names:
         raise ConfigError(f"{where}: has its own valid split; leave --valid-fraction at 0")
