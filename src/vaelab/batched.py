@@ -41,7 +41,7 @@ from vaelab.errors import ConfigError
 from vaelab.evaluation.protocol import model_likelihood, seeded_generator, training_images, uses_binarization
 from vaelab.machine import flushing_subnormals
 from vaelab.models import HelmholtzMachine
-from vaelab.models.backend import _ACTIVATION_FUNCTIONS
+from vaelab.models.backend import ACTIVATION_FUNCTIONS
 from vaelab.models.layers import MIN_SCALE
 from vaelab.objectives.core import ImportanceSamples, log_mean_exp
 from vaelab.preflight import check_experiment
@@ -81,7 +81,7 @@ class BatchedSeeds:
         # the lone run's Adam (its betas, eps, fused or not) over the stacked parameters: elementwise, so S Adams
         self.optimizer = type(runs[0][1])(list(self.params.values()), **runs[0][1].defaults)
         self.prior = self._models[0].prior_distribution()  # N(0, I): no parameters, the same for every seed
-        self.activation = _ACTIVATION_FUNCTIONS[config.model.activation]
+        self.activation = ACTIVATION_FUNCTIONS[config.model.activation]
         # vaelab.training.train's generators: data (binarization, order) and noise (latent draws, rank 0)
         self.data_generators = [seeded_generator(seed) for seed in self.seeds]
         self.noise_generators = [seeded_generator(seed, 0) for seed in self.seeds]
@@ -158,8 +158,9 @@ class BatchedSeeds:
         return self._models
 
 
-def train_seeds(config: ExperimentConfig, seeds: Sequence[int], dataset: Dataset) -> tuple[list[HelmholtzMachine], torch.Tensor]:
-    """Train ``config`` for every seed of ``seeds`` together, ``config.train.epochs`` epochs.
+def train_together(config: ExperimentConfig, seeds: Sequence[int], dataset: Dataset) -> tuple[list[HelmholtzMachine], torch.Tensor]:
+    """Train ``config`` for every seed of ``seeds`` together, ``config.train.epochs`` epochs, in memory
+    (no run directory; :func:`vaelab.seeds.train_seeds` trains one run directory per seed, as jobs).
 
     Returns each seed's trained model and the mean training bound of every epoch ``[E, S]`` (nats).
     """

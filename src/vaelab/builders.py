@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,12 +224,15 @@ class LoadedRun:
         return evaluate_bound(self.model, images, k, torch.Generator().manual_seed(seed), batch_size)
 
 
-def require_trust(config: ExperimentConfig, source: str | Path, trust_code: bool) -> None:
+def require_trust(config: ExperimentConfig, source: str | Path, trust_code: bool, own: Collection[str] = ()) -> None:
     """Refuse (ConfigError, one line naming the code) to build the model of a ``config`` read from the
     file ``source`` when it names user networks, whose modules building it would import and run,
     unless ``trust_code``: a run directory or config someone sent you must not run their code
-    unasked (as Hugging Face's ``trust_remote_code``). Built-in networks need no consent."""
-    modules = sorted({path.rpartition(":")[0] for path in (config.model.encoder, config.model.decoder) if path is not None})
+    unasked (as Hugging Face's ``trust_remote_code``). Built-in networks, and those of ``own``
+    ('encoder', 'decoder': the user named them, not the file), need no consent."""
+    modules = sorted({
+        path.rpartition(":")[0] for field, path in (("encoder", config.model.encoder), ("decoder", config.model.decoder)) if path is not None and field not in own
+    })
     if modules and not trust_code:
         raise ConfigError(
             f"{source}: names network code that would run ({', '.join(modules)}); "

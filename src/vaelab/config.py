@@ -52,7 +52,8 @@ class Kind:
     choices: tuple[str, ...] | None = None
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int, not a bool (which Python counts as one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -68,8 +69,8 @@ def _name_tuple(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-POSITIVE_INT = Kind("a positive integer", int, lambda v: _is_int(v) and v > 0)
-SEED = Kind("an integer in [0, 2^63 - 1]", int, lambda v: _is_int(v) and 0 <= v <= MAX_SEED)
+POSITIVE_INT = Kind("a positive integer", int, lambda v: is_int(v) and v > 0)
+SEED = Kind("an integer in [0, 2^63 - 1]", int, lambda v: is_int(v) and 0 <= v <= MAX_SEED)
 WIDTHS = Kind(
     "comma-separated positive integers such as 512 or 200,200",
     _int_tuple,
@@ -120,7 +121,7 @@ def option(default: Any, kind: Kind, help: str, *, optional: bool = False, flag:
     return field(default=default, metadata={"kind": kind, "help": help, "optional": optional, "flag": flag})
 
 
-def _validate_fields(instance: Any) -> None:
+def validate_fields(instance: Any) -> None:
     """Check every field against its kind; lists become tuples, so configs compare equal and hash."""
     for spec in dataclasses.fields(instance):
         kind: Kind | None = spec.metadata.get("kind")
@@ -166,7 +167,7 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
         if is_path_name(self.dataset):
             object.__setattr__(self, "dataset", _absolute(self.dataset))
 
@@ -201,9 +202,9 @@ class ModelConfig:
     decoder: str | None = option(None, FACTORY, "your decoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
 
     def __post_init__(self) -> None:
-        if _is_int(self.latent_dim):
+        if is_int(self.latent_dim):
             object.__setattr__(self, "latent_dim", (self.latent_dim,))
-        _validate_fields(self)
+        validate_fields(self)
         for name in ("encoder", "decoder"):
             value = getattr(self, name)
             if value is not None and is_path_name(value.rpartition(":")[0]):
@@ -301,7 +302,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
         _require(self.patience is None or self.select_on is not None, "--patience counts evaluations of --select-on's split: give --select-on valid")
         _require(
             self.select_on is None or self.select_on in self.eval_splits,
@@ -319,7 +320,7 @@ class ExperimentConfig:
     seed: int = option(0, SEED, "seed of initialisation, minibatches and sampling")
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ import math
 
 from vaelab.config import ExperimentConfig
 from vaelab.data.datasets import REGISTRY, check_dataset_name
+from vaelab.data.splits import refuse_valid_fraction
 from vaelab.errors import ConfigError
 from vaelab.machine import available_memory
 from vaelab.objectives.registry import check_config
@@ -45,8 +46,7 @@ def check_before_training(config: ExperimentConfig) -> None:
     spec = REGISTRY.get(config.data.dataset)
     if spec is None:  # data given by path: its splits and size are known once it is read (check_splits)
         return
-    if config.data.valid_fraction and "valid" in spec.split_sizes:
-        raise ConfigError(f"dataset {config.data.dataset} has its own valid split; leave --valid-fraction at 0")
+    refuse_valid_fraction(config.data.valid_fraction, spec.split_sizes, f"dataset {config.data.dataset}")
     check_splits(config, config.data.dataset, (*spec.split_sizes, *(("valid",) if config.data.valid_fraction else ())))
     check_memory(
         memory_needed(config, math.prod(spec.image_shape), spec.split_sizes), "this config", "for its parameters and batches",

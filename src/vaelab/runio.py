@@ -54,7 +54,7 @@ from typing import Any
 
 import torch
 
-from vaelab.errors import RunError
+from vaelab.errors import RunError, one_line
 from vaelab.machine import subnormals_flushed
 
 # The file registry: files of a run.
@@ -337,16 +337,11 @@ def _replace_atomically(path: Path, write) -> None:
     except RuntimeError as error:  # torch.save reports a failed write (a full disk) as a 40-line RuntimeError
         Path(temporary).unlink(missing_ok=True)
         cause = error.__context__  # the OSError of the write it swallowed, where there was one
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _first_line(error)
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else one_line(error, 200)
         raise RunError(f"{path}: cannot write ({reason}); the previous version is intact") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 def _umask() -> int:
@@ -453,9 +448,7 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
-        first = str(error).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else (first[0] if first else type(error).__name__)
-        raise RunError(f"{path}: its model does not fit the run's config ({detail[:300]})") from None
+        raise RunError(f"{path}: its model does not fit the run's config ({one_line(error)})") from None
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:

@@ -129,6 +129,8 @@ def train(
     hooks: TrainingHooks = TrainingHooks(),
 ) -> RunResult:
     """Train (or resume) the run of ``config`` in ``run_dir``; returns the model and all metrics.
+    The model comes back in train mode, as training left it: evaluate it inside
+    :func:`vaelab.models.networks.evaluation_mode` (no dropout, no BatchNorm statistics of the images scored).
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files.
     The first SIGINT or SIGTERM lets the current epoch finish and checkpoint, then raises

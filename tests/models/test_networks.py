@@ -27,6 +27,7 @@ from vaelab.estimators.bounds import evaluate_bound
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.models.networks import NetworkLayer
 from vaelab.runio import read_metrics
+from vaelab.studies.compare.run import save_bound_curve
 
 TINY = ["--hidden", "16", "--eval-every", "1", "--eval-k", "5", "--eval-train-size", "100", "--batch-size", "100", "--no-progress", "--threads", "1"]
 
@@ -301,6 +302,23 @@ def test_evaluation_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone(faul
 
 
 @pytest.mark.e2e
+def test_the_compare_curve_of_a_trained_model_runs_it_in_eval_mode(faulty_module, tmp_path):
+    dataset = load_dataset("digits")
+    model_config = ModelConfig(latent_dim=2, encoder=f"{faulty_module}:normalised", decoder=f"{faulty_module}:decoder")
+    config = ExperimentConfig(model=model_config, train=TrainConfig(eval_k=5))
+    torch.manual_seed(0)
+    model = build_model(model_config, 64, "bernoulli", (1, 8, 8))  # in train mode, as train() hands it back
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    runs = [tmp_path / "a", tmp_path / "b"]  # two run directories: the second call must not read the first's saved curve
+    for run in runs:
+        run.mkdir()
+    curves = [save_bound_curve(run, config, model, dataset, 1, 10)["bound"] for run in runs]
+    assert curves[0] == curves[1]  # no dropout: the same seeded draws give the same curve
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())  # running statistics untouched
+    assert all(module.training for module in model.modules())  # back in train mode
+
+
+@pytest.mark.e2e
 def test_l_k_during_training_equals_evaluate_for_a_batchnorm_dropout_network(faulty_module, tmp_path, capsys):
     run = tmp_path / "run"
     networks = ["--encoder", f"{faulty_module}:normalised", "--decoder", f"{faulty_module}:decoder"]
@@ -335,6 +353,43 @@ def test_code_named_by_a_run_runs_only_with_consent(faulty_module, tmp_path, cap
     assert load_run(run, trust_code=True).config.model.encoder == f"{module}:encoder" and marker.exists()
     assert run_main(["train", *TINY, "--epochs", "2", "--resume", "--out", str(run), "--trust-code"], capsys)[0] == 0
     assert run_main(["train", *TINY, "--epochs", "3", "--resume", "--out", str(run), *networks], capsys)[0] == 0
+
+
+@pytest.mark.e2e
+def test_an_own_encoder_does_not_vouch_for_the_files_decoder(faulty_module, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    theirs = tmp_path / "theirs.py"
+    theirs.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n" + FAULTY_MODULE)
+    config = tmp_path / "theirs.json"
+    ExperimentConfig(model=ModelConfig(latent_dim=2, encoder=f"{theirs}:encoder", decoder=f"{theirs}:decoder")).save(config)
+    mine = ["--encoder", f"{faulty_module}:encoder"]
+    refusal = f"{config}: names network code that would run ({theirs}); pass --trust-code if you trust it"
+    status, error = run_main(["train", *TINY, "--epochs", "1", "--config", str(config), *mine, "--out", str(tmp_path / "a")], capsys)
+    assert status == 1 and error.count("\n") == 1 and refusal in error, error
+    run = tmp_path / "run"  # a run of theirs: resuming it with an encoder of one's own still runs their decoder
+    assert run_main(["train", *TINY, "--epochs", "1", "--config", str(config), "--trust-code", "--out", str(run)], capsys)[0] == 0
+    marker.unlink()
+    for name in [name for name, loaded in sys.modules.items() if getattr(loaded, "__file__", None) == str(theirs)]:
+        del sys.modules[name]  # imported once per process: forget it, so that running it again would show
+    status, error = run_main(["train", *TINY, "--epochs", "2", "--resume", "--out", str(run), *mine], capsys)
+    assert status == 1 and f"{run / 'config.json'}: names network code that would run ({theirs})" in error, error
+    assert not marker.exists()  # nothing of their module ran
+    both = [*mine, "--decoder", f"{faulty_module}:decoder"]  # both networks one's own: no consent asked
+    assert run_main(["train", *TINY, "--epochs", "1", "--config", str(config), *both, "--out", str(tmp_path / "b")], capsys)[0] == 0
+    assert not marker.exists()
+
+
+@pytest.mark.e2e
+def test_bounds_on_a_run_of_user_networks_runs_it_only_with_consent(faulty_module, tmp_path, capsys):
+    run = tmp_path / "run"
+    networks = ["--encoder", f"{faulty_module}:encoder", "--decoder", f"{faulty_module}:decoder"]
+    assert run_main(["train", *TINY, "--epochs", "1", "--latent-dim", "2", *networks, "--out", str(run)], capsys)[0] == 0
+    command = ["bounds", "--run", str(run), "--quick", "--no-progress", "--out", str(tmp_path / "bounds")]
+    status, error = run_main(command, capsys)
+    assert status == 1 and error.count("\n") == 1 and "pass --trust-code" in error and str(faulty_module) in error, error
+    assert run_main([*command, "--trust-code"], capsys)[0] == 0
+    trained = next(curve for curve in json.loads((tmp_path / "bounds" / "bounds.json").read_text())["curves"] if curve["name"] == "trained")
+    assert trained["run"] == str(run)
 
 
 @pytest.mark.e2e

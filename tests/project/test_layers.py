@@ -28,7 +28,8 @@ def _module_name(path: Path) -> str:
 def _imports_of(tree: ast.AST, modules: set[str]) -> set[str]:
     """The vaelab modules a module's code imports anywhere in it, function-local imports included
     (they run as surely as top-level ones, only later); imports under ``if TYPE_CHECKING:`` never
-    run and do not count."""
+    run and do not count. ``from vaelab import X`` of a lazy public name imports the module that
+    ``vaelab._PUBLIC`` maps it to."""
     targets = set()
 
     def visit(node: ast.AST) -> None:
@@ -37,7 +38,12 @@ def _imports_of(tree: ast.AST, modules: set[str]) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaelab"):
             for alias in node.names:  # `from vaelab.x import y` imports vaelab.x.y where y is a module
                 submodule = f"{node.module}.{alias.name}"
-                targets.add(submodule if submodule in modules else node.module)
+                if submodule in modules:
+                    targets.add(submodule)
+                elif node.module == "vaelab" and alias.name in vaelab._PUBLIC:  # the lazy root loads the name's module
+                    targets.add(vaelab._PUBLIC[alias.name])
+                else:
+                    targets.add(node.module)
         elif isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names if alias.name.startswith("vaelab"))
         for child in ast.iter_child_nodes(node):
@@ -75,6 +81,23 @@ def _layer(module: str) -> int:
         if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
             return index
     raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def test_a_public_name_of_the_lazy_root_counts_as_an_import_of_its_module():
+    modules = set(_import_graph())
+    assert _imports_of(ast.parse("from vaelab import train, ConfigError, progress"), modules) == {"vaelab.training", "vaelab.errors", "vaelab.progress"}
+
+
+def test_no_module_imports_another_modules_private_name():
+    """What modules share is public: ``from vaelab.x import _y`` reaches into vaelab.x's internals."""
+    private = [
+        f"{_module_name(path)} imports {node.module}.{alias.name}"
+        for path in PACKAGE_DIR.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaelab")
+        for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")
+    ]
+    assert not private, "\n".join(private)
 
 
 def test_each_module_imports_only_from_its_layer_or_below():
@@ -118,6 +141,8 @@ def _loaded_after(statement: str) -> set[str]:
         ("import vaelab.models", {"vaelab.config", "vaelab.training"}),
         ("import vaelab.evaluation.evaluate", {"vaelab.training"}),
         ("import vaelab.studies.compare.report", {"vaelab.training", "vaelab.estimators.bounds"}),
+        ("import vaelab.studies.reproduce.report", {"vaelab.training"}),
+        ("import vaelab.studies.bounds.page", {"vaelab.training"}),
         ("import vaelab", {"torch"}),
         ("from vaelab.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass", {"torch"}),
         ("from vaelab.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass", {"torch"}),

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from vaelab.batched import train_seeds
+from vaelab.batched import train_together
 from vaelab.builders import dataset_of
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError
@@ -34,7 +34,7 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
 @pytest.mark.parametrize(("algorithm", "num_samples", "binarization"), [("iwae", 3, "dynamic"), ("aevb", 1, "dynamic"), ("iwae", 2, "static")])
 def test_each_seed_of_a_batched_run_follows_its_lone_run(tmp_path, algorithm, num_samples, binarization):
     config = _config(algorithm, num_samples, binarization)
-    models, bounds = train_seeds(config, SEEDS, dataset_of(config.data))
+    models, bounds = train_together(config, SEEDS, dataset_of(config.data))
     lone = [train(dataclasses.replace(config, seed=seed), tmp_path / str(seed), progress=False) for seed in SEEDS]
     for index, run in enumerate(lone):
         expected, got = _flat(run.model), _flat(models[index])
@@ -51,6 +51,6 @@ def test_each_seed_of_a_batched_run_follows_its_lone_run(tmp_path, algorithm, nu
 def test_algorithms_without_a_batched_path_are_refused():
     config = _config("wake-sleep", 1)
     with pytest.raises(ConfigError, match="aevb and iwae only"):
-        train_seeds(config, SEEDS, dataset_of(config.data))
+        train_together(config, SEEDS, dataset_of(config.data))
     with pytest.raises(ConfigError, match="distinct"):
-        train_seeds(_config("iwae", 2), (0, 0), dataset_of(config.data))
+        train_together(_config("iwae", 2), (0, 0), dataset_of(config.data))

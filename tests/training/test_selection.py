@@ -235,7 +235,7 @@ def test_the_valid_split_of_data_by_path_is_held_out_after_the_test_split(tmp_pa
     assert [len(sets[name]) for name in ("train", "valid", "test")] == [68, 22, 10]
     assert not (sets["train"] & sets["valid"] or sets["train"] & sets["test"] or sets["valid"] & sets["test"])
     np.savez(tmp_path / "with_valid.npz", train=images, valid=images[:5])
-    with pytest.raises(DataError, match="has its own valid split"):
+    with pytest.raises(ConfigError, match="has its own valid split; leave --valid-fraction at 0"):
         load_dataset(str(tmp_path / "with_valid.npz"), valid_fraction=0.1)
 
 

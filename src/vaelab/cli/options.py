@@ -152,18 +152,21 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def add_trust_code(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-code", action="store_true",
-        help="run the user networks (--encoder/--decoder modules) that a saved config names: they are imported, so their code "
-             "runs; networks named on the command line need no such consent",
+        help="run the user networks (encoder/decoder modules) that a saved config or run names: they are imported, so their "
+             "code runs. A network given by --encoder/--decoder on the command line (train, compare) is your own and needs no "
+             "consent; the other of the pair, named by the file, still does",
     )
 
 
 def check_trust(args: argparse.Namespace, config: ExperimentConfig) -> None:
     """Networks named by a config file (--config, or the run's own on --resume) run only with
-    --trust-code; named on the command line, they are the user's own."""
-    if getattr(args, "config", None) and args.encoder is None:
+    --trust-code; named on the command line, they are the user's own. Checked per network: an
+    --encoder of one's own does not vouch for the file's decoder."""
+    if getattr(args, "config", None):
         from vaelab.builders import require_trust
 
-        require_trust(config, args.config, args.trust_code)
+        own = [field for field in ("encoder", "decoder") if getattr(args, field, None) is not None]
+        require_trust(config, args.config, args.trust_code, own)
 
 
 def add_jobs(parser: argparse.ArgumentParser, what: str) -> None:
@@ -176,7 +179,6 @@ def add_jobs(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _seeds(text: str) -> tuple[int, ...]:
-    from vaelab.errors import ConfigError
     from vaelab.evaluation.across_seeds import parse_seeds
 
     try:

@@ -16,7 +16,7 @@ from vaelab.data.download import (
     resolve_data_dir,
 )
 from vaelab.data.readers import read_amat, read_frey_mat, read_labelled_images
-from vaelab.data.splits import NUM_CLASSES, Dataset, Split, hold_out
+from vaelab.data.splits import NUM_CLASSES, Dataset, Split, hold_out, refuse_valid_fraction
 from vaelab.data.user import check_path, load_path, looks_like_path
 from vaelab.errors import ConfigError
 
@@ -261,8 +261,7 @@ def load_dataset(
         if looks_like_path(name):
             return load_path(name, test_fraction=test_fraction, split_seed=split_seed, valid_fraction=valid_fraction)
     spec = _spec(name)
-    if valid_fraction and "valid" in spec.split_sizes:
-        raise ConfigError(f"dataset {name} has its own valid split; leave --valid-fraction at 0")
+    refuse_valid_fraction(valid_fraction, spec.split_sizes, f"dataset {name}")  # before any download
     if download is None:
         download = os.environ.get("VAELAB_OFFLINE") != "1"
     files = {}

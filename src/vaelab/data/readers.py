@@ -14,14 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.errors import DataError
+from vaelab.errors import DataError, one_line
 
 IDX_UNSIGNED_BYTE = 0x08  # IDX data type code for uint8 values, the only one the datasets use
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's message collapsed to one line (or its type name when it has none)."""
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def read_regular_file(path: Path) -> bytes:

@@ -1,11 +1,12 @@
 """What every loaded dataset is, named or given by path: its splits and what they hold."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from vaelab.errors import DataError
+from vaelab.errors import ConfigError, DataError
 
 NUM_CLASSES = 10  # every labelled dataset here (digits, MNIST, Fashion-MNIST) has ten classes
 MIN_SPLIT_IMAGES = 2  # a standard error needs two values
@@ -67,6 +68,12 @@ class Dataset:
         if self.splits["train"].labels is None:
             return None
         return self.num_labels or NUM_CLASSES
+
+
+def refuse_valid_fraction(valid_fraction: float, split_names: Collection[str], where: str) -> None:
+    """ConfigError (one line) for a ``valid_fraction`` of data whose splits ``split_names`` hold their own valid split."""
+    if valid_fraction and "valid" in split_names:
+        raise ConfigError(f"{where}: has its own valid split; leave --valid-fraction at 0")
 
 
 def hold_out(splits: dict[str, Split], into: str, fraction: float, seed: int, where: str) -> dict[str, Split]:

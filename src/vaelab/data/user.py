@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.data.splits import MIN_SPLIT_IMAGES, Dataset, Split, hold_out
-from vaelab.data.readers import one_line, read_regular_file
-from vaelab.errors import DataError
+from vaelab.data.splits import MIN_SPLIT_IMAGES, Dataset, Split, hold_out, refuse_valid_fraction
+from vaelab.data.readers import read_regular_file
+from vaelab.errors import DataError, one_line
 from vaelab.machine import available_memory
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -140,9 +140,8 @@ def dataset_from_arrays(
         splits[split] = Split(flat, _labels(labels, len(flat), f"{where}: {split}_labels"))
     if "test" not in splits:
         splits = hold_out(splits, "test", test_fraction, split_seed, where)
+    refuse_valid_fraction(valid_fraction, splits, where)
     if valid_fraction:
-        if "valid" in splits:
-            raise DataError(f"{where}: has its own valid split; leave --valid-fraction at 0")
         splits = hold_out(splits, "valid", valid_fraction, split_seed, where)
     channels, height, width, flat_data = shape
     values = torch.cat([split.images for split in splits.values()])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaelab.config import MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, _is_int, _validate_fields, one_of
+from vaelab.config import MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, is_int, one_of, validate_fields
 from vaelab.errors import ConfigError
 from vaelab.estimators.ais import STARTS, AISSettings
 from vaelab.runio import CHECKPOINT_CHOICES
@@ -32,7 +32,7 @@ def _switch(text: str) -> bool:
 STEPS = Kind(
     "non-negative integers separated by commas",
     _steps,
-    lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(s) and s >= 0 for s in v),
+    lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(is_int(s) and s >= 0 for s in v),
 )
 SWITCH = Kind("true or false", _switch, lambda v: isinstance(v, bool))  # on the command line, a flag that takes no value
 
@@ -95,7 +95,7 @@ class EvaluateSettings:
     )
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
         if self.exact:  # quadrature reads the split, the images and nothing else
             return
         if self.annealed:

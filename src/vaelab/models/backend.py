@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 # Activations that oneDNN fuses into the matmul; the others are applied after it.
 _FUSED_ACTIVATIONS = {"relu", "tanh", "sigmoid"}
-_ACTIVATION_FUNCTIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "elu": F.elu, "softplus": F.softplus, "none": lambda x: x}
+ACTIVATION_FUNCTIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "elu": F.elu, "softplus": F.softplus, "none": lambda x: x}
 
 
 def _onednn_linear_available(dtype: torch.dtype = torch.float32) -> bool:
@@ -79,13 +79,13 @@ def linear(inputs: torch.Tensor, layer: nn.Linear, activation: str = "none", *, 
             and weight.dtype == inputs.dtype
         )
     if not use_onednn:
-        outputs = _ACTIVATION_FUNCTIONS[activation](F.linear(inputs, weight, bias))
+        outputs = ACTIVATION_FUNCTIONS[activation](F.linear(inputs, weight, bias))
     else:
         fused = activation if activation in _FUSED_ACTIVATIONS else "none"
         flat = inputs.reshape(-1, inputs.shape[-1])
         outputs = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, fused, [], "")
         outputs = outputs.reshape(*inputs.shape[:-1], outputs.shape[-1])
-        outputs = outputs if fused == activation else _ACTIVATION_FUNCTIONS[activation](outputs)
+        outputs = outputs if fused == activation else ACTIVATION_FUNCTIONS[activation](outputs)
     return outputs.float() if reduced else outputs
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal
 from torch.nn import functional as F
 
-from vaelab.errors import ConfigError, Interrupted, VaelabError
+from vaelab.errors import ConfigError, Interrupted, VaelabError, one_line
 from vaelab.models.layers import MIN_SCALE, StochasticLayer
 
 
@@ -50,9 +50,9 @@ def call_user_code(name: str, what: str, function: Callable[..., Any], *args: An
     except KeyboardInterrupt as error:
         if isinstance(error, Interrupted) or signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             raise  # may be the user's Ctrl-C: it stays an interrupt
-        raise ConfigError(f"{name}: {what} ({_described(error)})") from None
+        raise ConfigError(f"{name}: {what} ({one_line(error, typed=True)})") from None
     except (Exception, SystemExit) as error:
-        raise ConfigError(f"{name}: {what} ({_described(error)})") from None
+        raise ConfigError(f"{name}: {what} ({one_line(error, typed=True)})") from None
 
 
 @contextlib.contextmanager
@@ -67,11 +67,6 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.train(training)
-
-
-def _described(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
 
 
 class NetworkLayer(StochasticLayer):

@@ -116,9 +116,10 @@ def tractable_curves(settings: StudySettings, generator: torch.Generator) -> lis
     return curves
 
 
-def trained_curve(run_dir: Path, settings: StudySettings, generator: torch.Generator, data_dir=None) -> dict[str, Any]:
-    """L_k against k on the first ``num_images`` test images of a trained 2-D run; log p(x) by quadrature."""
-    config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir)
+def trained_curve(run_dir: Path, settings: StudySettings, generator: torch.Generator, data_dir=None, trust_code: bool = False) -> dict[str, Any]:
+    """L_k against k on the first ``num_images`` test images of a trained 2-D run; log p(x) by quadrature.
+    ``trust_code``: a run of user networks imports and runs their code (:func:`vaelab.builders.require_trust`)."""
+    config, model, dataset, checkpoint = load_2d_run(run_dir, data_dir, trust_code=trust_code)
     images = evaluation_images(config, dataset, "test")[0][: settings.num_images]
     exact = quadrature_log_marginal(model, images)
     log_marginal = exact.log_marginal.mean().item()
@@ -166,27 +167,32 @@ def train_digits_model(run_dir: Path, settings: StudySettings, data_dir=None, pr
 
 
 def run_study(
-    out_dir: str | Path, run_dir: str | Path | None = None, settings: StudySettings = StudySettings(), data_dir=None, progress: bool = False
+    out_dir: str | Path,
+    run_dir: str | Path | None = None,
+    settings: StudySettings = StudySettings(),
+    data_dir=None,
+    progress: bool = False,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """Run every experiment, write ``bounds.json`` into ``out_dir`` and return its contents.
 
     ``run_dir``: a trained run with a 2-D latent; without one, a small model is trained on digits
-    into ``out_dir/digits-run``.
+    into ``out_dir/digits-run``. ``trust_code``: ``run_dir`` may name user networks, whose code then runs.
     """
     out_dir = Path(out_dir)
     make_directory(out_dir, "output directory")
     with directory_lock(out_dir, "bounds"):  # a second `vaelab bounds` there is refused in one line
-        return _run_study(out_dir, run_dir, settings, data_dir, progress)
+        return _run_study(out_dir, run_dir, settings, data_dir, progress, trust_code)
 
 
-def _run_study(out_dir: Path, run_dir, settings: StudySettings, data_dir, progress: bool) -> dict[str, Any]:
+def _run_study(out_dir: Path, run_dir, settings: StudySettings, data_dir, progress: bool, trust_code: bool) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(run_dir) if run_dir else train_digits_model(out_dir / TRAINED_RUN, settings, data_dir, progress)
     seconds = {"training": time.perf_counter() - started}
     generator = seeded_generator(settings.seed)
     results: dict[str, Any] = {"settings": dataclasses.asdict(settings)}
     started = time.perf_counter()
-    trained = trained_curve(run_dir, settings, generator, data_dir)  # first: a run without a 2-D latent fails at once
+    trained = trained_curve(run_dir, settings, generator, data_dir, trust_code)  # first: a run without a 2-D latent fails at once
     results["curves"] = [*tractable_curves(settings, generator), trained]
     seconds["curves"] = time.perf_counter() - started
     started = time.perf_counter()

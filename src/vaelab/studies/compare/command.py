@@ -96,7 +96,7 @@ COMMANDS = (
     Command(
         "compare",
         "train several algorithms alike and report on them",
-        "The wake-sleep against AEVB study of the original homework in one command: train every algorithm of --algorithms "
+        "The wake-sleep against AEVB comparison of Kingma & Welling (2013, Auto-encoding variational Bayes) in one command: train every algorithm of --algorithms "
         "with the same seed, data, networks and budget (one run directory each, DIR/<algorithm>/; with --seeds, one per seed, "
         "DIR/<algorithm>/seed-<s>/), then write figures and DIR/report.html. Run it again to continue a killed study.",
         add_compare_arguments,

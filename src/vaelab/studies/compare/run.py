@@ -30,6 +30,7 @@ from vaelab.evaluation.per_image import load_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.jobs import processes_and_threads, run_jobs
 from vaelab.models import HelmholtzMachine
+from vaelab.models.networks import evaluation_mode
 from vaelab.preflight import check_experiment
 from vaelab.runio import (
     ACROSS_SEEDS_PATTERN,
@@ -246,9 +247,10 @@ def save_bound_curve(
     per_image = _curve_of_final_evaluation(run_dir, epoch, images.shape[0]) if _final_evaluation_gives_the_curve(config, curve_images) else None
     if per_image is None:
         generator = seeded_generator(config.seed, epoch, SPLIT_TAGS["test"], CURVE_STREAM, device=next(model.parameters()).device)
-        per_image = bound_curve(
-            model, images, CURVE_KS, generator, config.train.eval_batch_size, f"{config.train.algorithm} L_k curve" if progress else None
-        )
+        with evaluation_mode(model):  # train() hands the model back in train mode: no dropout, no BatchNorm statistics of test images
+            per_image = bound_curve(
+                model, images, CURVE_KS, generator, config.train.eval_batch_size, f"{config.train.algorithm} L_k curve" if progress else None
+            )
     estimates = [mean_and_standard_error(per_image[k]) for k in CURVE_KS]
     curve = {
         "epoch": epoch,
