@@ -29,7 +29,7 @@ from vaelab.evaluation.across_seeds import (
     seed_test_words,
 )
 from vaelab.config import DataConfig, ExperimentConfig, TrainConfig
-from vaelab.runio import append_metrics, directory_lock
+from vaelab.runio import append_metrics
 from vaelab.runio import is_registry_name, read_metrics
 from vaelab.studies.compare.figures import training_curves_figure
 from vaelab.studies.compare.summary import Series, seeds_comparison_sentence

@@ -16,7 +16,7 @@ from vaelab.cli import main
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.data import Split, load_dataset
 from vaelab.data.splits import hold_out
-from vaelab.errors import ConfigError, DataError, RunError
+from vaelab.errors import ConfigError, RunError
 from vaelab.evaluation.evaluate import evaluate_run
 from vaelab.runio import read_metrics
 from vaelab.training import TrainingHooks, train
