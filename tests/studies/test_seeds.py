@@ -272,7 +272,7 @@ def test_three_seed_compare_writes_runs_table_and_a_sentence_over_seeds(tmp_path
     assert " over 3 seeds, " in sentence and ("paired t-test by seed over 3 seeds" in sentence or "untested across seeds" in sentence)
     assert "per-image paired SE, model fixed (seed 0)" in sentence and "Mean ± sd over seeds: " in sentence
     html = (out / "report.html").read_text()
-    assert "L<sub>10</sub> 95% interval" in html and "L<sub>10</sub> per seed" in html and "0: -" in html
+    assert "<th>95% interval</th>" in html and "per seed (seed: value)" in html and "0: -" in html
     assert "the lowest to the highest seed (band: min-max)" in html
     assert main(["report", str(out), "--per-seed-lines"]) == 0  # rebuilt from saved results
     assert "with each seed's curve as a thin line" in (out / "report.html").read_text()
