@@ -331,6 +331,7 @@ def test_checkpoints_are_read_against_one_schema(run):
 KILL_DURING_REPORT = """
 import os, signal, sys
 import matplotlib.figure
+from vaelab.cli import main
 calls = []
 def savefig(self, target, **kwargs):
     calls.append(target)
