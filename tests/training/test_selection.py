@@ -187,7 +187,7 @@ def test_sigkill_at_events_then_resume_equals_uninterrupted_run(tmp_path):
                  "--batch-size", "10", "--lr", "0.2", "--train-size", "20", "--eval-every", "1", "--eval-k", "5",
                  "--eval-splits", "valid,test", "--select-on", "valid", "--patience", "3", "--no-progress", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1"}
-    hook = Path(__file__).with_name("kill_at_event.py")
+    hook = Path(__file__).parents[1] / "kill_at_event.py"
     assert subprocess.run([sys.executable, "-m", "vaelab", *arguments, "--out", str(tmp_path / "reference")], env=env, capture_output=True, check=False).returncode == 0
     run, killed = tmp_path / "killed", 0
     for kind, count in [("fsync", 1), ("fsync", 2), ("step", 1), ("evaluation", 2), ("fsync", 3), ("fsync", 2)]:
