@@ -39,6 +39,8 @@ class Dataset:
     channels: colour channels C; a row of a split holds C planes of height x width, channels first.
     flat: True for vector data ``[N, D]`` (its ``image_shape`` only says how to draw it).
     num_labels: classes of a user dataset (None: 10 where labelled, as every built-in one).
+    levels: the values a sub-pixel takes, v = 0 .. levels - 1 (256 for 8-bit images, 2 for binary
+        ones, 17 for the 8x8 digits), or None for continuous data; after ``--bits N``, 2^N.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Dataset:
     channels: int = 1
     flat: bool = False
     num_labels: int | None = None
+    levels: int | None = None
 
     @property
     def data_dim(self) -> int:
