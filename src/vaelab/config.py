@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ def _name_tuple(text: str) -> tuple[str, ...]:
 
 
 POSITIVE_INT = Kind("a positive integer", int, lambda v: is_int(v) and v > 0)
+NONNEGATIVE_INT = Kind("a non-negative integer", int, lambda v: is_int(v) and v >= 0)
 SEED = Kind("an integer in [0, 2^63 - 1]", int, lambda v: is_int(v) and 0 <= v <= MAX_SEED)
 WIDTHS = Kind(
     "comma-separated positive integers such as 512 or 200,200",
@@ -81,6 +83,7 @@ LEARNING_RATE = Kind("a number in (0, 1)", float, lambda v: _is_number(v) and 0 
 NAME = Kind("a non-empty name", str, lambda v: isinstance(v, str) and v != "")
 ADAM_BETA = Kind("a number in [0, 1)", float, lambda v: _is_number(v) and 0 <= v < 1)
 POSITIVE_NUMBER = Kind("a positive number", float, lambda v: _is_number(v) and v > 0)
+NONNEGATIVE_NUMBER = Kind("a non-negative number", float, lambda v: _is_number(v) and math.isfinite(v) and v >= 0)
 FRACTION = Kind("a number in (0, 1)", float, lambda v: _is_number(v) and 0 < v < 1)
 FRACTION_OR_NONE = Kind("a number in [0, 1)", float, lambda v: _is_number(v) and 0 <= v < 1)
 FACTORY = Kind(
@@ -258,6 +261,9 @@ class TrainConfig:
     ``select_on='valid'`` keeps, beside the last checkpoint, the one of the best L_k on the valid
     split (evaluated every ``eval_every`` epochs; it must be among ``eval_splits``); ``patience``
     stops training after that many evaluations without a better one (Tomczak & Welling 2018).
+
+    ``kl_warmup`` and ``free_bits`` change what the steps ascend, never the bounds reported
+    (:func:`vaelab.objectives.kl_weight_at`; docs/concepts/elbo.md).
     """
 
     algorithm: str = option("aevb", NAME, "learning algorithm")
@@ -268,6 +274,12 @@ class TrainConfig:
     rws_phi: str = option("wake", one_of(RWS_PHI_UPDATES), "rws's phi update: wake-phi, sleep-phi or their average")
     groups: int = option(1, POSITIVE_INT, "miwae and piwae: M groups of --num-samples samples each")
     ciwae_beta: float = option(0.5, UNIT_INTERVAL, "ciwae: weight of the ELBO against L_k")
+    kl_warmup: int = option(
+        0, NONNEGATIVE_INT, "aevb: the KL term's weight rises linearly from 0 to 1 over this many epochs (Sonderby et al. 2016; 0: off)"
+    )
+    free_bits: float = option(
+        0.0, NONNEGATIVE_NUMBER, "aevb: each stochastic layer's KL counts as at least this many nats, averaged over the batch (Kingma et al. 2016; 0: off)"
+    )
     epochs: int = option(100, POSITIVE_INT, "training epochs")
     batch_size: int = option(100, POSITIVE_INT, "minibatch size")
     learning_rate: float = option(1e-3, LEARNING_RATE, "Adam learning rate (the schedule's first)", flag="--lr")

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from vaelab.builders import build_run, check_data_unchanged, dataset_of
-from vaelab.config import ExperimentConfig, config_differences
+from vaelab.config import ExperimentConfig, TrainConfig, config_differences
 from vaelab.data import Dataset
 from vaelab.distributed import (
     Placement,
@@ -52,7 +52,7 @@ from vaelab.models import HelmholtzMachine
 from vaelab.machine import flushing_subnormals
 from vaelab.models.backend import matmul_precision
 from vaelab.models.networks import evaluation_mode
-from vaelab.objectives import objective_from_config
+from vaelab.objectives import kl_weight_at, objective_from_config
 from vaelab.preflight import check_experiment, check_splits
 from vaelab.progress import bar as progress_bar
 from vaelab.progress import write as progress_write
@@ -89,7 +89,7 @@ class TrainingHooks:
     """Where a caller may watch or alter a run (tests inject faults here); each hook defaults to none.
 
     ``wrap_objective(objective) -> objective``: the objective every step calls, ``(model, x [B, D_x],
-    generator) -> output``, wrapped (e.g. to poison or count steps). ``on_epoch_start(epoch, lr)``:
+    generator, kl_weight) -> output``, wrapped (e.g. to poison or count steps). ``on_epoch_start(epoch, lr)``:
     after the epoch's learning rate is set. ``on_checkpoint(path, state)``: before each checkpoint
     file (``checkpoint.pt``, ``best.pt``) is saved (rank 0). ``on_replay(first_batch)``: a fault
     check replays its window from that batch.
@@ -235,7 +235,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
     metrics_path = run_dir / METRICS_FILE
     parameters = list(model.parameters())
     groups = (model.generative_parameters(), model.recognition_parameters())  # theta, phi: listed once, not per step
-    loop = _Loop(objective, model, optimizer, noise_generator, groups, parameters, placement, hooks)
+    loop = _Loop(objective, model, optimizer, noise_generator, groups, parameters, placement, hooks, config.train)
     window = _Window(loop)
     selection = _Selection(**state["selection"]) if config.train.select_on else None
     best_rows = _rows_of_epoch(metrics_path, selection.best_epoch) if selection and selection.best_epoch and placement.is_main else []
@@ -260,8 +260,9 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                     window.save(batch_index)
                 start = batch_index * config.train.batch_size
                 images = shuffled[start : start + global_batch.numel()][placement.rank :: placement.world_size]  # this process's part
+                kl_weight = kl_weight_at(config.train, epoch, batch_index, len(batches))
                 try:
-                    output, step_losses = _step(loop, images.to(placement.device))
+                    output, step_losses = _step(loop, images.to(placement.device), kl_weight)
                 except (RuntimeError, ValueError):
                     # a non-finite parameter from an unchecked step can make this one fail (e.g. Bernoulli(NaN)): name that fault instead
                     _check_window(loop, window, batch_index, [], batches, shuffled, epoch, state, failed=True)
@@ -281,7 +282,8 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
         base = {"epoch": epoch, "step": step, "algorithm": config.train.algorithm}
         rows = [
             {**base, "kind": "train", "split": "train", "k": None, "bound": _mean_over_processes(bound_sum, seen, placement),
-             "epoch_seconds": time.perf_counter() - started, "wall_seconds": wall_seconds}
+             "epoch_seconds": time.perf_counter() - started, "wall_seconds": wall_seconds,
+             **({"kl_weight": kl_weight} if config.train.kl_warmup else {})}  # the epoch's last step's
         ]
         evaluated = epoch % config.train.eval_every == 0 or epoch == config.train.epochs
         if evaluated:
@@ -459,16 +461,17 @@ class _Loop:
     parameters: list[torch.nn.Parameter]
     placement: Placement
     hooks: TrainingHooks
+    train: TrainConfig
 
 
-def _step(loop: _Loop, images: torch.Tensor, checked: tuple[int, int, dict[str, Any]] | None = None):
-    """One minibatch step on ``images`` ``[B, D_x]``; returns the objective's output and the losses
-    it differentiated (device scalars, not read here).
+def _step(loop: _Loop, images: torch.Tensor, kl_weight: float, checked: tuple[int, int, dict[str, Any]] | None = None):
+    """One minibatch step on ``images`` ``[B, D_x]`` with the step's KL weight (:func:`kl_weight_at`);
+    returns the objective's output and the losses it differentiated (device scalars, not read here).
 
     ``checked=(epoch, batch_index, state)`` checks the surrogates and the gradients before the
     update and raises :class:`NumericalError` naming the first non-finite one (the replay of a window).
     """
-    output = loop.objective(loop.model, images, loop.noise_generator)
+    output = loop.objective(loop.model, images, loop.noise_generator, kl_weight=kl_weight)
     if checked:
         _check_finite(output, *checked)
     loop.optimizer.zero_grad(set_to_none=True)
@@ -549,7 +552,7 @@ def _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, s
     for index in range(window.first_batch, batch_index + 1):
         start = index * size
         images = shuffled[start : start + batches[index].numel()][placement.rank :: placement.world_size]
-        _step(loop, images.to(placement.device), checked=(epoch, index, state))
+        _step(loop, images.to(placement.device), kl_weight_at(loop.train, epoch, index, len(batches)), checked=(epoch, index, state))
     if not failed:
         _stop_on_numerical_fault(
             f"a loss or parameter was not finite after batch {batch_index}, and a replay of batches "

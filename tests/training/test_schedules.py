@@ -85,11 +85,11 @@ def test_a_run_killed_mid_schedule_resumes_bitwise_equal(tmp_path):
     calls = {"steps": 0}
 
     def dying_objective(objective):
-        def step(model, x, generator):
+        def step(model, x, generator, **step_options):
             calls["steps"] += 1
             if calls["steps"] == 2 * 6 + 3:  # 6 steps per epoch (300 images, batch 50): epoch 3, step 3
                 raise KeyboardInterrupt
-            return objective(model, x, generator)
+            return objective(model, x, generator, **step_options)
 
         return step
 

@@ -119,8 +119,8 @@ def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path):
     before = (tmp_path / "checkpoint.pt").read_bytes()
 
     def poisoned(objective):
-        def call(model, x, generator):
-            output = objective(model, x, generator)
+        def call(model, x, generator, **step):
+            output = objective(model, x, generator, **step)
             return type(output)(output.bound, output.theta_surrogate * float("nan"), output.phi_surrogate)
 
         return call
@@ -176,8 +176,8 @@ def poisoned_gradient(at_call: int) -> TrainingHooks:
     def poisoned(objective):
         calls = []
 
-        def call(model, x, generator):
-            output = objective(model, x, generator)
+        def call(model, x, generator, **step):
+            output = objective(model, x, generator, **step)
             calls.append(x.clone() if len(calls) + 1 == at_call else None)
             target = calls[at_call - 1] if len(calls) >= at_call else None
             if target is None or not torch.equal(x, target):

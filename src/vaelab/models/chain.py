@@ -45,13 +45,19 @@ class Chain(Distribution):
         """The flat z from blocks in drawing order."""
         return torch.cat(blocks[::-1] if self.top_down else blocks, dim=-1)
 
+    def _block_log_probs(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """log density ``[...]`` of each block of z ``[..., sum D]`` given the one drawn before it, in drawing order."""
+        blocks = self.split(z)
+        return [self.first.log_prob(blocks[0])] + [layer.log_prob(given, value) for layer, given, value in zip(self.conditionals, blocks, blocks[1:])]
+
+    def layer_log_probs(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """log q(z_l | z_{l-1}) (or log p(z_l | z_{l+1})) ``[...]`` of each layer, ordered z_1, ..., z_L; they sum to ``log_prob``."""
+        drawn = self._block_log_probs(z)
+        return drawn[::-1] if self.top_down else drawn
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log density ``[...]`` of the flat z: the first block's plus each conditional's."""
-        blocks = self.split(z)
-        total = self.first.log_prob(blocks[0])
-        for layer, given, value in zip(self.conditionals, blocks, blocks[1:]):
-            total = total + layer.log_prob(given, value)
-        return total
+        return sum(self._block_log_probs(z))  # in drawing order, as it has always been summed
 
     @property
     def mean(self) -> torch.Tensor:
@@ -60,3 +66,9 @@ class Chain(Distribution):
         for layer in self.conditionals:
             blocks.append(layer(blocks[-1]).mean)
         return self.join(blocks)
+
+
+def layer_log_probs(distribution: Distribution, z: torch.Tensor) -> list[torch.Tensor]:
+    """log density ``[...]`` of each stochastic layer of z ``[..., sum D]``, ordered z_1, ..., z_L:
+    a :class:`Chain`'s per-layer terms, or ``[log_prob(z)]`` for a one-layer distribution."""
+    return distribution.layer_log_probs(z) if isinstance(distribution, Chain) else [distribution.log_prob(z)]

@@ -19,6 +19,7 @@ from vaelab.objectives.registry import (
     Objective,
     check_config,
     get_objective,
+    kl_weight_at,
     objective_from_config,
 )
 from vaelab.objectives.rws import (
@@ -46,6 +47,7 @@ __all__ = [
     "importance_samples",
     "iwae",
     "iwae_dreg",
+    "kl_weight_at",
     "leave_one_out_bounds",
     "log_mean_exp",
     "miwae",

@@ -37,6 +37,8 @@ class Objective:
         phi_ascends_bound: phi's update is the gradient of a bound, so it also trains a prior that
             shares phi (the VampPrior); wake-sleep-style updates are not.
         extra_rule: further requirements on the experiment: a one-line reason it is refused, or None.
+        warms_up: its surrogate weighs a KL term, so it takes each step's KL weight beta
+            (``kl_weight``, :func:`kl_weight_at`) and reads ``kl_warmup``.
     """
 
     function: Callable[..., ObjectiveOutput]
@@ -45,6 +47,12 @@ class Objective:
     min_samples: int = 1
     phi_ascends_bound: bool = True
     extra_rule: Callable[[ExperimentConfig], str | None] | None = None
+    warms_up: bool = False
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The ``TrainConfig`` fields of :data:`ALGORITHM_OPTIONS` it reads."""
+        return (*self.options, "kl_warmup") if self.warms_up else self.options
 
     @property
     def latents(self) -> tuple[str, ...]:
@@ -66,7 +74,7 @@ def _aevb_rule(config: ExperimentConfig) -> str | None:
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "aevb": Objective(aevb, options=("kl",), reparameterized=True, extra_rule=_aevb_rule),
+    "aevb": Objective(aevb, options=("kl", "free_bits"), reparameterized=True, extra_rule=_aevb_rule, warms_up=True),
     "wake-sleep": Objective(wake_sleep, phi_ascends_bound=False),
     "iwae": Objective(iwae, reparameterized=True),
     "iwae-dreg": Objective(iwae_dreg, reparameterized=True),
@@ -79,7 +87,7 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 # TrainConfig fields that only some algorithms read
-ALGORITHM_OPTIONS = tuple(sorted({name for objective in OBJECTIVES.values() for name in objective.options}))
+ALGORITHM_OPTIONS = tuple(sorted({name for objective in OBJECTIVES.values() for name in objective.reads}))
 
 
 def get_objective(name: str) -> Objective:
@@ -114,7 +122,7 @@ def check_config(config: ExperimentConfig) -> None:
 
 def readers(option: str) -> list[str]:
     """The algorithms that read the ``TrainConfig`` field ``option`` (one of :data:`ALGORITHM_OPTIONS`)."""
-    return [name for name, objective in OBJECTIVES.items() if option in objective.options]
+    return [name for name, objective in OBJECTIVES.items() if option in objective.reads]
 
 
 def unread_options(given: Sequence[str], algorithms: Sequence[str]) -> list[str]:
@@ -124,14 +132,32 @@ def unread_options(given: Sequence[str], algorithms: Sequence[str]) -> list[str]
 
 
 def objective_from_config(train_config: TrainConfig) -> Callable[..., ObjectiveOutput]:
-    """``fn(model, x, generator)`` for the algorithm, sample count and options of ``train_config``."""
+    """``fn(model, x, generator, kl_weight=1.0)`` for the algorithm, sample count and options of
+    ``train_config``; ``kl_weight`` (the step's :func:`kl_weight_at`) reaches an algorithm that warms up."""
     objective = get_objective(train_config.algorithm)
     options = {name: getattr(train_config, name) for name in objective.options}
-    return functools.partial(_call, objective.function, train_config.num_samples, options)
+    return functools.partial(_call, objective.function, train_config.num_samples, options, objective.warms_up)
 
 
-def _call(function, num_samples, options, model, x, generator):
-    return function(model, x, num_samples=num_samples, generator=generator, **options)
+def _call(function, num_samples, options, warms_up, model, x, generator, kl_weight=1.0):
+    step_options = {"kl_weight": kl_weight} if warms_up else {}
+    return function(model, x, num_samples=num_samples, generator=generator, **options, **step_options)
 
 
-__all__ = ["ALGORITHM_OPTIONS", "OBJECTIVES", "Objective", "check_config", "get_objective", "objective_from_config", "readers", "unread_options"]
+def kl_weight_at(train_config: TrainConfig, epoch: int, batch_index: int, batches_per_epoch: int) -> float:
+    """The KL weight beta of the step that trains batch ``batch_index`` (from 0) of 1-based ``epoch``:
+
+        beta = min(1, s / (E * N)),   s = (epoch - 1) * N + batch_index steps completed before it,
+
+    E = ``kl_warmup`` epochs of N = ``batches_per_epoch`` steps (Sonderby et al. 2016's linear
+    warm-up). A function of the step alone, so a resumed run continues it exactly. 1 where the
+    warm-up is off or the algorithm does not warm up.
+    """
+    if not (train_config.kl_warmup and get_objective(train_config.algorithm).warms_up):
+        return 1.0
+    return min(1.0, ((epoch - 1) * batches_per_epoch + batch_index) / (train_config.kl_warmup * batches_per_epoch))
+
+
+__all__ = [
+    "ALGORITHM_OPTIONS", "OBJECTIVES", "Objective", "check_config", "get_objective", "kl_weight_at", "objective_from_config", "readers", "unread_options",
+]
