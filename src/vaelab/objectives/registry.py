@@ -158,6 +158,20 @@ def kl_weight_at(train_config: TrainConfig, epoch: int, batch_index: int, batche
     return min(1.0, ((epoch - 1) * batches_per_epoch + batch_index) / (train_config.kl_warmup * batches_per_epoch))
 
 
+def surrogate_notes(train_config: TrainConfig, algorithms: Sequence[str]) -> list[str]:
+    """What a report must say when ``algorithms`` (those of a study) trained on more than their bound:
+    one sentence naming KL warm-up and free bits where one of them warms up, else none. E.g.
+    "aevb trained with KL warm-up over 10 epochs and 0.25 free nats per stochastic layer; every
+    bound shown is the true ELBO or L_k." """
+    used = [f"KL warm-up over {train_config.kl_warmup} epoch{'s' * (train_config.kl_warmup != 1)}"] if train_config.kl_warmup else []
+    if train_config.free_bits:
+        used.append(f"{train_config.free_bits:g} free nats per stochastic layer")
+    warming = [name for name in algorithms if get_objective(name).warms_up]
+    if not (used and warming):
+        return []
+    return [f"{' and '.join(warming)} trained with {' and '.join(used)}; every bound shown is the true ELBO or L_k."]
+
+
 __all__ = [
-    "ALGORITHM_OPTIONS", "OBJECTIVES", "Objective", "check_config", "get_objective", "kl_weight_at", "objective_from_config", "readers", "unread_options",
+    "ALGORITHM_OPTIONS", "OBJECTIVES", "Objective", "check_config", "get_objective", "kl_weight_at", "objective_from_config", "readers", "surrogate_notes", "unread_options",
 ]

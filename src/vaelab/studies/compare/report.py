@@ -27,6 +27,7 @@ from vaelab.evaluation.protocol import (
     uses_binarization,
 )
 from vaelab.models import HelmholtzMachine
+from vaelab.objectives.registry import surrogate_notes
 from vaelab.runio import (
     BOUND_CURVE_FILE,
     CHECKPOINT_FILE,
@@ -157,11 +158,10 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
         model=model,
         clipping=clipping,
         coverage=_grid_coverage(config, runs, dataset.image_shape) if "manifold" in pngs else None,
-        notes=caveats(
-            model.likelihood,
-            config.data.binarization if uses_binarization(config, dataset) else None,
-            config.model.total_latent_dim,
-        ),
+        notes=[
+            *caveats(model.likelihood, config.data.binarization if uses_binarization(config, dataset) else None, config.model.total_latent_dim),
+            *surrogate_notes(config.train, study.algorithms),
+        ],
         rows=rows,
         seeds=study.seeds,
         per_seed_lines=per_seed_lines,
