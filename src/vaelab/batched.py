@@ -62,6 +62,8 @@ def check_batchable(config: ExperimentConfig, dataset: Dataset) -> None:
         raise ConfigError("seeds train together for MLP models with one Gaussian stochastic layer and the standard-normal prior only")
     if model_likelihood(config, dataset) != "bernoulli" or train.precision != "fp32":
         raise ConfigError("seeds train together with a Bernoulli likelihood in fp32 only")
+    if train.kl_warmup or train.free_bits:  # the stacked aevb below ascends the ELBO itself
+        raise ConfigError("seeds train together without --kl-warmup and --free-bits only; train the seeds as separate runs")
 
 
 class BatchedSeeds:

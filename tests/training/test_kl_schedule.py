@@ -10,6 +10,8 @@ import torch
 from conftest import TINY, run_cli
 from test_train import comparable, small_config
 
+from vaelab.batched import train_together
+from vaelab.builders import dataset_of
 from vaelab.config import ExperimentConfig, TrainConfig
 from vaelab.errors import ConfigError
 from vaelab.objectives import kl_weight_at
@@ -107,3 +109,11 @@ def test_a_compare_report_says_its_aevb_run_warmed_up(tmp_path):
     assert status == 0, stderr
     html = (out / "report.html").read_text()
     assert "aevb trained with KL warm-up over 1 epoch; every bound shown is the true ELBO or L_k." in html
+
+
+@pytest.mark.e2e
+def test_seeds_trained_together_refuse_warm_up_and_free_bits():
+    for options in ({"kl_warmup": 2}, {"free_bits": 0.5}):
+        config = small_config(epochs=1, **options)
+        with pytest.raises(ConfigError, match="without --kl-warmup and --free-bits"):
+            train_together(config, (0, 1), dataset_of(config.data))
