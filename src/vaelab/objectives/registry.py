@@ -30,8 +30,8 @@ class Objective:
 
     Attributes:
         function: ``fn(model, x, num_samples, generator, **options) -> ObjectiveOutput``.
-        options: ``TrainConfig`` fields passed on as keyword arguments (and the only ones of
-            :data:`ALGORITHM_OPTIONS` it reads).
+        options: ``TrainConfig`` fields passed on as keyword arguments (with ``kl_warmup`` where it
+            ``warms_up``, the only ones of :data:`ALGORITHM_OPTIONS` it reads: :attr:`reads`).
         reparameterized: differentiates through z = mu + sigma * eps, so it takes Gaussian latents only.
         min_samples: the fewest samples per datapoint it works with.
         phi_ascends_bound: phi's update is the gradient of a bound, so it also trains a prior that
