@@ -158,10 +158,11 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
         model=model,
         clipping=clipping,
         coverage=_grid_coverage(config, runs, dataset.image_shape) if "manifold" in pngs else None,
-        notes=[
-            *caveats(model.likelihood, config.data.binarization if uses_binarization(config, dataset) else None, config.model.total_latent_dim),
-            *surrogate_notes(config.train, study.algorithms),
-        ],
+        notes=caveats(
+            model.likelihood,
+            config.data.binarization if uses_binarization(config, dataset) else None,
+            config.model.total_latent_dim,
+        ) + surrogate_notes(config.train, study.algorithms),
         rows=rows,
         seeds=study.seeds,
         per_seed_lines=per_seed_lines,
