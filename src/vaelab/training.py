@@ -52,7 +52,7 @@ from vaelab.models import HelmholtzMachine
 from vaelab.machine import flushing_subnormals
 from vaelab.models.backend import matmul_precision
 from vaelab.models.networks import evaluation_mode
-from vaelab.objectives import kl_weight_at, objective_from_config
+from vaelab.objectives import kl_weight_at, objective_from_config, warming_up
 from vaelab.preflight import check_experiment, check_splits
 from vaelab.progress import bar as progress_bar
 from vaelab.progress import write as progress_write
@@ -283,7 +283,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
         rows = [
             {**base, "kind": "train", "split": "train", "k": None, "bound": _mean_over_processes(bound_sum, seen, placement),
              "epoch_seconds": time.perf_counter() - started, "wall_seconds": wall_seconds,
-             **({"kl_weight": kl_weight} if config.train.kl_warmup else {})}  # the epoch's last step's
+             **({"kl_weight": kl_weight} if warming_up(config.train) else {})}  # the epoch's last step's
         ]
         evaluated = epoch % config.train.eval_every == 0 or epoch == config.train.epochs
         if evaluated:

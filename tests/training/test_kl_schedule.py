@@ -103,12 +103,15 @@ def test_vaelab_train_with_warm_up_and_free_bits_records_beta_rising(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_a_compare_report_says_its_aevb_run_warmed_up(tmp_path):
+def test_a_compare_report_says_its_aevb_run_warmed_up_and_only_its_rows_carry_beta(tmp_path):
     out = tmp_path / "study"
     status, _, stderr = run_cli("compare", "--algorithms", "aevb,wake-sleep", *TINY, "--epochs", "1", "--curve-images", "20", "--kl-warmup", "1", "--out", out)
     assert status == 0, stderr
     html = (out / "report.html").read_text()
     assert "aevb trained with KL warm-up over 1 epoch; every bound shown is the true ELBO or L_k." in html
+    for algorithm, weighted in (("aevb", True), ("wake-sleep", False)):  # wake-sleep has no KL term to weigh
+        rows = [row for row in read_metrics(out / algorithm / "metrics.jsonl") if row["kind"] == "train"]
+        assert rows and all(("kl_weight" in row) == weighted for row in rows)
 
 
 @pytest.mark.e2e

@@ -21,6 +21,7 @@ from vaelab.objectives.registry import (
     get_objective,
     kl_weight_at,
     objective_from_config,
+    warming_up,
 )
 from vaelab.objectives.rws import (
     rws,
@@ -60,4 +61,5 @@ __all__ = [
     "vimco_phi_surrogate_from_log_weight",
     "wake_phi_surrogate_from_log_weight",
     "wake_sleep",
+    "warming_up",
 ]

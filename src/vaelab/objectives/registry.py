@@ -144,6 +144,11 @@ def _call(function, num_samples, options, warms_up, model, x, generator, kl_weig
     return function(model, x, num_samples=num_samples, generator=generator, **options, **step_options)
 
 
+def warming_up(train_config: TrainConfig) -> bool:
+    """Whether ``train_config``'s algorithm warms up its KL term, ``kl_warmup`` being on."""
+    return bool(train_config.kl_warmup) and get_objective(train_config.algorithm).warms_up
+
+
 def kl_weight_at(train_config: TrainConfig, epoch: int, batch_index: int, batches_per_epoch: int) -> float:
     """The KL weight beta of the step that trains batch ``batch_index`` (from 0) of 1-based ``epoch``:
 
@@ -153,7 +158,7 @@ def kl_weight_at(train_config: TrainConfig, epoch: int, batch_index: int, batche
     warm-up). A function of the step alone, so a resumed run continues it exactly. 1 where the
     warm-up is off or the algorithm does not warm up.
     """
-    if not (train_config.kl_warmup and get_objective(train_config.algorithm).warms_up):
+    if not warming_up(train_config):
         return 1.0
     return min(1.0, ((epoch - 1) * batches_per_epoch + batch_index) / (train_config.kl_warmup * batches_per_epoch))
 
@@ -173,5 +178,5 @@ def surrogate_notes(train_config: TrainConfig, algorithms: Sequence[str]) -> lis
 
 
 __all__ = [
-    "ALGORITHM_OPTIONS", "OBJECTIVES", "Objective", "check_config", "get_objective", "kl_weight_at", "objective_from_config", "readers", "surrogate_notes", "unread_options",
+    "ALGORITHM_OPTIONS", "OBJECTIVES", "Objective", "check_config", "get_objective", "kl_weight_at", "objective_from_config", "readers", "surrogate_notes", "unread_options", "warming_up",
 ]
