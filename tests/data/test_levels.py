@@ -4,6 +4,7 @@ uint8 storage, --bits, dequantization of training and evaluation images, and the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -264,3 +265,24 @@ def test_cifar10_offline_says_which_file_to_put_where(tmp_path, monkeypatch):
     assert status == 0
     assert "cifar10          missing" in stdout and "cifar10/cifar-10-binary.tar.gz" in stdout
     assert datasets.REGISTRY["cifar10"].files[0].size == 170_052_171
+
+
+@pytest.mark.e2e
+def test_a_dequantized_run_resumes_bitwise_equal(tmp_path):
+    # the epoch's u come from the run's data generator, saved in the checkpoint: a resumed run replays them
+    from vaelab.config import TrainConfig
+    from vaelab.training import TrainingHooks, train
+
+    config = dataclasses.replace(config_of("gaussian"), model=ModelConfig(likelihood="gaussian", hidden=(16,)), train=TrainConfig(epochs=3, eval_k=5), seed=4)
+    reference = train(config, tmp_path / "reference", progress=False)
+
+    def crash_at_epoch_2(path, state):
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "crashed", progress=False, hooks=TrainingHooks(on_checkpoint=crash_at_epoch_2))
+    resumed = train(config, tmp_path / "crashed", resume=True, progress=False)
+    assert [row["bound"] for row in resumed.metrics] == [row["bound"] for row in reference.metrics]
+    for name, tensor in reference.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
