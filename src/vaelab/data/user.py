@@ -266,9 +266,8 @@ def _read_npz(path: Path) -> tuple[dict[str, Any], str]:
                 problem = f"unknown array(s) {', '.join(unknown)}" if unknown else "no 'train' array"
                 raise DataError(f"{path}: {problem}; a dataset .npz holds train and optionally valid, test, their _labels and likelihood")
             declared = {key: _npy_header(archive, info, path) for key, info in members.items()}
-            # each array as read, then its stored copy (float32 for floats, else uint8)
-            stored = lambda dtype: FLOAT32_BYTES if np.issubdtype(dtype, np.floating) else 1  # noqa: E731
-            _check_fits(path, sum(math.prod(shape) * (dtype.itemsize + stored(dtype)) for shape, dtype in declared.values()))
+            # each array as read, then its stored copy
+            _check_fits(path, sum(math.prod(shape) * (dtype.itemsize + _stored_bytes(dtype)) for shape, dtype in declared.values()))
             arrays = {}
             for key, info in members.items():
                 with archive.open(info) as member:
@@ -296,6 +295,11 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> 
         shape_text = "x".join(map(str, shape))
         raise DataError(f"{path}: {info.filename} declares shape {shape_text} of {dtype} ({needed:,} bytes) but holds {stored:,} bytes")
     return shape, dtype
+
+
+def _stored_bytes(dtype: np.dtype) -> int:
+    """Bytes a value of ``dtype`` takes once stored: float32 for floats, else a uint8 level."""
+    return FLOAT32_BYTES if np.issubdtype(dtype, np.floating) else 1
 
 
 def _check_fits(path: Path, needed: int) -> None:

@@ -87,7 +87,7 @@ def evaluation_images(config: ExperimentConfig, dataset: Dataset, split: str) ->
 def training_images(config: ExperimentConfig, dataset: Dataset) -> torch.Tensor:
     """The training split ``[N, D]`` before any per-epoch draw (:func:`epoch_draw`): all of it, or the
     fixed subset of ``train_size`` images (the same for every seed and run). As stored (uint8
-    levels or float32; :func:`vaelab.data.levels.to_unit_interval` gives what a model sees), or
+    levels or float32; :func:`vaelab.data.to_unit_interval` gives what a model sees), or
     float32 bits after a fixed binarization ('static', 'threshold'; 'none' keeps it as stored)."""
     images = dataset.splits["train"].images
     subset = config.train.train_size
