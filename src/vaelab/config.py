@@ -155,13 +155,14 @@ class DataConfig:
     ``valid_fraction`` (0: none) of the train split, drawn with ``split_seed`` too, is held out as
     the valid split of data without one (digits, mnist, fashion-mnist, frey-face, most paths).
     ``bits`` (None: the data's own) reduces 8-bit data to 2^bits levels at load, v -> v >> (8 - bits).
+    Under a dequantizing likelihood evaluation splits are dequantized once with ``binarization_seed`` too.
     """
 
     dataset: str = option("digits", NAME, "dataset by name ('vaelab datasets' lists them), or a path to a .npz file or a folder of images")
     binarization: str = option(
         "dynamic", one_of(BINARIZATIONS), "how grey pixels become Bernoulli targets for training; 'none' is not a normalised likelihood"
     )
-    binarization_seed: int = option(0, SEED, "seed of the fixed binarization of evaluation splits")
+    binarization_seed: int = option(0, SEED, "seed of the fixed binarization (or dequantization) of evaluation splits")
     test_fraction: float = option(0.1, FRACTION, "data by path without a test split: the fraction of train images held out as the test split")
     split_seed: int = option(0, SEED, "seed of which train images are held out (the test split of data by path, --valid-fraction)")
     valid_fraction: float = option(

@@ -17,7 +17,7 @@ from vaelab.data.splits import Dataset, Split
 from vaelab.errors import DataError
 
 EIGHT_BIT_LEVELS = 256
-BLOCK_ROWS = 4096  # rows converted at a time by the whole-split draws: small temporaries, whatever N
+BLOCK_ROWS = 1024  # rows converted at a time by the whole-split draws: small temporaries, whatever N
 
 def reduce_bits(dataset: Dataset, bits: int | None) -> Dataset:
     """``dataset`` with its 8-bit levels reduced to 2^bits, v -> v >> (8 - bits) (``--bits``);
