@@ -35,10 +35,10 @@ from torch.nn import functional as F
 
 from vaelab.builders import build_run
 from vaelab.config import ExperimentConfig
-from vaelab.data import Dataset
+from vaelab.data import Dataset, to_unit_interval
 from vaelab.draws import bernoulli_draw
 from vaelab.errors import ConfigError
-from vaelab.evaluation.protocol import model_likelihood, seeded_generator, training_images, uses_binarization
+from vaelab.evaluation.protocol import epoch_draw, model_likelihood, seeded_generator, training_images
 from vaelab.machine import flushing_subnormals
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import ACTIVATION_FUNCTIONS
@@ -87,8 +87,9 @@ class BatchedSeeds:
         # vaelab.training.train's generators: data (binarization, order) and noise (latent draws, rank 0)
         self.data_generators = [seeded_generator(seed) for seed in self.seeds]
         self.noise_generators = [seeded_generator(seed, 0) for seed in self.seeds]
-        self.images = training_images(config, dataset)
-        self.dynamic = config.data.binarization == "dynamic" and uses_binarization(config, dataset)
+        # float32 [N, D] from the start: S seeds share one copy, and a batch is gathered per seed
+        self.images = to_unit_interval(training_images(config, dataset), dataset.levels)
+        self.dynamic = epoch_draw(config, dataset) == "binarize"  # a Bernoulli likelihood: nothing else is drawn
         # [S, N, D_x]: each seed's epoch draws into its own slice of one buffer allocated for the run (vaelab.training._EpochImages)
         shape = (len(self.seeds), *self.images.shape)
         self.epoch_images = torch.empty(shape) if self.dynamic else self.images.expand(shape)

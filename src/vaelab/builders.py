@@ -145,7 +145,7 @@ def initial_model(config: ExperimentConfig, dataset: Dataset) -> HelmholtzMachin
     """The model of ``config``, initialised from ``config.seed`` (output biases and pseudo-inputs from the data)."""
     torch.manual_seed(config.seed)  # nn.Linear initialisers (and the user's factories) draw from the global RNG
     model = build_model(config.model, dataset.data_dim, dataset.likelihood, dataset.data_shape)
-    train_images = dataset.splits["train"].images
+    train_images = dataset.unit_images("train")
     # after every initialiser has drawn: the probe draws nothing, so it cannot shift them
     check_networks(model, train_images[:2])
     if isinstance(model.generative, BernoulliLayer):
@@ -180,7 +180,8 @@ def build_run(config: ExperimentConfig, dataset: Dataset) -> tuple[HelmholtzMach
 def dataset_of(config: DataConfig, data_dir: str | Path | None = None) -> Dataset:
     """The dataset of ``config``: by name from the data folder, or by path (held-out test split as configured)."""
     return load_dataset(
-        config.dataset, data_dir, test_fraction=config.test_fraction, split_seed=config.split_seed, valid_fraction=config.valid_fraction
+        config.dataset, data_dir, test_fraction=config.test_fraction, split_seed=config.split_seed, valid_fraction=config.valid_fraction,
+        bits=config.bits,
     )
 
 

@@ -85,6 +85,7 @@ ADAM_BETA = Kind("a number in [0, 1)", float, lambda v: _is_number(v) and 0 <= v
 POSITIVE_NUMBER = Kind("a positive number", float, lambda v: _is_number(v) and v > 0)
 NONNEGATIVE_NUMBER = Kind("a non-negative number", float, lambda v: _is_number(v) and math.isfinite(v) and v >= 0)
 FRACTION = Kind("a number in (0, 1)", float, lambda v: _is_number(v) and 0 < v < 1)
+BITS = Kind("an integer from 1 to 8", int, lambda v: is_int(v) and 1 <= v <= 8)
 FRACTION_OR_NONE = Kind("a number in [0, 1)", float, lambda v: _is_number(v) and 0 <= v < 1)
 FACTORY = Kind(
     "MODULE:FACTORY, e.g. mynets:encoder or path/to/nets.py:encoder",
@@ -156,18 +157,21 @@ class DataConfig:
     ``test_fraction`` of its train split, drawn with ``split_seed``, is held out as the test split.
     ``valid_fraction`` (0: none) of the train split, drawn with ``split_seed`` too, is held out as
     the valid split of data without one (digits, mnist, fashion-mnist, frey-face, most paths).
+    ``bits`` (None: the data's own) reduces 8-bit data to 2^bits levels at load, v -> v >> (8 - bits).
+    Under a dequantizing likelihood evaluation splits are dequantized once with ``binarization_seed`` too.
     """
 
     dataset: str = option("digits", NAME, "dataset by name ('vaelab datasets' lists them), or a path to a .npz file or a folder of images")
     binarization: str = option(
         "dynamic", one_of(BINARIZATIONS), "how grey pixels become Bernoulli targets for training; 'none' is not a normalised likelihood"
     )
-    binarization_seed: int = option(0, SEED, "seed of the fixed binarization of evaluation splits")
+    binarization_seed: int = option(0, SEED, "seed of the fixed binarization (or dequantization) of evaluation splits")
     test_fraction: float = option(0.1, FRACTION, "data by path without a test split: the fraction of train images held out as the test split")
     split_seed: int = option(0, SEED, "seed of which train images are held out (the test split of data by path, --valid-fraction)")
     valid_fraction: float = option(
         0.0, FRACTION_OR_NONE, "data without a valid split: the fraction of train images held out as the valid split (0: none)"
     )
+    bits: int | None = option(None, BITS, "8-bit data only: keep the top N bits of each value, 2^N levels (none: all 8)", optional=True)
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -29,7 +29,7 @@ import torch
 
 from vaelab.builders import build_run, check_data_unchanged, dataset_of
 from vaelab.config import ExperimentConfig, TrainConfig, config_differences
-from vaelab.data import Dataset
+from vaelab.data import Dataset, to_unit_interval
 from vaelab.distributed import (
     Placement,
     average_gradients,
@@ -38,15 +38,16 @@ from vaelab.distributed import (
     setup,
     teardown,
 )
-from vaelab.draws import bernoulli_draw
+from vaelab.data.binarize import binarize_levels
+from vaelab.data.levels import dequantize
 from vaelab.errors import ConfigError, Interrupted, RunError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.evaluation.lines import bound_words
 from vaelab.evaluation.protocol import (
+    epoch_draw,
     evaluation_images,
     seeded_generator,
     training_images,
-    uses_binarization,
 )
 from vaelab.models import HelmholtzMachine
 from vaelab.machine import flushing_subnormals
@@ -230,7 +231,7 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
     objective = objective_from_config(config.train)
     if hooks.wrap_objective is not None:
         objective = hooks.wrap_objective(objective)
-    epoch_images = _EpochImages(training_images(config, dataset), config.data.binarization == "dynamic" and uses_binarization(config, dataset))
+    epoch_images = _EpochImages(training_images(config, dataset), dataset.levels, epoch_draw(config, dataset))
     log = _tensorboard_log(config, dataset, run_dir) if tensorboard and placement.is_main else None
     metrics_path = run_dir / METRICS_FILE
     parameters = list(model.parameters())
@@ -259,20 +260,20 @@ def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorb
                 if batch_index % hooks.save_every == 0:
                     window.save(batch_index)
                 start = batch_index * config.train.batch_size
-                images = shuffled[start : start + global_batch.numel()][placement.rank :: placement.world_size]  # this process's part
+                images = epoch_images.batch(start, global_batch.numel(), placement)  # this process's part
                 kl_weight = kl_weight_at(config.train, epoch, batch_index, len(batches))
                 try:
-                    output, step_losses = _step(loop, images.to(placement.device), kl_weight)
+                    output, step_losses = _step(loop, images, kl_weight)
                 except (RuntimeError, ValueError):
                     # a non-finite parameter from an unchecked step can make this one fail (e.g. Bernoulli(NaN)): name that fault instead
-                    _check_window(loop, window, batch_index, [], batches, shuffled, epoch, state, failed=True)
+                    _check_window(loop, window, batch_index, [], batches, epoch_images, epoch, state, failed=True)
                     raise
                 losses.extend(step_losses)
                 bound_sum += output.bound.sum()
                 seen += images.shape[0]
                 step += 1
                 if (batch_index + 1) % hooks.check_every == 0 or batch_index + 1 == len(batches):
-                    _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, state)
+                    _check_window(loop, window, batch_index, losses, batches, epoch_images, epoch, state)
                     losses = []
                     bar.update(start + global_batch.numel() - bar.n)
                     bar.set_postfix(bound=f"{bound_sum.item() / seen:.2f}", refresh=False)
@@ -388,26 +389,40 @@ def _tensorboard_log(config: ExperimentConfig, dataset: Dataset, run_dir: Path) 
 
 
 class _EpochImages:
-    """Each epoch's training images: (dynamically binarized, then) shuffled, drawn into two buffers
-    allocated once for the run.
+    """Each epoch's training images: (dynamically binarized or dequantized, then) shuffled, drawn
+    into buffers allocated once for the run; each minibatch becomes what the model sees (float32
+    in [0, 1]) as it is taken.
 
-    New ``[N, D]`` tensors every epoch (188 MB each for MNIST) would be memory the kernel maps and
-    zeroes page by page, and returns at their release: 150k page faults per MNIST epoch, 0.42 s
-    against 0.25-0.31 s with the buffers reused (2 threads). The draws are those of
-    ``binarize(images, 'dynamic', generator)`` followed by ``torch.randperm``, bit for bit.
+    ``images`` ``[N, D]`` as :func:`training_images` gives them (uint8 levels stay uint8, a
+    quarter of float32's memory, when nothing is drawn over them); ``draw``: :func:`epoch_draw`'s.
+    New ``[N, D]`` tensors every epoch (188 MB each for MNIST in float32) would be memory the kernel
+    maps and zeroes page by page, and returns at their release: 150k page faults per MNIST epoch,
+    0.42 s against 0.25-0.31 s with the buffers reused (2 threads). The draws are those of
+    ``binarize(grey, 'dynamic', generator)`` (or :func:`dequantize`) followed by ``torch.randperm``,
+    bit for bit, from the run's data generator: the same in every process, and restored on resume.
     """
 
-    def __init__(self, images: torch.Tensor, dynamic: bool):
-        self.images = images
+    def __init__(self, images: torch.Tensor, levels: int | None, draw: str | None):
+        self.images, self.levels, self.kind = images, levels, draw
         # contiguous whatever the images' strides: the uniforms fill the buffer in memory order
-        self.binarized = torch.empty(images.shape, dtype=images.dtype, device=images.device) if dynamic else None
-        self.shuffled = torch.empty(images.shape, dtype=images.dtype, device=images.device)
+        self.drawn = torch.empty(images.shape, dtype=torch.float32, device=images.device) if draw else None
+        self.shuffled = torch.empty(images.shape, dtype=torch.float32 if draw else images.dtype, device=images.device)
 
     def draw(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's order ``[N]`` and its images in that order ``[N, D]`` (each minibatch is then a slice)."""
-        images = self.images if self.binarized is None else bernoulli_draw(self.images, generator, out=self.binarized)
+        """The epoch's order ``[N]`` and its images in that order ``[N, D]`` (each minibatch is then a slice, see :meth:`batch`)."""
+        images = self.images
+        if self.kind == "binarize":
+            images = binarize_levels(self.images, self.levels, generator, out=self.drawn)
+        elif self.kind == "dequantize":
+            images = dequantize(self.images, self.levels, generator, out=self.drawn)
         order = torch.randperm(images.shape[0], generator=generator)
         return order, torch.index_select(images, 0, order, out=self.shuffled)
+
+    def batch(self, start: int, count: int, placement: Placement) -> torch.Tensor:
+        """This process's part of the epoch's images ``start .. start + count - 1`` (in :meth:`draw`'s
+        order), as the model sees them, on its device: float32 ``[B, D]``."""
+        rows = self.shuffled[start : start + count][placement.rank :: placement.world_size]
+        return to_unit_interval(rows, self.levels).to(placement.device)  # converted here, so every device sees the same values
 
 
 def _start_or_resume(config, run_dir, model, optimizer, data_generator, noise_generator, placement, resume) -> dict[str, Any]:
@@ -527,7 +542,7 @@ class _Window:
         self.loop.noise_generator.set_state(self.noise)
 
 
-def _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, state, failed=False) -> None:
+def _check_window(loop, window, batch_index, losses, batches, epoch_images, epoch, state, failed=False) -> None:
     """Raise :class:`NumericalError` if a step since the last check (up to ``batch_index``; their
     ``losses``) met a non-finite loss or gradient, naming the first such step and quantity exactly
     as a check after every step would.
@@ -548,11 +563,10 @@ def _check_window(loop, window, batch_index, losses, batches, shuffled, epoch, s
     if loop.hooks.on_replay is not None:
         loop.hooks.on_replay(window.first_batch)
     window.restore()
-    size, placement = batches[0].numel(), loop.placement
+    size = batches[0].numel()
     for index in range(window.first_batch, batch_index + 1):
-        start = index * size
-        images = shuffled[start : start + batches[index].numel()][placement.rank :: placement.world_size]
-        _step(loop, images.to(placement.device), kl_weight_at(loop.train, epoch, index, len(batches)), checked=(epoch, index, state))
+        images = epoch_images.batch(index * size, batches[index].numel(), loop.placement)
+        _step(loop, images, kl_weight_at(loop.train, epoch, index, len(batches)), checked=(epoch, index, state))
     if not failed:
         _stop_on_numerical_fault(
             f"a loss or parameter was not finite after batch {batch_index}, and a replay of batches "

@@ -68,9 +68,10 @@ def test_npz_with_splits_and_labels_loads_as_a_dataset(npz_path):
     images, labels = digits_uint8(400)
     assert dataset.name == str(npz_path) and dataset.image_shape == (8, 8) and dataset.data_shape == (1, 8, 8)
     assert dataset.files == {str(npz_path): hashlib.sha256(npz_path.read_bytes()).hexdigest()}
-    torch.testing.assert_close(dataset.splits["train"].images, torch.from_numpy(images[:300].reshape(300, 64) / 255).float())
+    assert torch.equal(dataset.splits["train"].images, torch.from_numpy(images[:300].reshape(300, 64)))  # stored as uint8 levels
+    torch.testing.assert_close(dataset.unit_images("train"), torch.from_numpy(images[:300].reshape(300, 64) / 255).float())
     assert torch.equal(dataset.splits["test"].labels, torch.from_numpy(labels[300:]))
-    assert dataset.likelihood == "bernoulli" and not dataset.is_binary and dataset.num_classes == 10
+    assert dataset.likelihood == "bernoulli" and not dataset.is_binary and dataset.num_classes == 10 and dataset.levels == 256
 
 
 @pytest.mark.algebra
@@ -84,8 +85,8 @@ def test_a_missing_test_split_is_a_seeded_held_out_fraction():
     assert not torch.equal(first.splits["test"].images, other.splits["test"].images)
     # a partition: every image once, labels following their images
     rows = torch.cat([first.splits["train"].images, first.splits["test"].images])
-    assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, (torch.from_numpy(images).reshape(200, 64).float() / 255).tolist()))
-    by_image = {tuple(row): label for row, label in zip((torch.from_numpy(images).reshape(200, 64).float() / 255).tolist(), labels)}
+    assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, images.reshape(200, 64).tolist()))
+    by_image = {tuple(row): label for row, label in zip(images.reshape(200, 64).tolist(), labels)}
     assert all(by_image[tuple(row)] == label for row, label in zip(first.splits["test"].images.tolist(), first.splits["test"].labels.tolist()))
 
 
@@ -95,7 +96,7 @@ def test_colour_is_held_channels_first_and_vectors_flat():
     colour[:, 1, 2, 2] = 255  # blue at row 1, column 2
     dataset = dataset_from_arrays(colour, test=colour)
     assert dataset.channels == 3 and dataset.data_shape == (3, 3, 5) and dataset.data_dim == 45
-    row = dataset.splits["train"].images[0].reshape(3, 3, 5)
+    row = dataset.unit_images("train")[0].reshape(3, 3, 5)
     assert row[2, 1, 2] == 1 and row.sum() == 1
     vectors = dataset_from_arrays(np.random.default_rng(0).random((10, 7)), likelihood="gaussian")
     assert vectors.flat and vectors.data_shape == (7,) and vectors.image_shape == (1, 7) and vectors.likelihood == "gaussian"
@@ -120,7 +121,7 @@ def test_an_image_folder_with_split_and_class_folders(tmp_path):
     # class folders sorted by name give the labels; PNG keeps the bytes exactly
     order = sorted(range(90, 120), key=lambda i: (labels[i], i))
     assert dataset.splits["test"].labels.tolist() == [int(labels[i]) for i in order]
-    torch.testing.assert_close(dataset.splits["test"].images, torch.from_numpy(images[order].reshape(30, 64) / 255).float())
+    assert torch.equal(dataset.splits["test"].images, torch.from_numpy(images[order].reshape(30, 64))) and dataset.levels == 256
     flat = tmp_path / "flat"
     flat.mkdir()
     write_image_folder(flat, images[:20], labels[:20], lambda i: ".")

@@ -351,8 +351,10 @@ def test_load_tiny_mnist_records_files_and_scales_values(tmp_path, monkeypatch):
     dataset = load_dataset("mnist", tmp_path, download=False)
 
     pixels = np.frombuffer(gzip.decompress(files["train-images-idx3-ubyte.gz"]), np.uint8, offset=16)
+    assert torch.equal(dataset.splits["train"].images, torch.from_numpy(pixels.copy()).view(5, 784))  # uint8 levels, as read
     expected = torch.from_numpy(pixels / 255).float().view(5, 784)
-    torch.testing.assert_close(dataset.splits["train"].images, expected)
+    torch.testing.assert_close(dataset.unit_images("train"), expected)
+    assert dataset.levels == 256
     assert dataset.splits["test"].labels.dtype == torch.int64
     assert dataset.splits["test"].labels.shape == (3,)
     assert dataset.files == {str(tmp_path / "mnist" / name): sha256(data) for name, data in files.items()}
@@ -407,14 +409,14 @@ def test_binarized_mnist_reads_plain_or_gzipped_amat(tmp_path, monkeypatch):
 
     assert list(dataset.splits) == ["train", "valid", "test"]
     for split, array in values.items():
-        torch.testing.assert_close(dataset.splits[split].images, torch.from_numpy(array).float())
+        assert torch.equal(dataset.splits[split].images, torch.from_numpy(array))
         assert dataset.splits[split].labels is None
     assert dataset.files == {
         str(folder / "binarized_mnist_train.amat.gz"): sha256(gzipped["train"]),
         str(folder / "binarized_mnist_valid.amat.gz"): sha256(gzipped["valid"]),
         str(folder / "binarized_mnist_test.amat"): sha256(texts["test"]),
     }
-    assert dataset.is_binary and dataset.num_classes is None
+    assert dataset.is_binary and dataset.num_classes is None and dataset.levels == 2
 
 
 @pytest.mark.algebra
@@ -428,11 +430,11 @@ def test_frey_face_split_is_fixed_and_covers_all_faces(tmp_path, monkeypatch):
 
     # the documented split: train_test_split(range(N), test_size=n_test, random_state=0)
     train_index, test_index = train_test_split(np.arange(12), test_size=3, random_state=0)
-    flat = torch.from_numpy(faces.reshape(12, 560) / 255).float()
-    torch.testing.assert_close(dataset.splits["train"].images, flat[train_index])
-    torch.testing.assert_close(dataset.splits["test"].images, flat[test_index])
+    flat = torch.from_numpy(faces.reshape(12, 560))
+    assert torch.equal(dataset.splits["train"].images, flat[train_index])  # 8-bit, in its native form
+    assert torch.equal(dataset.splits["test"].images, flat[test_index])
     assert dataset.splits["train"].labels is None
-    assert dataset.likelihood == "gaussian" and dataset.image_shape == FREY_SHAPE
+    assert dataset.likelihood == "gaussian" and dataset.image_shape == FREY_SHAPE and dataset.levels == 256
 
 
 @pytest.mark.algebra
@@ -614,10 +616,10 @@ def test_digits_split_and_values():
     dataset = load_dataset("digits", "/nonexistent/never/read")
     train, test = dataset.splits["train"], dataset.splits["test"]
     assert train.images.shape == (1497, 64) and test.images.shape == (300, 64)
-    assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
+    assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
     all_images = torch.cat([train.images, test.images])
-    assert all_images.min() == 0 and all_images.max() == 1
-    assert torch.equal(torch.unique(all_images * 16), torch.arange(17, dtype=torch.float32))
+    assert dataset.levels == 17 and torch.equal(torch.unique(all_images), torch.arange(17, dtype=torch.uint8))
+    assert torch.equal(torch.unique(dataset.unit_images("test")), torch.arange(17, dtype=torch.float32) / 16)
     # stratified: each class has its overall share of the 300 test images, up to rounding
     all_counts = torch.bincount(torch.cat([train.labels, test.labels]), minlength=10)
     test_counts = torch.bincount(test.labels, minlength=10)
@@ -668,8 +670,8 @@ def test_real_mnist(shared_data_dir):
     dataset = load_dataset("mnist", shared_data_dir, download=False)
     train, test = dataset.splits["train"], dataset.splits["test"]
     assert train.images.shape == (60000, 784) and test.images.shape == (10000, 784)
-    assert train.images.min() == 0 and train.images.max() == 1
-    assert abs(train.images.mean().item() - 33.3184 / 255) < 1e-4  # README: mean pixel 33.3184
+    assert train.images.dtype == torch.uint8 and train.images.min() == 0 and train.images.max() == 255 and dataset.levels == 256
+    assert abs(train.images.double().mean().item() - 33.3184) < 1e-4  # README: mean pixel 33.3184
     assert torch.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert dataset.files[str(shared_data_dir.absolute() / "mnist" / "train-images-idx3-ubyte.gz")] == (
         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
@@ -687,8 +689,8 @@ def test_real_binarized_mnist(shared_data_dir):
     }
     train = dataset.splits["train"].images
     assert train.shape == (50000, 784) and ((train == 0) | (train == 1)).all()
-    assert abs(train.mean().item() - 0.1306) < 1e-4
-    assert dataset.is_binary and dataset.num_classes is None and len(dataset.files) == 3
+    assert abs(train.double().mean().item() - 0.1306) < 1e-4
+    assert dataset.is_binary and dataset.num_classes is None and len(dataset.files) == 3 and dataset.levels == 2
 
 
 @pytest.mark.e2e
@@ -699,12 +701,11 @@ def test_real_frey_face(shared_data_dir):
     assert train.shape == (1765, 560) and test.shape == (200, 560)
     # The README's reading without scipy: the bytes from offset 184 are the faces, each row-major.
     raw = (shared_data_dir / "frey-face" / "frey_rawface.mat").read_bytes()
-    faces = torch.from_numpy(np.frombuffer(raw, np.uint8, offset=184).reshape(1965, 560) / 255).float()
+    faces = torch.from_numpy(np.frombuffer(raw, np.uint8, offset=184).reshape(1965, 560).copy())
     train_index, test_index = train_test_split(np.arange(1965), test_size=200, random_state=0)
-    torch.testing.assert_close(train, faces[train_index])
-    torch.testing.assert_close(test, faces[test_index])
-    assert abs(faces.mean().item() - 154.4609 / 255) < 1e-4  # README: mean pixel 154.4609
-    assert dataset.likelihood == "gaussian" and dataset.image_shape == FREY_SHAPE
+    assert torch.equal(train, faces[train_index]) and torch.equal(test, faces[test_index])  # 8-bit, in its native form
+    assert abs(faces.double().mean().item() - 154.4609) < 1e-4  # README: mean pixel 154.4609
+    assert dataset.likelihood == "gaussian" and dataset.image_shape == FREY_SHAPE and dataset.levels == 256
 
 
 @pytest.mark.e2e

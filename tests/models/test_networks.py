@@ -116,7 +116,7 @@ def test_load_run_samples_encodes_and_scores_new_x(tmp_path):
     run = load_run(tmp_path / "run")
     images = run.model.sample(5, torch.Generator().manual_seed(0))
     assert images.shape == (5, 1, 8, 8) and ((images >= 0) & (images <= 1)).all()
-    x = torch.bernoulli(run.dataset.splits["test"].images[:4], generator=torch.Generator().manual_seed(1)).reshape(4, 1, 8, 8)
+    x = torch.bernoulli(run.dataset.unit_images("test")[:4], generator=torch.Generator().manual_seed(1)).reshape(4, 1, 8, 8)
     posterior = run.model.encode(x)
     assert isinstance(posterior, torch.distributions.Distribution) and posterior.batch_shape == (4,) and posterior.event_shape == (2,)
     bound = run.log_likelihood_bound(x, k=50, seed=2)

@@ -130,23 +130,39 @@ def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("dynamic", [True, False])
+@pytest.mark.parametrize("levels, draw", [(None, "binarize"), (None, None), (17, "binarize"), (17, None), (256, "dequantize")])
 @pytest.mark.algebra
-def test_epoch_buffers_draw_what_fresh_tensors_drew_epoch_after_epoch(dynamic):
-    # Before the buffers, each epoch was binarize(images, 'dynamic', g), then randperm, then a gather:
-    # two epochs through the reused buffers give those very images and orders (non-contiguous input too).
-    from vaelab.data.binarize import binarize
+def test_epoch_buffers_draw_what_fresh_tensors_drew_epoch_after_epoch(levels, draw):
+    # Before the buffers, each epoch was binarize(grey, 'dynamic', g), then randperm, then a gather:
+    # two epochs through the reused buffers give those very images and orders (non-contiguous input too),
+    # uint8 levels binarized as their grey values v / (levels - 1) would be, and dequantized afresh each epoch.
+    from types import SimpleNamespace
 
-    images = torch.rand(784, 300, generator=torch.Generator().manual_seed(1)).T  # [300, 784], not contiguous
-    epochs = train_module._EpochImages(images, dynamic)
+    from vaelab.data import to_unit_interval
+    from vaelab.data.binarize import binarize
+    from vaelab.data.levels import dequantize
+
+    grey = torch.rand(784, 300, generator=torch.Generator().manual_seed(1)).T  # [300, 784], not contiguous
+    images = grey if levels is None else (grey * (levels - 1)).round().to(torch.uint8)
+    epochs = train_module._EpochImages(images, levels, draw)
     drawn, expected = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    seen = []
     for _ in range(2):
         order, shuffled = epochs.draw(drawn)
-        binary = binarize(images, "dynamic", expected) if dynamic else images
+        if draw == "binarize":
+            epoch = binarize(to_unit_interval(images, levels), "dynamic", expected)
+        else:
+            epoch = dequantize(images, levels, expected) if draw == "dequantize" else to_unit_interval(images, levels)
         expected_order = torch.randperm(300, generator=expected)
-        assert torch.equal(order, expected_order) and torch.equal(shuffled, binary[expected_order])
+        assert torch.equal(order, expected_order) and torch.equal(to_unit_interval(shuffled, levels), epoch[expected_order])
         assert shuffled.data_ptr() == epochs.shuffled.data_ptr()  # no new memory
-    assert set(shuffled.unique().tolist()) == ({0.0, 1.0} if dynamic else set(images.unique().tolist()))
+        batch = epochs.batch(40, 100, SimpleNamespace(rank=1, world_size=2, device=torch.device("cpu")))
+        assert batch.dtype == torch.float32 and torch.equal(batch, epoch[expected_order][40:140][1::2])  # process 1 of 2
+        seen.append(epoch)
+    assert shuffled.dtype == (torch.uint8 if levels and not draw else torch.float32)  # levels stay uint8 unless drawn over
+    if draw == "binarize":
+        assert set(shuffled.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(seen[0], seen[1]) == (draw is None)  # every draw is fresh each epoch
 
 
 @pytest.mark.e2e

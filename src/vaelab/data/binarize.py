@@ -3,6 +3,8 @@
 import torch
 
 from vaelab.config import BINARIZATIONS
+from vaelab.data.levels import BLOCK_ROWS
+from vaelab.data.splits import to_unit_interval
 from vaelab.draws import bernoulli_draw
 from vaelab.errors import ConfigError
 
@@ -25,3 +27,13 @@ def binarize(images: torch.Tensor, mode: str, generator: torch.Generator | None)
     if mode == "none":
         return images
     raise ConfigError(f"unknown binarization {mode!r}; choose one of {', '.join(BINARIZATIONS)}")
+
+
+def binarize_levels(images: torch.Tensor, levels: int | None, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
+    """'dynamic' binarization of stored images ``[N, D]`` (uint8 levels, or floats in [0, 1]) into
+    ``out`` (float32 ``[N, D]``): the very bits of ``binarize(to_unit_interval(images, levels),
+    'dynamic', generator)``, without a float copy of the images (a block of rows is converted at a time)."""
+    uniforms = torch.rand(images.shape, generator=generator, out=out)  # one call: the uniforms of vaelab.draws.bernoulli_draw
+    for start in range(0, len(images), BLOCK_ROWS):
+        uniforms[start : start + BLOCK_ROWS].lt_(to_unit_interval(images[start : start + BLOCK_ROWS], levels))
+    return uniforms

@@ -15,10 +15,15 @@ from vaelab.data.download import (
     prepare_files,
     resolve_data_dir,
 )
-from vaelab.data.readers import read_amat, read_frey_mat, read_labelled_images
+from vaelab.data.levels import reduce_bits
+from vaelab.data.readers import read_amat, read_cifar_archive, read_frey_mat, read_labelled_images
 from vaelab.data.splits import NUM_CLASSES, Dataset, Split, hold_out, refuse_valid_fraction
 from vaelab.data.user import check_path, load_path, looks_like_path
 from vaelab.errors import ConfigError
+
+CIFAR10_ARCHIVE = "cifar-10-binary.tar.gz"
+CIFAR10_TRAIN_MEMBERS = tuple(f"cifar-10-batches-bin/data_batch_{index}.bin" for index in range(1, 6))
+CIFAR10_TEST_MEMBER = "cifar-10-batches-bin/test_batch.bin"
 
 # Download addresses: dataset -> mirrors tried in order; a file is fetched from `<mirror><file name>`.
 MIRRORS: dict[str, tuple[str, ...]] = {
@@ -26,6 +31,7 @@ MIRRORS: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     "binarized-mnist": ("http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/",),
     "frey-face": ("https://cs.nyu.edu/~roweis/data/",),
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
 }
 
 
@@ -52,13 +58,14 @@ class DatasetSpec:
     likelihood: str
     is_binary: bool
     read: Callable[["DatasetSpec", dict[str, Path]], dict[str, Split]]
+    levels: int  # values a sub-pixel takes: the splits hold uint8 levels 0 .. levels - 1
+    channels: int = 1
 
 
-def _to_unit_float(images: np.ndarray, max_value: int) -> torch.Tensor:
-    """uint8 [N, ...] with values 0..max_value -> float32 [N, D] in [0, 1]."""
-    flat = images.reshape(len(images), -1).astype(np.float32)
-    flat /= max_value
-    return torch.from_numpy(flat)
+def _rows(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, ...] (channels first) -> uint8 [N, D], one flattened image a row (a copy: the
+    readers' arrays may be read-only views of a file's bytes)."""
+    return torch.from_numpy(np.array(images.reshape(len(images), -1), dtype=np.uint8))
 
 
 def _read_digits(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Split]:
@@ -73,10 +80,9 @@ def _read_digits(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Split]:
     train_images, test_images, train_labels, test_labels = train_test_split(
         images, labels, test_size=spec.split_sizes["test"], random_state=0, stratify=labels
     )
-    max_value = 16  # each pixel counts the set pixels of a 4x4 block
     return {
-        "train": Split(_to_unit_float(train_images, max_value), torch.from_numpy(train_labels)),
-        "test": Split(_to_unit_float(test_images, max_value), torch.from_numpy(test_labels)),
+        "train": Split(_rows(train_images), torch.from_numpy(train_labels)),
+        "test": Split(_rows(test_images), torch.from_numpy(test_labels)),
     }
 
 
@@ -91,7 +97,7 @@ def _read_idx_dataset(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Sp
             image_shape=spec.image_shape,
             num_classes=NUM_CLASSES,
         )
-        splits[split] = Split(_to_unit_float(images, 255), torch.from_numpy(labels.astype(np.int64)))
+        splits[split] = Split(_rows(images), torch.from_numpy(labels.astype(np.int64)))
     return splits
 
 
@@ -101,7 +107,7 @@ def _read_binarized_mnist(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str
     splits = {}
     for split, rows in spec.split_sizes.items():
         values = read_amat(paths[f"binarized_mnist_{split}.amat"], rows=rows, cols=height * width)
-        splits[split] = Split(_to_unit_float(values, 1), None)
+        splits[split] = Split(_rows(values), None)
     return splits
 
 
@@ -113,13 +119,26 @@ def _read_frey_face(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Spli
 
     count = sum(spec.split_sizes.values())
     faces = read_frey_mat(paths["frey_rawface.mat"], count=count, image_shape=spec.image_shape)
-    images = _to_unit_float(faces, 255)
+    images = _rows(faces)
     train_index, test_index = train_test_split(
         np.arange(count), test_size=spec.split_sizes["test"], random_state=0
     )
     return {
         "train": Split(images[torch.from_numpy(train_index)], None),
         "test": Split(images[torch.from_numpy(test_index)], None),
+    }
+
+
+def _read_cifar10(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Split]:
+    """CIFAR-10's binary archive, read in place: five train batches, then the test batch, each of
+    as many records as the test split (10000)."""
+    members = (*CIFAR10_TRAIN_MEMBERS, CIFAR10_TEST_MEMBER)
+    batches = read_cifar_archive(paths[CIFAR10_ARCHIVE], members, records=spec.split_sizes["test"], shape=(spec.channels, *spec.image_shape))
+    test_images, test_labels = batches.pop(CIFAR10_TEST_MEMBER)
+    train_images, train_labels = (np.concatenate(parts) for parts in zip(*batches.values()))
+    return {
+        "train": Split(_rows(train_images), torch.from_numpy(train_labels.astype(np.int64))),
+        "test": Split(_rows(test_images), torch.from_numpy(test_labels.astype(np.int64))),
     }
 
 
@@ -145,6 +164,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         likelihood="bernoulli",
         is_binary=False,
         read=_read_digits,
+        levels=17,  # each pixel counts the set pixels of a 4x4 block, 0..16
     ),
     "mnist": DatasetSpec(
         folder="mnist",
@@ -159,6 +179,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         likelihood="bernoulli",
         is_binary=False,
         read=_read_idx_dataset,
+        levels=256,
     ),
     "fashion-mnist": DatasetSpec(
         folder="fashion-mnist",
@@ -173,6 +194,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         likelihood="bernoulli",
         is_binary=False,
         read=_read_idx_dataset,
+        levels=256,
     ),
     "binarized-mnist": DatasetSpec(
         folder="binarized-mnist",
@@ -202,6 +224,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         likelihood="bernoulli",
         is_binary=True,
         read=_read_binarized_mnist,
+        levels=2,
     ),
     "frey-face": DatasetSpec(
         folder="frey-face",
@@ -213,6 +236,19 @@ REGISTRY: dict[str, DatasetSpec] = {
         likelihood="gaussian",
         is_binary=False,
         read=_read_frey_face,
+        levels=256,
+    ),
+    "cifar10": DatasetSpec(
+        folder="cifar10",
+        # the official binary archive; the site lists its md5, c32a1d4ab5d03f1284b67883e8d87530
+        files=(FileSpec(CIFAR10_ARCHIVE, "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", size=170_052_171),),
+        split_sizes={"train": 50000, "test": 10000},
+        image_shape=(32, 32),
+        likelihood="discretized-logistic",
+        is_binary=False,
+        read=_read_cifar10,
+        levels=256,
+        channels=3,
     ),
 }
 
@@ -244,6 +280,7 @@ def load_dataset(
     test_fraction: float = 0.1,
     split_seed: int = 0,
     valid_fraction: float = 0.0,
+    bits: int | None = None,
 ) -> Dataset:
     """Load a dataset by name from `<data folder>/<name>/` (see `resolve_data_dir`), or by path.
 
@@ -251,15 +288,15 @@ def load_dataset(
     exists) is read by :func:`vaelab.data.user.load_path`: a .npz file or a folder of images,
     whose missing test split is a ``test_fraction`` of its train split drawn with ``split_seed``.
     ``valid_fraction`` (0: none) of the train split, drawn with ``split_seed`` too, becomes the valid
-    split of data without one (:func:`vaelab.data.splits.hold_out`).
+    split of data without one (:func:`vaelab.data.splits.hold_out`). ``bits`` (None: the data's
+    own) reduces 8-bit data to 2^bits levels (:func:`vaelab.data.levels.reduce_bits`).
     Missing files of a named dataset are downloaded when `download` is True, or when it is None
     and the environment variable VAELAB_OFFLINE is not set to 1; every file's sha256 is checked.
-    Raises DataError (one line) for missing, corrupt or unexpected files; ConfigError for an
-    unknown name.
+    Raises DataError (one line) for missing, corrupt or unexpected files, or ``bits`` of data that
+    are not 8-bit; ConfigError for an unknown name.
     """
-    if name not in REGISTRY:
-        if looks_like_path(name):
-            return load_path(name, test_fraction=test_fraction, split_seed=split_seed, valid_fraction=valid_fraction)
+    if name not in REGISTRY and looks_like_path(name):
+        return reduce_bits(load_path(name, test_fraction=test_fraction, split_seed=split_seed, valid_fraction=valid_fraction), bits)
     spec = _spec(name)
     refuse_valid_fraction(valid_fraction, spec.split_sizes, f"dataset {name}")  # before any download
     if download is None:
@@ -271,14 +308,17 @@ def load_dataset(
     splits = spec.read(spec, {key: file.path for key, file in files.items()})
     if valid_fraction:
         splits = hold_out(splits, "valid", valid_fraction, split_seed, name)
-    return Dataset(
+    dataset = Dataset(
         name=name,
         splits=splits,
         image_shape=spec.image_shape,
         likelihood=spec.likelihood,
         is_binary=spec.is_binary,
         files={str(file.path): file.sha256 for file in files.values()},
+        channels=spec.channels,
+        levels=spec.levels,
     )
+    return reduce_bits(dataset, bits)
 
 
 def dataset_status(data_dir: str | os.PathLike | None = None) -> list[DatasetStatus]:

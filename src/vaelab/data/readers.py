@@ -1,4 +1,5 @@
-"""Readers for the raw dataset file formats: IDX (MNIST), .amat (binarized MNIST), MAT (Frey faces).
+"""Readers for the raw dataset file formats: IDX (MNIST), .amat (binarized MNIST), MAT (Frey faces),
+CIFAR-10's binary archive.
 
 Each reader returns a numpy uint8 array and checks everything it reads. Any file that is
 unreadable, corrupt, truncated or holds something unexpected raises DataError with a one-line
@@ -6,9 +7,11 @@ message "<path>: <problem>". Expected sizes are parameters so that small test fi
 """
 
 import gzip
+import io
 import math
 import os
 import stat
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -167,3 +170,36 @@ def read_frey_mat(path: Path, *, count: int, image_shape: tuple[int, int]) -> np
         expected = (height * width, count)
         raise DataError(f"{path}: variable 'ff' has shape {faces.shape}, expected {expected}")
     return np.ascontiguousarray(faces.T).reshape(count, height, width)
+
+
+def read_cifar_archive(
+    path: Path, members: tuple[str, ...], *, records: int, shape: tuple[int, int, int], num_classes: int = 10
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """CIFAR-10's binary ``.tar.gz``, read in one pass without extracting anything to disk: each of
+    ``members`` holds ``records`` records of one label byte then C*H*W pixel bytes (channels first).
+
+    Returns: member name -> (images uint8 [records, C, H, W], labels uint8 [records] in 0..num_classes-1).
+    """
+    record_bytes = 1 + math.prod(shape)
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(read_regular_file(path)), mode="r|gz") as archive:  # a stream: one pass, in order
+            for member in archive:
+                if member.name not in members:
+                    continue
+                if not member.isfile() or member.size != records * record_bytes:
+                    raise DataError(f"{path}: {member.name} holds {member.size} bytes, expected {records} records of {record_bytes}")
+                data = archive.extractfile(member).read()
+                if len(data) != member.size:
+                    raise DataError(f"{path}: {member.name} is truncated ({len(data)} of {member.size} bytes)")
+                table = np.frombuffer(data, np.uint8).reshape(records, record_bytes)
+                found[member.name] = (table[:, 1:].reshape(records, *shape), table[:, 0])
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: corrupt or truncated tar.gz archive ({one_line(err)})") from err
+    missing = [name for name in members if name not in found]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(missing)} in the archive")
+    for name, (_, labels) in found.items():
+        if labels.max() >= num_classes:
+            raise DataError(f"{path}: {name} has the label {labels.max()}, outside 0..{num_classes - 1}")
+    return found

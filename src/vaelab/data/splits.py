@@ -19,7 +19,11 @@ VALID_STREAM = 1
 class Split:
     """One split of a dataset.
 
-    images: float32 [N, D] with values in [0, 1], each image flattened row-major (D = height * width).
+    images: [N, D], each image flattened channels first, row-major (D = channels * height * width):
+        for discrete data (``Dataset.levels`` not None) uint8 levels v = 0 .. levels - 1, for
+        continuous data float32 in [0, 1]. What a model sees of them is
+        :func:`to_unit_interval` (v / (levels - 1)) or, under a dequantizing
+        likelihood, :func:`vaelab.data.levels.dequantize`.
     labels: int64 [N] class indices, or None where the dataset has no labels.
     """
 
@@ -31,8 +35,8 @@ class Split:
 class Dataset:
     """A loaded dataset: its splits ('train', 'test', and 'valid' where it has one) and what they hold.
 
-    likelihood: 'bernoulli' or 'gaussian', the observation model the data is meant for.
-    is_binary: True when every pixel is already exactly 0 or 1.
+    likelihood: the observation model the data is meant for (a :data:`vaelab.likelihoods.LIKELIHOODS` name).
+    is_binary: True when every pixel is already at its lowest or highest value (0 or 1 in [0, 1]).
     files: absolute path -> sha256 of every file read ({} for the embedded digits); for a
         dataset given by path (:mod:`vaelab.data.user`) one entry, the path and the sha256 of
         what was read from it.
@@ -71,6 +75,18 @@ class Dataset:
         if self.splits["train"].labels is None:
             return None
         return self.num_labels or NUM_CLASSES
+
+    def unit_images(self, split: str) -> torch.Tensor:
+        """The images of ``split`` as a model sees them before any draw: float32 ``[N, D]`` in [0, 1]."""
+        return to_unit_interval(self.splits[split].images, self.levels)
+
+
+def to_unit_interval(images: torch.Tensor, levels: int | None) -> torch.Tensor:
+    """What a model sees of stored images ``[N, D]``: uint8 levels v -> float32 v / (levels - 1);
+    float images (continuous data, or already transformed) are returned as they are."""
+    if images.is_floating_point():
+        return images
+    return images.to(torch.float32) / (levels - 1)
 
 
 def refuse_valid_fraction(valid_fraction: float, split_names: Collection[str], where: str) -> None:

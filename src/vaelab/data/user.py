@@ -1,20 +1,22 @@
 """The user's own data: a ``.npz`` file, a folder of images, NumPy arrays or a ``torch.utils.data.Dataset``.
 
-Every source becomes the same :class:`~vaelab.data.splits.Dataset` as the built-in ones: float32
-images ``[N, D]`` in [0, 1] per split, each image flattened channels-first (D = C * H * W, so a
-network reshapes a row to ``[C, H, W]``), int64 labels ``[N]`` where there are any.
+Every source becomes the same :class:`~vaelab.data.splits.Dataset` as the built-in ones: images
+``[N, D]`` per split, each image flattened channels-first (D = C * H * W, so a network reshapes a
+row to ``[C, H, W]``), int64 labels ``[N]`` where there are any.
 
 Accepted arrays: ``[N, H, W]`` (grey), ``[N, H, W, C]`` (C = 1, 3 or 4 channels, last, as image
-files and NumPy hold them) or ``[N, D]`` (vectors); dtype uint8 (0..255) or floating point in
-[0, 1]. Without a test split a seeded fraction of the train split is held out as the test split
+files and NumPy hold them) or ``[N, D]`` (vectors); dtype uint8 (0..255: 8-bit data, 256 levels,
+as image files give), boolean or integers 0/1 (binary data, 2 levels), both stored as uint8
+levels, or floating point in [0, 1] (continuous data, stored as float32). Every split has one
+kind. Without a test split a seeded fraction of the train split is held out as the test split
 (``test_fraction``, ``split_seed``: both in the run's config.json), and, on request, a seeded
 ``valid_fraction`` of what is left as the valid split.
 
 Every split holds at least 2 images: each evaluated split is reported as a mean with its
 standard error, which one image cannot give.
 
-Memory: the splits are held as float32, 4 bytes a pixel, plus the transient uint8 copy while
-reading: 60,000 28x28 images take 188 MB, 50,000 32x32x3 ones 614 MB. A data set larger than
+Memory: the splits of discrete data are held as uint8, 1 byte a pixel (60,000 28x28 images take
+47 MB, 50,000 32x32x3 ones 154 MB), those of continuous data as float32, 4 bytes a pixel. A data set larger than
 about a third of the machine's memory does not fit (there is no streaming from disk); one whose
 declared size (the ``.npy`` headers of a ``.npz``, the image headers of a folder) exceeds the
 memory available is refused before anything is decoded.
@@ -43,13 +45,13 @@ import torch
 from vaelab.data.splits import MIN_SPLIT_IMAGES, Dataset, Split, hold_out, refuse_valid_fraction
 from vaelab.data.readers import read_regular_file
 from vaelab.errors import DataError, one_line
+from vaelab.likelihoods import LIKELIHOOD_NAMES
 from vaelab.machine import available_memory
 
 SPLIT_NAMES = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-LIKELIHOODS = ("bernoulli", "gaussian")
 NPZ_KEYS = frozenset({*SPLIT_NAMES, *(f"{split}_labels" for split in SPLIT_NAMES), "likelihood"})
-FLOAT32_BYTES = 4
+FLOAT32_BYTES = 4  # a continuous value as stored; a discrete one takes a byte
 # What reading a malformed .npz can raise: zipfile (BadZipFile; NotImplementedError for an unknown
 # compression, RuntimeError for an encrypted member), zlib and EOFError (truncated deflate data),
 # numpy.lib.format (ValueError for a bad magic string, header or short data), OSError.
@@ -74,8 +76,8 @@ def load_path(path: str | os.PathLike, *, test_fraction: float = 0.1, split_seed
     else:
         arrays, digest = _read_npz(path)
         likelihood = str(arrays.pop("likelihood", "bernoulli"))
-        if likelihood not in LIKELIHOODS:
-            raise DataError(f"{path}: 'likelihood' must be one of {', '.join(LIKELIHOODS)} (got {likelihood!r})")
+        if likelihood not in LIKELIHOOD_NAMES:
+            raise DataError(f"{path}: 'likelihood' must be one of {', '.join(LIKELIHOOD_NAMES)} (got {likelihood!r})")
     dataset = dataset_from_arrays(
         **arrays, name=str(path), likelihood=likelihood, test_fraction=test_fraction, split_seed=split_seed,
         valid_fraction=valid_fraction, where=str(path),
@@ -114,29 +116,32 @@ def dataset_from_arrays(
 ) -> Dataset:
     """A dataset from arrays (NumPy or torch) as in the module docstring, for use from Python.
 
-    ``likelihood`` is the observation model the data is meant for ('bernoulli' for binary or
-    grey images, 'gaussian' for continuous values). Without ``test`` a ``test_fraction`` of
+    ``likelihood`` is the observation model the data is meant for (a
+    :data:`vaelab.likelihoods.LIKELIHOOD_NAMES` name: 'bernoulli' for binary or grey images,
+    'gaussian' for continuous values, ...). Without ``test`` a ``test_fraction`` of
     ``train`` (chosen with ``split_seed``) becomes the test split; then, without ``valid``, a
     ``valid_fraction`` of what is left (0: none) becomes the valid split.
     """
     where = where or name
-    if likelihood not in LIKELIHOODS:
-        raise DataError(f"{where}: likelihood must be one of {', '.join(LIKELIHOODS)} (got {likelihood!r})")
+    if likelihood not in LIKELIHOOD_NAMES:
+        raise DataError(f"{where}: likelihood must be one of {', '.join(LIKELIHOOD_NAMES)} (got {likelihood!r})")
     given = {"train": (train, train_labels), "valid": (valid, valid_labels), "test": (test, test_labels)}
     splits: dict[str, Split] = {}
-    shape = None
+    shape = levels = None
     for split, (images, labels) in given.items():
         if images is None:
             if labels is not None:
                 raise DataError(f"{where}: has {split}_labels but no {split} images")
             continue
         images, labels = _numpy(images), None if labels is None else _numpy(labels)
-        flat, split_shape = _to_unit_rows(images, f"{where}: {split}")
+        flat, split_levels, split_shape = _to_rows(images, f"{where}: {split}")
         if len(flat) < MIN_SPLIT_IMAGES:
             raise DataError(f"{where}: the {split} split has {len(flat)} image; a split needs at least {MIN_SPLIT_IMAGES}, as it is reported as a mean with its standard error")
         if shape is not None and split_shape != shape:
             raise DataError(f"{where}: {split} images are {_shape_text(split_shape)}, train images {_shape_text(shape)}")
-        shape = split_shape
+        if splits and split_levels != levels:
+            raise DataError(f"{where}: {split} images hold {_levels_text(split_levels)}, train images {_levels_text(levels)}; give every split one dtype")
+        shape, levels = split_shape, split_levels
         splits[split] = Split(flat, _labels(labels, len(flat), f"{where}: {split}_labels"))
     if "test" not in splits:
         splits = hold_out(splits, "test", test_fraction, split_seed, where)
@@ -145,16 +150,18 @@ def dataset_from_arrays(
         splits = hold_out(splits, "valid", valid_fraction, split_seed, where)
     channels, height, width, flat_data = shape
     values = torch.cat([split.images for split in splits.values()])
+    top = 1 if levels is None else levels - 1
     return Dataset(
         name=name,
         splits=splits,
         image_shape=(height, width),
         likelihood=likelihood,
-        is_binary=bool(((values == 0) | (values == 1)).all()),
+        is_binary=bool(((values == 0) | (values == top)).all()),
         files={},
         channels=channels,
         flat=flat_data,
         num_labels=_num_labels(splits),
+        levels=levels,
     )
 
 
@@ -188,21 +195,28 @@ def _shape_text(shape: tuple[int, int, int, bool]) -> str:
     return f"vectors of {height * width}" if flat else f"{height}x{width}x{channels}"
 
 
-def _to_unit_rows(images: np.ndarray, where: str) -> tuple[torch.Tensor, tuple[int, int, int, bool]]:
-    """``[N, H, W]``, ``[N, H, W, C]`` or ``[N, D]`` -> float32 ``[N, C*H*W]`` (channels first) in [0, 1]
-    and (C, H, W, flat)."""
+def _levels_text(levels: int | None) -> str:
+    return "continuous values" if levels is None else f"{levels} levels"
+
+
+def _to_rows(images: np.ndarray, where: str) -> tuple[torch.Tensor, int | None, tuple[int, int, int, bool]]:
+    """``[N, H, W]``, ``[N, H, W, C]`` or ``[N, D]`` -> rows ``[N, C*H*W]`` (channels first), their
+    levels and (C, H, W, flat): uint8 levels (256 for uint8, 2 for boolean or 0/1 integers), or
+    float32 in [0, 1] with levels None."""
     if images.ndim not in (2, 3, 4) or len(images) == 0:
         raise DataError(f"{where}: expected a non-empty array [N, H, W], [N, H, W, C] or [N, D] (got shape {list(images.shape)})")
     if images.ndim == 4 and images.shape[-1] not in (1, 3, 4):
         raise DataError(f"{where}: the last axis of [N, H, W, C] must be 1, 3 or 4 channels (got {images.shape[-1]})")
     if images.dtype == np.uint8:
-        scale = 255.0
-    elif np.issubdtype(images.dtype, np.floating) or images.dtype == np.bool_:
-        scale = 1.0
+        dtype, levels = np.uint8, 256
+    elif images.dtype == np.bool_ or (np.issubdtype(images.dtype, np.integer) and ((images == 0) | (images == 1)).all()):
+        dtype, levels = np.uint8, 2
+    elif np.issubdtype(images.dtype, np.floating):
+        dtype, levels = np.float32, None
         if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
             raise DataError(f"{where}: floating-point images must lie in [0, 1] (got values in [{images.min()}, {images.max()}])")
     else:
-        raise DataError(f"{where}: images must be uint8 (0-255) or floats in [0, 1] (got {images.dtype})")
+        raise DataError(f"{where}: images must be uint8 (0-255), boolean or integers 0/1, or floats in [0, 1] (got {images.dtype})")
     if images.ndim == 2:
         shape = (1, *image_shape_of(images.shape[1]), True)
     else:
@@ -210,10 +224,7 @@ def _to_unit_rows(images: np.ndarray, where: str) -> tuple[torch.Tensor, tuple[i
             images = images[..., None]
         images = images.transpose(0, 3, 1, 2)  # [N, C, H, W]: the layout convolutions take
         shape = (images.shape[1], images.shape[2], images.shape[3], False)
-    flat = torch.from_numpy(np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32))
-    if scale != 1.0:
-        flat /= scale
-    return flat, shape
+    return torch.from_numpy(np.ascontiguousarray(images.reshape(len(images), -1), dtype=dtype)), levels, shape
 
 
 def _labels(labels: np.ndarray | None, count: int, where: str) -> torch.Tensor | None:
@@ -255,8 +266,8 @@ def _read_npz(path: Path) -> tuple[dict[str, Any], str]:
                 problem = f"unknown array(s) {', '.join(unknown)}" if unknown else "no 'train' array"
                 raise DataError(f"{path}: {problem}; a dataset .npz holds train and optionally valid, test, their _labels and likelihood")
             declared = {key: _npy_header(archive, info, path) for key, info in members.items()}
-            # each array as read, then its float32 copy
-            _check_fits(path, sum(math.prod(shape) * (dtype.itemsize + FLOAT32_BYTES) for shape, dtype in declared.values()))
+            # each array as read, then its stored copy
+            _check_fits(path, sum(math.prod(shape) * (dtype.itemsize + _stored_bytes(dtype)) for shape, dtype in declared.values()))
             arrays = {}
             for key, info in members.items():
                 with archive.open(info) as member:
@@ -284,6 +295,11 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> 
         shape_text = "x".join(map(str, shape))
         raise DataError(f"{path}: {info.filename} declares shape {shape_text} of {dtype} ({needed:,} bytes) but holds {stored:,} bytes")
     return shape, dtype
+
+
+def _stored_bytes(dtype: np.dtype) -> int:
+    """Bytes a value of ``dtype`` takes once stored: float32 for floats, else a uint8 level."""
+    return FLOAT32_BYTES if np.issubdtype(dtype, np.floating) else 1
 
 
 def _check_fits(path: Path, needed: int) -> None:
@@ -343,8 +359,8 @@ def _read_images(paths: list[Path], root: Path, digest: Any, mode: str | None) -
                 image = Image.open(io.BytesIO(data))  # reads the header: size and mode, no pixels
             with image:
                 if not pictures:
-                    width, height = image.size  # every value held three times: decoded, stacked, as float32
-                    _check_fits(path.parent, len(paths) * width * height * len(image.getbands()) * (2 + FLOAT32_BYTES))
+                    width, height = image.size  # every value held three times, a byte each: decoded, stacked, stored
+                    _check_fits(path.parent, len(paths) * width * height * len(image.getbands()) * 3)
                 elif image.size != pictures[0].size:
                     raise DataError(
                         f"{path}: is {image.size[0]}x{image.size[1]}, the others {pictures[0].size[0]}x{pictures[0].size[1]}; all images must have one size"

@@ -212,7 +212,7 @@ def _figures(
         means: display name -> posterior means ``[N, latent_dim]`` of ``images``.
         shown: ``[n]`` indices of the test images to reconstruct.
     """
-    image_shape, grey, labels = _drawn_shape(dataset), dataset.splits["test"].images, dataset.splits["test"].labels
+    image_shape, grey, labels = _drawn_shape(dataset), dataset.unit_images("test"), dataset.splits["test"].labels
     splits = [split for split in config.train.eval_splits if split in ("train", "test")]
     originals = {"test image": images[shown].numpy()}
     if not torch.equal(grey[shown], images[shown]):  # binarized for evaluation: show both
