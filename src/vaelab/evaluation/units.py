@@ -22,6 +22,7 @@ et al. 2016). ``offset`` makes the bound one of a discrete probability P(x):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TypeVar
 
 from vaelab.config import ExperimentConfig
@@ -64,6 +65,32 @@ def bits_per_dim_offset(config: ExperimentConfig, dataset: Dataset) -> float | N
     return dataset.data_dim * math.log(dataset.levels) if entry.dequantizes else 0.0
 
 
+@dataclass(frozen=True)
+class BitsPerDim:
+    """The bits/dim of one experiment: its D (``dims``) and offset in nats (:func:`bits_per_dim_offset`)."""
+
+    dims: int
+    offset: float
+
+    def of(self, nats: Number) -> Number:
+        """A bound in nats per image as bits/dim (:func:`bits_per_dim`)."""
+        return bits_per_dim(nats, self.dims, self.offset)
+
+    def spread(self, nats: Number) -> Number:
+        """A standard error or difference in nats as bits/dim (:func:`bits_per_dim_spread`)."""
+        return bits_per_dim_spread(nats, self.dims)
+
+    def nats(self, bits: Number) -> Number:
+        """The inverse of :meth:`of`: offset - bits * D ln 2 (a figure's second axis)."""
+        return self.offset - bits * self.dims * LN2
+
+
+def experiment_bits(config: ExperimentConfig, dataset: Dataset) -> BitsPerDim | None:
+    """The experiment's :class:`BitsPerDim`, or None where its bound has none (:func:`bits_per_dim_offset`)."""
+    offset = bits_per_dim_offset(config, dataset)
+    return None if offset is None else BitsPerDim(dataset.data_dim, offset)
+
+
 # The keys of evaluation rows holding a bound on (or estimate of) log p(x) in nats per image, each
 # with a standard error under "<key>_stderr": L_k and the ELBO, AIS's log p(x), BDMC's sandwich.
 NATS_KEYS = ("bound", "elbo", "log_px", "lower", "upper")
@@ -71,13 +98,13 @@ NATS_KEYS = ("bound", "elbo", "log_px", "lower", "upper")
 
 def bits_per_dim_fields(row: dict, config: ExperimentConfig, dataset: Dataset) -> dict[str, float]:
     """``<key>_bpd`` and ``<key>_bpd_stderr`` for each of :data:`NATS_KEYS` that ``row`` holds, in
-    bits/dim (:func:`bits_per_dim` with :func:`bits_per_dim_offset`); {} where there is no bits/dim."""
-    offset = bits_per_dim_offset(config, dataset)
-    if offset is None:
+    bits/dim (:func:`experiment_bits`); {} where there is no bits/dim."""
+    bits = experiment_bits(config, dataset)
+    if bits is None:
         return {}
-    dims, fields = dataset.data_dim, {}
+    fields = {}
     for key in NATS_KEYS:
         if key in row:
-            fields[f"{key}_bpd"] = bits_per_dim(row[key], dims, offset)
-            fields[f"{key}_bpd_stderr"] = bits_per_dim_spread(row[f"{key}_stderr"], dims)
+            fields[f"{key}_bpd"] = bits.of(row[key])
+            fields[f"{key}_bpd_stderr"] = bits.spread(row[f"{key}_stderr"])
     return fields
