@@ -149,7 +149,8 @@ def test_summary_over_seeds_in_bits_per_dim_where_every_row_has_them():
             for group, by_seed in {"a": {0: -100.0, 1: -102.0}, "b": {0: -110.0, 1: -111.0}}.items()}
     summary, lines = summarise_rows("test L_5", rows)
     assert summary["bits_per_dim"]["a"]["mean"] == pytest.approx(101 / scale)
-    assert f"a: test L_5 = -101.00 ± 1.41 (sd over 2 seeds) ({101 / scale:.3f} ± {math.sqrt(2) / scale:.3f} bits/dim);" in lines[0], lines
+    assert lines[0].startswith("a: test L_5 = -101.00 ± 1.41 (sd over 2 seeds); 95% interval [")
+    assert lines[0].endswith(f"; in bits/dim {101 / scale:.3f} ± {math.sqrt(2) / scale:.3f} (sd over seeds)"), lines
     assert f"a - b: +9.50 nats ({-9.5 / scale:+.4f} bits/dim)," in lines[2], lines
     del rows["b"][1]["bound_bpd"]  # a row without bits/dim (grey Bernoulli targets): none for the summary
     summary, lines = summarise_rows("test L_5", rows)

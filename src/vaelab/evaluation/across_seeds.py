@@ -259,8 +259,8 @@ def summary_lines(
     lines = []
     for group, summary in groups.items():
         name = "" if group is None else f"{group}: "
-        lines.append(f"{name}{what} = {summary}{_bits_words(None if bits is None else bits[group])}; "
-                     f"95% interval {summary.interval_words}; per seed {summary.per_seed_words}")
+        lines.append(f"{name}{what} = {summary}; 95% interval {summary.interval_words}; per seed {summary.per_seed_words}"
+                     + _bits_words(None if bits is None else bits[group]))
     for first, second, test in tests:
         in_bits = "" if bits is None else f" ({bits[first].mean - bits[second].mean:+.4f} bits/dim)"
         lines.append(f"{first} - {second}: {test.difference:+.2f} nats{in_bits}, {seed_test_words(test)}")
@@ -268,10 +268,10 @@ def summary_lines(
 
 
 def _bits_words(summary: AcrossSeeds | None) -> str:
-    """' (1.234 ± 0.002 bits/dim)', ' (1.234 bits/dim)' for one seed, or '' without bits/dim."""
+    """'; in bits/dim 1.234 ± 0.002 (sd over seeds)', '; in bits/dim 1.234' for one seed, or '' without bits/dim."""
     if summary is None:
         return ""
-    return f" ({summary.mean:.3f} bits/dim)" if summary.sd is None else f" ({summary.mean:.3f} ± {summary.sd:.3f} bits/dim)"
+    return f"; in bits/dim {summary.mean:.3f}" + ("" if summary.sd is None else f" ± {summary.sd:.3f} (sd over seeds)")
 
 
 def summarise_rows(what: str, rows: dict[str | None, dict[int, dict[str, Any]]]) -> tuple[dict[str, Any], list[str]]:
