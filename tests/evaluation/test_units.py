@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from vaelab.builders import build_model
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
@@ -17,6 +18,7 @@ from vaelab.evaluation.across_seeds import summarise_rows
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.evaluation.lines import ais_line, bdmc_line, bound_line
 from vaelab.evaluation.units import bits_per_dim, bits_per_dim_fields, bits_per_dim_offset, bits_per_dim_spread
+from vaelab.runio import METRICS_FILE, read_metrics
 
 
 def _dataset(binary: bool, levels: int | None, likelihood: str = "bernoulli", shape=(4, 5)):
@@ -155,3 +157,13 @@ def test_summary_over_seeds_in_bits_per_dim_where_every_row_has_them():
     del rows["b"][1]["bound_bpd"]  # a row without bits/dim (grey Bernoulli targets): none for the summary
     summary, lines = summarise_rows("test L_5", rows)
     assert "bits_per_dim" not in summary and not any("bits/dim" in line for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_vaelab_evaluate_prints_and_saves_bits_per_dim_of_binarized_digits(run):
+    status, out, err = run_cli("evaluate", run, "--k", "5", "--images", "50", "--no-progress", "--device", "cpu")
+    assert status == 0, err
+    row = read_metrics(run / METRICS_FILE)[-1]
+    assert row["bound_bpd"] == pytest.approx(-row["bound"] / (64 * math.log(2)))  # 8 x 8 digits, binarized: D = 64, no offset
+    assert out.startswith(f"test L_5 = {row['bound']:.3f} ± {row['bound_stderr']:.3f} nats ({row['bound_bpd']:.3f} bits/dim) (ELBO"), out

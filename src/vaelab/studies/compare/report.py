@@ -204,7 +204,7 @@ def _figures(
     bits: BitsPerDim | None = None,
 ) -> tuple[dict[str, Figure], dict[str, str]]:
     """Every figure of the report, by file name, and for the figures that draw Gaussian decoder
-    means, a sentence saying how many were clipped (by file name; empty for Bernoulli likelihoods).
+    means, a sentence saying how many were clipped (by file name; empty for discrete likelihoods, whose means stay in [0, 1]).
 
     Args:
         model: what the trained models are (prior, likelihood, latents), for titles and labels.
