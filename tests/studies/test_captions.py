@@ -337,6 +337,16 @@ def test_captions_read_the_likelihood_from_the_config_not_the_layer(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.e2e
+def test_report_gives_bits_per_dim_of_binarized_digits_and_none_of_grey_targets(default_study, tmp_path, monkeypatch):
+    html = " ".join(default_study.read_text().split())
+    assert "<th>test bits/dim</th>" in html and "with D = 64; lower is better" in html and "bits/dim (right axis)" in html
+    assert re.search(r'<p class="lead" id="comparison">[^<]* nats \(\d\.\d+ bits/dim\)', html), html  # the sentence too
+    text, _, _ = _study(tmp_path, monkeypatch, ("aevb",), data=DataConfig(binarization="none"))
+    assert "bits/dim" not in text.replace("has no bits/dim", ""), text  # grey values as targets: nats alone
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_report_has_a_readable_title_and_cites_the_papers(default_study):
     html = " ".join(default_study.read_text().split())
     assert "<title>vaelab study: wake-sleep vs AEVB on digits</title>" in html  # a dataset given by path: _dataset_name
