@@ -1,7 +1,8 @@
 """TensorBoard logging of a training run (``vaelab train --tensorboard``): under ``<run>/tensorboard/``.
 
 Each epoch writes its metrics rows as scalars (``train/bound`` for the running bound of the
-epoch, ``<split>/L_<k>`` and ``<split>/elbo`` for every evaluation row), keyed by the optimiser
+epoch, ``<split>/L_<k>`` and ``<split>/elbo`` for every evaluation row, and on discrete data the same
+in bits/dim, ``<split>/L_<k>_bits_per_dim`` and ``<split>/elbo_bits_per_dim``), keyed by the optimiser
 step; each evaluation epoch also writes image grids of E[x | z] for z ~ p(z) (``samples``) and of
 test images above their reconstructions E[x | z = E_q[z | x]] (``reconstructions``). The pictures
 draw from their own seeded generator, so logging never changes a run's numbers. TensorBoard is an
@@ -59,6 +60,9 @@ class TensorBoardLog:
             else:
                 self.writer.add_scalar(f"{row['split']}/L_{row['k']}", row["bound"], step)
                 self.writer.add_scalar(f"{row['split']}/elbo", row["elbo"], step)
+                if row.get("bound_bpd") is not None:  # discrete data (vaelab.evaluation.units)
+                    self.writer.add_scalar(f"{row['split']}/L_{row['k']}_bits_per_dim", row["bound_bpd"], step)
+                    self.writer.add_scalar(f"{row['split']}/elbo_bits_per_dim", row["elbo_bpd"], step)
         if any(row["kind"] != "train" for row in rows):
             samples, reconstructions = self._pictures(model)
             self.writer.add_images("samples", samples, step)

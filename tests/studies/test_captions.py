@@ -15,12 +15,14 @@ import torch
 from vaelab.builders import build_model
 from vaelab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.data.user import dataset_from_arrays
+from vaelab.likelihoods import LIKELIHOOD_NAMES, get_likelihood
 from vaelab.studies.compare import figures, report
 from vaelab.studies.compare.analysis import grid_coverage
 from vaelab.studies.compare.figures import mosaic, samples_figure, tile_scale
 from vaelab.studies.compare.run import compare
 from vaelab.studies.compare.study import Study
 from vaelab.studies.compare.summary import (
+    caveats,
     clipped_fraction,
     clipping_sentence,
     describe_model,
@@ -76,6 +78,18 @@ def test_description_of_the_likelihood_and_of_several_stochastic_layers():
     assert gaussian.prior_words.startswith("p(z_L) = N(0, I)") and "p(z_l | z_(l+1))" in gaussian.prior_words
     assert "z_L \\sim p(z_L)" in gaussian.prior_title
     assert describe_model("standard-normal", "bernoulli", "gaussian", (2,), 1).mean_words == "pixel probabilities"
+
+
+@pytest.mark.parametrize("name", LIKELIHOOD_NAMES)
+@pytest.mark.contract
+def test_every_likelihood_is_captioned_by_its_registry_entry(name):
+    entry = get_likelihood(name)
+    model = describe_model("standard-normal", name, "gaussian", (2,), 1)
+    assert (model.likelihood_words, model.mean_words, model.entry) == (entry.caption, entry.mean_words, entry)
+    assert ("Bernoulli" in model.likelihood_words) == (name == "bernoulli")  # no family but Bernoulli's is called Bernoulli pixels
+    on_8_bit = " ".join(caveats(name, None, 2, 784, 256))
+    assert ("D ln(levels) = 784 ln 256" in on_8_bit) == entry.dequantizes  # a density of dequantized pixels says its offset
+    assert ("log-density" in " ".join(caveats(name, None, 2, 784, None))) == (not entry.discrete)
 
 
 @pytest.mark.algebra
@@ -214,7 +228,7 @@ def test_bernoulli_latent_study_names_its_binary_latents(tmp_path, monkeypatch):
 @pytest.mark.e2e
 def test_frey_face_study_names_its_gaussian_likelihood_and_the_clipping(tmp_path, monkeypatch, shared_data_dir):
     text, captions, titles = _study(tmp_path, monkeypatch, ("aevb",), data=DataConfig(dataset="frey-face"), data_dir=shared_data_dir)
-    assert "Gaussian with diagonal covariance" in text and "Gaussian likelihood" in text
+    assert "Gaussian with diagonal covariance" in text and "Bernoulli" not in text and "pixel probabilities" not in text
     for name in ("samples", "manifold", "reconstructions"):
         assert "pixel means" in captions[name] or name == "manifold", name
         found = re.search(r"Means outside \[0, 1\] are drawn clipped \(below 0 black, above 1 white\): (\d+\.\d)% of the pixels shown for AEVB\.",
@@ -222,7 +236,57 @@ def test_frey_face_study_names_its_gaussian_likelihood_and_the_clipping(tmp_path
         assert found, captions[name]
         assert f"AEVB: {found.group(1)}% of pixels clipped" in titles[name] or f"AEVB ({found.group(1)}% clipped)" in titles[name]
     assert "every tile covers the same prior probability" in captions["manifold"]  # N(0, I): true here
-    assert "same bits" not in text and "the pixel values as they are (continuous, under the Gaussian likelihood)" in text
+    assert "same bits" not in text
+    if dataset_levels(shared_data_dir, "frey-face") is None:  # continuous data: a density, no bits/dim
+        assert "the pixel values as they are (continuous data)" in text and "has no bits/dim" in text and "bits/dim</th>" not in text
+    else:  # 8-bit faces dequantized: the bound in bits/dim after the D ln 256 offset
+        assert "levels v dequantized once with a fixed seed" in text and "the bits/dim include it" in text and "test bits/dim</th>" in text
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_frey_face_conv_study_names_its_gaussian_likelihood(tmp_path, monkeypatch, shared_data_dir):
+    # `vaelab compare --dataset frey-face --architecture conv`: the conv decoder's likelihood is the dataset's Gaussian
+    text, captions, _ = _study(tmp_path, monkeypatch, ("aevb",), data=DataConfig(dataset="frey-face"), data_dir=shared_data_dir,
+                               architecture="conv")
+    assert get_likelihood("gaussian").caption in text and "Bernoulli" not in text
+    assert "pixel means" in captions["samples"] and "not a draw from it" in captions["samples"]
+
+
+def dataset_levels(data_dir, name: str) -> int | None:
+    """The levels of a real dataset as loaded (None until its loader sets them)."""
+    from vaelab.data import load_dataset
+
+    return load_dataset(name, data_dir).levels
+
+
+GAUSSIAN_NETWORKS = """
+import math
+from torch import nn
+
+def encoder(data_shape, latent_dim):
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(data_shape), 2 * latent_dim))
+
+def decoder(data_shape, latent_dim):  # a Gaussian's two heads, mean and raw scale, per value
+    return nn.Sequential(nn.Linear(latent_dim, 2 * math.prod(data_shape)), nn.Unflatten(1, (2, *data_shape)))
+"""
+
+
+@pytest.mark.parametrize("networks", ["mlp", "conv", "user"])
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_a_gaussian_decoder_is_captioned_gaussian_whatever_network_computes_it(networks, tmp_path, monkeypatch):
+    if networks == "user":
+        module = tmp_path / "gaussian_nets.py"
+        module.write_text(GAUSSIAN_NETWORKS)
+        model = {"encoder": f"{module}:encoder", "decoder": f"{module}:decoder"}
+    else:
+        model = {"architecture": networks}
+    text, captions, _ = _study(tmp_path, monkeypatch, ("aevb",), likelihood="gaussian", **model)
+    entry = get_likelihood("gaussian")
+    assert entry.caption in text and "Bernoulli" not in text, text
+    assert entry.mean_words in captions["samples"] and "pixel probabilities" not in text
+    assert "not a draw from it" in captions["samples"] and "binary draw" not in text
 
 
 # --- the page fits the window ---------------------------------------------------------------------------
@@ -269,6 +333,16 @@ def test_captions_read_the_likelihood_from_the_config_not_the_layer(tmp_path):
     gaussian = ExperimentConfig(model=ModelConfig(likelihood="gaussian"))
     assert report._describe(gaussian, grey).likelihood == "gaussian"  # a user decoder's layer class says nothing about it
     assert report._describe(ExperimentConfig(), grey).likelihood == "bernoulli"  # 'auto': the dataset's
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_report_gives_bits_per_dim_of_binarized_digits_and_none_of_grey_targets(default_study, tmp_path, monkeypatch):
+    html = " ".join(default_study.read_text().split())
+    assert "<th>test bits/dim</th>" in html and "with D = 64; lower is better" in html and "bits/dim (right axis)" in html
+    assert re.search(r'<p class="lead" id="comparison">[^<]* nats \(\d\.\d+ bits/dim\)', html), html  # the sentence too
+    text, _, _ = _study(tmp_path, monkeypatch, ("aevb",), data=DataConfig(binarization="none"))
+    assert "bits/dim" not in text.replace("has no bits/dim", ""), text  # grey values as targets: nats alone
 
 
 @pytest.mark.slow

@@ -141,11 +141,16 @@ def test_summarise_run_takes_the_last_evaluation_and_the_costs():
 
 
 def test_caveats_name_what_makes_the_numbers_unusual():
-    assert caveats("bernoulli", "dynamic", 2) == []
-    notes = caveats("bernoulli", "none", 2)
-    assert len(notes) == 1 and "not a normalised log-likelihood" in notes[0]
-    notes = caveats("gaussian", None, 5)
-    assert len(notes) == 2 and "log-density" in notes[0] and "5 dimensions" in notes[1]
+    assert caveats("bernoulli", "dynamic", 2, 784, 256) == []
+    notes = caveats("bernoulli", "none", 2, 784, 256)
+    assert len(notes) == 1 and "not a normalised log-likelihood" in notes[0] and "no bits/dim" in notes[0]
+    notes = caveats("gaussian", None, 5, 560, None)  # continuous data
+    assert len(notes) == 2 and "log-density" in notes[0] and "no bits/dim" in notes[0] and "5 dimensions" in notes[1]
+    assert "a Gaussian with diagonal covariance" in notes[0]  # the registry entry's caption
+    # a density of dequantized 8-bit pixels: its bound compares with discrete ones after D ln 256 = 560 * 5.545 nats
+    (note,) = caveats("gaussian", None, 2, 560, 256)
+    assert "y = (v + u) / 256" in note and "D ln(levels) = 560 ln 256 = 3105.3 nats; the bits/dim include it" in note
+    assert caveats("categorical", None, 2, 784, 256) == []  # a discrete family: nothing unusual
 
 
 def test_format_duration():

@@ -55,6 +55,8 @@ def test_rows_and_grids_are_logged_and_the_numbers_do_not_change(tmp_path, monke
     for row in logged.metrics:
         if row["kind"] == "eval":
             expected += [(f"{row['split']}/L_5", row["bound"], row["step"]), (f"{row['split']}/elbo", row["elbo"], row["step"])]
+            # binarized digits are binary data: bits/dim beside the nats
+            expected += [(f"{row['split']}/L_5_bits_per_dim", row["bound_bpd"], row["step"]), (f"{row['split']}/elbo_bits_per_dim", row["elbo_bpd"], row["step"])]
     assert sorted(writer.scalars) == sorted(expected)
     assert [(tag, shape, step) for tag, shape, step, _, _ in writer.images] == [
         ("samples", (16, 1, 8, 8), steps[2]), ("reconstructions", (32, 1, 8, 8), steps[2])

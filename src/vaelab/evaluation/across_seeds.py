@@ -238,24 +238,50 @@ def summarise_groups(values: dict[str | None, dict[int, float]]) -> tuple[dict[s
     return groups, tests
 
 
-def summary_dict(what: str, groups: dict[str | None, AcrossSeeds], tests: list[tuple[str, str, SeedTest]]) -> dict[str, Any]:
-    """The JSON of a summary over seeds (group None, ``train --seeds``'s, is written as 'runs')."""
+def summary_dict(
+    what: str, groups: dict[str | None, AcrossSeeds], tests: list[tuple[str, str, SeedTest]], bits: dict[str | None, AcrossSeeds] | None = None
+) -> dict[str, Any]:
+    """The JSON of a summary over seeds (group None, ``train --seeds``'s, is written as 'runs'); with
+    ``bits``, each group's values in bits/dim too (``bits_per_dim``)."""
     return {
         "what": what,
         "groups": {group or "runs": summary.to_dict() for group, summary in groups.items()},
         "tests": [{"first": a, "second": b, **test.to_dict()} for a, b, test in tests],
+        **({} if bits is None else {"bits_per_dim": {group or "runs": summary.to_dict() for group, summary in bits.items()}}),
     }
 
 
-def summary_lines(what: str, groups: dict[str | None, AcrossSeeds], tests: list[tuple[str, str, SeedTest]]) -> list[str]:
-    """What the command line prints: one line per group (mean ± sd, 95% interval, per-seed values), one per test."""
+def summary_lines(
+    what: str, groups: dict[str | None, AcrossSeeds], tests: list[tuple[str, str, SeedTest]], bits: dict[str | None, AcrossSeeds] | None = None
+) -> list[str]:
+    """What the command line prints: one line per group (mean ± sd, in bits/dim too where ``bits`` has
+    them; 95% interval, per-seed values), one per test (the difference in bits/dim too)."""
     lines = []
     for group, summary in groups.items():
         name = "" if group is None else f"{group}: "
-        lines.append(f"{name}{what} = {summary}; 95% interval {summary.interval_words}; per seed {summary.per_seed_words}")
+        lines.append(f"{name}{what} = {summary}; 95% interval {summary.interval_words}; per seed {summary.per_seed_words}"
+                     + _bits_words(None if bits is None else bits[group]))
     for first, second, test in tests:
-        lines.append(f"{first} - {second}: {test.difference:+.2f} nats, {seed_test_words(test)}")
+        in_bits = "" if bits is None else f" ({bits[first].mean - bits[second].mean:+.4f} bits/dim)"
+        lines.append(f"{first} - {second}: {test.difference:+.2f} nats{in_bits}, {seed_test_words(test)}")
     return lines
+
+
+def _bits_words(summary: AcrossSeeds | None) -> str:
+    """'; in bits/dim 1.234 ± 0.002 (sd over seeds)', '; in bits/dim 1.234' for one seed, or '' without bits/dim."""
+    if summary is None:
+        return ""
+    return f"; in bits/dim {summary.mean:.3f}" + ("" if summary.sd is None else f" ± {summary.sd:.3f} (sd over seeds)")
+
+
+def summarise_rows(what: str, rows: dict[str | None, dict[int, dict[str, Any]]]) -> tuple[dict[str, Any], list[str]]:
+    """The summary over seeds of group -> seed -> evaluation row's ``bound`` (and its ``bound_bpd`` where
+    every row has one: discrete data): its JSON (:func:`summary_dict`) and lines (:func:`summary_lines`)."""
+    groups, tests = summarise_groups({group: {seed: row["bound"] for seed, row in by_seed.items()} for group, by_seed in rows.items()})
+    bits = None
+    if all(row.get("bound_bpd") is not None for by_seed in rows.values() for row in by_seed.values()):
+        bits = {group: across_seeds({seed: row["bound_bpd"] for seed, row in by_seed.items()}) for group, by_seed in rows.items()}
+    return summary_dict(what, groups, tests, bits), summary_lines(what, groups, tests, bits)
 
 
 def final_row(run_dir: Path, split: str) -> dict[str, Any]:
@@ -302,10 +328,10 @@ def final_summary(parent: str | Path, split: str = "test") -> tuple[list[str], P
         raise RunError(f"{parent}: its seeds' final {split} evaluations have different k ({', '.join(map(str, sorted(ks)))})")
     k = ks.pop()
     what = f"final {split} L_{k}"
-    groups, tests = summarise_groups({group: {seed: row["bound"] for seed, row in by_seed.items()} for group, by_seed in rows.items()})
+    summary, lines = summarise_rows(what, rows)
     checkpoints = {group: checkpoint_words(by_seed) for group, by_seed in rows.items()}
     path = parent / f"across-seeds-final-{split}-L{k}.json"
     with directory_lock(parent, "report"):
-        write_json_atomic(path, {**summary_dict(what, groups, tests), "checkpoints": {group or "runs": words for group, words in checkpoints.items()}})
+        write_json_atomic(path, {**summary, "checkpoints": {group or "runs": words for group, words in checkpoints.items()}})
     named = [f"{'' if group is None else f'{group}: '}checkpoint: {words}" for group, words in checkpoints.items()]
-    return named + summary_lines(what, groups, tests), path
+    return named + lines, path

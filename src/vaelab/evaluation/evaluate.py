@@ -3,7 +3,9 @@
 Every evaluation row says which estimator made it (``estimator``: 'iwae' for L_k, 'ais', 'bdmc';
 rows written before the key existed are L_k) and names its per-image file (``bounds_file``,
 :mod:`vaelab.evaluation.per_image`). A saved run's rows say which checkpoint they are of
-(``checkpoint``: 'best', with ``selected_on``, or 'last'; :func:`checkpoint_fields`).
+(``checkpoint``: 'best', with ``selected_on``, or 'last'; :func:`checkpoint_fields`). Where the
+data are discrete, each number in nats has its bits/dim beside it (``<key>_bpd``, ``<key>_bpd_stderr``:
+:func:`vaelab.evaluation.units.bits_per_dim_fields`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from vaelab.estimators.bounds import (
     mean_and_standard_error,
 )
 from vaelab.estimators.pareto import RELIABLE_BELOW
-from vaelab.evaluation.across_seeds import seed_runs, summarise_groups, summary_dict, summary_file, summary_lines
+from vaelab.evaluation.across_seeds import seed_runs, summarise_rows, summary_file
 from vaelab.evaluation.per_image import bounds_file_name, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
+from vaelab.evaluation.units import bits_per_dim_fields
 from vaelab.models import HelmholtzMachine
 from vaelab.models.backend import matmul_precision
 from vaelab.models.networks import evaluation_mode
@@ -62,7 +65,9 @@ def evaluate_split(
     curve_ks: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """L_k and the ELBO (L_1) of ``split`` (its first ``num_images``; None: all): a metrics row with
-    means and standard errors in nats, and the Pareto k-hat of each image's k weights summarised as
+    means and standard errors in nats, the same in bits/dim where the data are discrete
+    (``bound_bpd``, ``bound_bpd_stderr``, ``elbo_bpd``, ``elbo_bpd_stderr``:
+    :func:`vaelab.evaluation.units.bits_per_dim_fields`), and the Pareto k-hat of each image's k weights summarised as
     ``k_hat_mean`` and ``k_hat_above`` (the fraction of images above 0.7, where Vehtari et al. call the
     estimate unreliable; both null for k < 25). ``precision='bf16'`` multiplies in bfloat16 (see
     :func:`vaelab.models.backend.matmul_precision`); the row records it. ``progress``: a bar with
@@ -120,6 +125,7 @@ def evaluate_split(
         "eval_seconds": time.perf_counter() - started,
         **({} if precision == "fp32" else {"precision": precision}),
     }
+    row.update(bits_per_dim_fields(row, config, dataset))
     if bounds_dir is not None:
         suffix = ("" if num_images is None else f"-n{bounds.numel()}") + ("" if precision == "fp32" else f"-{precision}")
         row["bounds_file"] = bounds_file_name(kind, split, epoch, f"k{k}{suffix}")
@@ -185,17 +191,16 @@ def evaluate_seeds(
     parent = Path(parent)
     runs = seed_runs(parent)
     with directory_lock(parent, "evaluate"):
-        bounds = {
+        rows = {
             group: {
-                seed: evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code, checkpoint)["bound"]
+                seed: evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code, checkpoint)
                 for seed, run_dir in by_seed.items()
             }
             for group, by_seed in runs.items()
         }
-        what = f"{split} L_{k}"
-        groups, tests = summarise_groups(bounds)
-        write_json_atomic(parent / summary_file(split, k), summary_dict(what, groups, tests))
-        return summary_lines(what, groups, tests)
+        summary, lines = summarise_rows(f"{split} L_{k}", rows)
+        write_json_atomic(parent / summary_file(split, k), summary)
+        return lines
 
 
 def _evaluate_run(run_dir, k, split, data_dir, device, num_images, precision, progress, trust_code, which) -> dict[str, Any]:
@@ -287,6 +292,7 @@ def evaluate_ais_run(
             "bounds_file": bounds_file_name("evaluate", split, checkpoint["epoch"], estimator),
             **checkpoint_fields(checkpoint),
         }
+        row.update(bits_per_dim_fields(row, config, dataset))
         save_per_image(Path(run_dir) / row["bounds_file"], torch.arange(images.shape[0]), log_px=log_px, acceptance=acceptance)
         append_metrics(Path(run_dir) / METRICS_FILE, row)
         return row
@@ -355,6 +361,7 @@ def evaluate_bdmc_run(
                 "bounds_file": bounds_file_name("bdmc", "simulated", epoch, f"T{steps_now}-M{chains}-n{num_images}" + ("" if start == "proposal" else f"-{start}")),
                 **checkpoint_fields(checkpoint),
             }
+            row.update(bits_per_dim_fields(row, config, dataset))
             save_per_image(Path(run_dir) / row["bounds_file"], torch.arange(num_images), lower=lower, upper=upper)
             append_metrics(Path(run_dir) / METRICS_FILE, row)
             rows.append(row)

@@ -12,9 +12,16 @@ from vaelab.estimators.bounds import plus_minus
 K_HAT_ADVICE_ABOVE = 0.5
 
 
+def bits_words(row: dict[str, Any], key: str) -> str:
+    """' (1.234 bits/dim)': the bits/dim of ``row[key]`` where the row has them
+    (:func:`vaelab.evaluation.units.bits_per_dim_fields`: discrete data), else ''."""
+    return "" if row.get(f"{key}_bpd") is None else f" ({row[f'{key}_bpd']:.3f} bits/dim)"
+
+
 def bound_words(row: dict[str, Any]) -> str:
-    """'test L_100 = -95.123 ± 0.456 nats': the bound of an L_k row (no '± nan' for one image: :func:`plus_minus`)."""
-    return f"{row['split']} L_{row['k']} = {plus_minus(row['bound'], row['bound_stderr'])}"
+    """'test L_100 = -95.123 ± 0.456 nats (0.175 bits/dim)': the bound of an L_k row, in bits/dim too where
+    the data are discrete (no '± nan' for one image: :func:`plus_minus`)."""
+    return f"{row['split']} L_{row['k']} = {plus_minus(row['bound'], row['bound_stderr'])}{bits_words(row, 'bound')}"
 
 
 def k_hat_words(row: dict[str, Any]) -> str:
@@ -42,7 +49,7 @@ def ais_line(row: dict[str, Any]) -> str:
     """What ``vaelab evaluate --estimator ais`` prints (:func:`vaelab.evaluation.evaluate.evaluate_ais_run`)."""
     acceptance = "" if row["acceptance"] is None else f", acceptance {row['acceptance']:.2f}"
     return (
-        f"{row['split']} AIS log p(x) = {plus_minus(row['log_px'], row['log_px_stderr'])} "
+        f"{row['split']} AIS log p(x) = {plus_minus(row['log_px'], row['log_px_stderr'])}{bits_words(row, 'log_px')} "
         f"(T={row['steps']}, M={row['chains']}{acceptance}, {row['decoder_passes']} decoder passes per image; "
         f"{row['num_images']} images, epoch {row['epoch']}, {row['eval_seconds']:.1f} s)"
     )
@@ -53,10 +60,17 @@ def bdmc_line(row: dict[str, Any]) -> str:
     sandwich's mean |width|, and the share of images where it is inverted with what that means."""
     return (
         f"BDMC T={row['steps']} M={row['chains']} on {row['num_images']} simulated images: "
-        f"lower {plus_minus(row['lower'], row['lower_stderr'], unit='')}, upper {plus_minus(row['upper'], row['upper_stderr'])}; "
+        f"lower {plus_minus(row['lower'], row['lower_stderr'], unit='')}, upper {plus_minus(row['upper'], row['upper_stderr'])}{_sandwich_bits(row)}; "
         f"width |upper - lower| mean {row['width_abs_mean']:.3f} nats (signed mean {row['width_mean']:.3f}, max {row['width_max']:.3f}); "
         f"inverted (upper < lower) on {row['inverted']:.0%} of images" + inverted_words(row["inverted"]) + f" ({row['eval_seconds']:.1f} s)"
     )
+
+
+def _sandwich_bits(row: dict[str, Any]) -> str:
+    """' (lower 1.234, upper 1.230 bits/dim)' where a BDMC row has bits/dim, else ''."""
+    if row.get("lower_bpd") is None:
+        return ""
+    return f" (lower {row['lower_bpd']:.3f}, upper {row['upper_bpd']:.3f} bits/dim)"
 
 
 def inverted_words(inverted: float) -> str:

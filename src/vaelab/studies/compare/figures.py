@@ -17,6 +17,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from vaelab.evaluation.units import BitsPerDim
 from vaelab.runio import write_figure_atomic
 from vaelab.studies.compare.summary import Series
 
@@ -35,7 +36,9 @@ def save_figure(figure: Figure, stem: Path) -> Path:
     return png
 
 
-def training_curves_figure(histories: dict[str, dict[str, list[Series]]], k: int, per_seed_lines: bool = False) -> Figure:
+def training_curves_figure(
+    histories: dict[str, dict[str, list[Series]]], k: int, per_seed_lines: bool = False, bits: BitsPerDim | None = None
+) -> Figure:
     """L_k on train (solid) and test (dashed) against epoch for every algorithm (after Kingma & Welling 2013, Figure 2).
 
     Args:
@@ -44,6 +47,7 @@ def training_curves_figure(histories: dict[str, dict[str, list[Series]]], k: int
             seeds and a band from the lowest to the highest seed (min-max: with a few seeds, an sd
             band would claim a spread that few points cannot show), at the epochs every seed reached.
         per_seed_lines: with several seeds, also each seed's curve as a thin line.
+        bits: the study's bits/dim (discrete data): a second y axis on the right (:func:`_bits_axis`).
     """
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     axes = figure.add_subplot()
@@ -70,6 +74,7 @@ def training_curves_figure(histories: dict[str, dict[str, list[Series]]], k: int
             axes.fill_between(epochs, low, high, color=f"C{index}", alpha=0.2, linewidth=0)
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"$\\mathcal{{L}}_{{{k}}}$ (nats per image)")
+    _bits_axis(axes, bits)
     over = "" if seeds == 1 else f"\nmean over {seeds} seeds, band from the lowest to the highest seed"
     axes.set_title(f"$\\mathcal{{L}}_{{{k}}}$ during training: train solid, test dashed{over}")
     axes.grid(alpha=0.3)
@@ -181,11 +186,14 @@ def latent_figure(panels: dict[str, tuple[np.ndarray, tuple[str, str]]], labels:
     return figure
 
 
-def bound_against_k_figure(curves: dict[str, tuple[list[int], list[float], list[float]]], num_images: int) -> Figure:
+def bound_against_k_figure(
+    curves: dict[str, tuple[list[int], list[float], list[float]]], num_images: int, bits: BitsPerDim | None = None
+) -> Figure:
     """Test L_k against k on a log axis, mean ± standard error over images, per algorithm.
 
     Args:
         curves: algorithm name -> (k ``[K]``, mean L_k ``[K]``, standard error ``[K]``).
+        bits: the study's bits/dim (discrete data): a second y axis on the right (:func:`_bits_axis`).
     """
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     axes = figure.add_subplot()
@@ -199,10 +207,18 @@ def bound_against_k_figure(curves: dict[str, tuple[list[int], list[float], list[
     axes.minorticks_off()
     axes.set_xlabel("number of importance samples k (log scale)")
     axes.set_ylabel("test $\\mathcal{L}_k$ (nats per image)")
+    _bits_axis(axes, bits)
     axes.set_title(f"The bound tightens with k: test $\\mathcal{{L}}_k$ on {num_images} images")
     axes.grid(alpha=0.3)
     axes.legend()
     return figure
+
+
+def _bits_axis(axes, bits: BitsPerDim | None) -> None:
+    """A right-hand y axis of the same curves in bits/dim, -(L - offset) / (D ln 2) (it runs downwards as
+    the bound in nats rises: fewer bits are better); nothing without ``bits``."""
+    if bits is not None:
+        axes.secondary_yaxis("right", functions=(bits.of, bits.nats)).set_ylabel("bits/dim (lower is better)")
 
 
 def tile_scale(image_shape: tuple[int, int]) -> int:

@@ -21,6 +21,7 @@ from vaelab.data.user import looks_like_path
 from vaelab.errors import RunError
 from vaelab.evaluation.across_seeds import AcrossSeeds, across_seeds
 from vaelab.evaluation.per_image import load_per_image
+from vaelab.evaluation.units import BitsPerDim, experiment_bits
 from vaelab.evaluation.protocol import (
     evaluation_images,
     model_likelihood,
@@ -139,16 +140,16 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
     make_directory(figures_dir, "figures folder", parents=False)
     first = next(iter(runs.values()))
     model = _describe(config, dataset)  # the prior, likelihood and latents every caption names
-    built, clipping = _figures(config, dataset, model, runs, images, means, shown, by_seed, per_seed_lines)
+    bits = experiment_bits(config, dataset)  # None: no bits/dim (continuous data, grey Bernoulli targets)
+    built, clipping = _figures(config, dataset, model, runs, images, means, shown, by_seed, per_seed_lines, bits)
     pngs = {name: figures.save_figure(figure, figures_dir / name) for name, figure in built.items()}
 
     if study.seeds is None:
-        sentence = _comparison(study_dir, runs, config.train.eval_k)
-        rows = [_table_row(name, run, means[name]) for name, run in runs.items()]
+        sentence = _comparison(study_dir, runs, config.train.eval_k, bits)
+        rows = [_table_row(name, run, means[name], bits) for name, run in runs.items()]
     else:
-        sentence = _seeds_comparison(study_dir, by_seed, seeds[0], config.train.eval_k)
-        rows = [_seeds_table_row(name, runs_of, seed_means[name]) for name, runs_of in by_seed.items()]
-    gaussian = model.likelihood == "gaussian"
+        sentence = _seeds_comparison(study_dir, by_seed, seeds[0], config.train.eval_k, bits)
+        rows = [_seeds_table_row(name, runs_of, seed_means[name], bits) for name, runs_of in by_seed.items()]
     sample_grid = _sample_grid(dataset.image_shape)
     html = render_page(
         REPORT_FILE,
@@ -162,6 +163,8 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
             model.likelihood,
             config.data.binarization if uses_binarization(config, dataset) else None,
             config.model.total_latent_dim,
+            dataset.data_dim,
+            dataset.levels,
         ) + surrogate_notes(config.train, study.algorithms),
         rows=rows,
         seeds=study.seeds,
@@ -179,7 +182,8 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
         labelled=labels is not None,
         manifold_size=_manifold_size(dataset.image_shape),
         num_samples=sample_grid[0] * sample_grid[1],
-        gaussian=gaussian,
+        likelihood=model.entry,
+        bits=bits,
         figures={name: png_data_uri(path) for name, path in pngs.items()},
         version=__version__,
     )
@@ -198,15 +202,17 @@ def _figures(
     shown: torch.Tensor,
     by_seed: dict[str, dict[int | None, _Run]],
     per_seed_lines: bool = False,
+    bits: BitsPerDim | None = None,
 ) -> tuple[dict[str, Figure], dict[str, str]]:
     """Every figure of the report, by file name, and for the figures that draw Gaussian decoder
-    means, a sentence saying how many were clipped (by file name; empty for Bernoulli likelihoods).
+    means, a sentence saying how many were clipped (by file name; empty for discrete likelihoods, whose means stay in [0, 1]).
 
     Args:
         model: what the trained models are (prior, likelihood, latents), for titles and labels.
         runs: display name -> run (the first seed's), in the study's order.
         by_seed: display name -> seed -> run (one seed, None, without seeds): the training figure's curves.
         per_seed_lines: the training figure also draws each seed's curve.
+        bits: the study's bits/dim, a second axis of the figures of L_k; None: nats alone.
         images: ``[N, D]`` the test images as evaluated (binarized where the data are grey and
             the likelihood Bernoulli).
         means: display name -> posterior means ``[N, latent_dim]`` of ``images``.
@@ -234,6 +240,7 @@ def _figures(
             {name: {split: [evaluation_series(run.metrics, split) for run in runs_of.values()] for split in splits} for name, runs_of in by_seed.items()},
             config.train.eval_k,
             per_seed_lines,
+            bits,
         ),
         "samples": figures.samples_figure(samples, image_shape, model.prior_title, clipped["samples"]),
         "reconstructions": figures.reconstructions_figure(
@@ -252,6 +259,7 @@ def _figures(
         "bound_vs_k": figures.bound_against_k_figure(
             {name: (run.curve["k"], run.curve["bound"], run.curve["bound_stderr"]) for name, run in runs.items()},
             next(iter(runs.values())).curve["num_images"],
+            bits,
         ),
     }
     if config.model.latent_dims == (2,) and config.model.latent == "gaussian":  # Kingma & Welling's manifold figure
@@ -271,7 +279,7 @@ def _figures(
     return built, sentences
 
 
-def _comparison(study_dir: Path, runs: dict[str, _Run], k: int) -> str:
+def _comparison(study_dir: Path, runs: dict[str, _Run], k: int, bits: BitsPerDim | None) -> str:
     """The comparison sentence: on paired per-image differences where every run saved its final test
     L_k per image (:mod:`vaelab.evaluation.per_image`), else (studies trained before per-image files)
     on the runs' means alone."""
@@ -279,12 +287,12 @@ def _comparison(study_dir: Path, runs: dict[str, _Run], k: int) -> str:
     paths = {run.algorithm: run.summary.bounds_files.get("test") for run in runs.values()}
     paths = {name: None if file is None else algorithm_run_dir(study_dir, name) / file for name, file in paths.items()}
     if any(path is None or not path.is_file() for path in paths.values()):
-        return comparison_sentence(bounds, k)
+        return comparison_sentence(bounds, k, bits)
     per_image = {name: load_per_image(path) for name, path in paths.items()}
-    return paired_comparison_sentence(bounds, {name: (arrays["image_index"], arrays["bound"]) for name, arrays in per_image.items()}, k)
+    return paired_comparison_sentence(bounds, {name: (arrays["image_index"], arrays["bound"]) for name, arrays in per_image.items()}, k, bits)
 
 
-def _seeds_comparison(study_dir: Path, by_seed: dict[str, dict[int | None, _Run]], seed: int, k: int) -> str:
+def _seeds_comparison(study_dir: Path, by_seed: dict[str, dict[int | None, _Run]], seed: int, k: int, bits: BitsPerDim | None) -> str:
     """The comparison sentence of a study with seeds (:func:`seeds_comparison_sentence`), with the
     per-image paired SE at ``seed``'s runs where every one saved its per-image test L_k."""
     bounds = {next(iter(runs_of.values())).algorithm: _over_seeds(runs_of, lambda summary: summary.bound["test"].mean) for runs_of in by_seed.values()}
@@ -293,7 +301,7 @@ def _seeds_comparison(study_dir: Path, by_seed: dict[str, dict[int | None, _Run]
     per_image = None
     if all(path is not None and path.is_file() for path in paths.values()):
         per_image = {name: (arrays["image_index"], arrays["bound"]) for name, arrays in ((name, load_per_image(path)) for name, path in paths.items())}
-    return seeds_comparison_sentence(bounds, per_image, seed, k)
+    return seeds_comparison_sentence(bounds, per_image, seed, k, bits)
 
 
 def _over_seeds(runs_of: dict[int | None, _Run], value) -> AcrossSeeds:
@@ -303,7 +311,8 @@ def _over_seeds(runs_of: dict[int | None, _Run], value) -> AcrossSeeds:
 
 def _describe(config: ExperimentConfig, dataset: Dataset) -> ModelDescription:
     """The trained model in words: its likelihood is the config's, or the dataset's where the config
-    says 'auto' (a user decoder's layer class says nothing about it)."""
+    says 'auto', whose registry entry gives every caption's words (the network, MLP, conv or the
+    user's, says nothing about it)."""
     likelihood = model_likelihood(config, dataset)
     return describe_model(config.model.prior, likelihood, config.model.latent, config.model.latent_dims, config.model.prior_size)
 
@@ -314,8 +323,9 @@ def _dataset_name(name: str) -> str:
 
 
 def _clipped(model: ModelDescription, panels: dict[str, Any]) -> dict[str, float] | None:
-    """Each panel's fraction of decoder means outside [0, 1]; None where the means are probabilities."""
-    if model.likelihood != "gaussian":
+    """Each panel's fraction of decoder means outside [0, 1]; None where they cannot leave it: the means of
+    every family but a density's are probabilities or averages of levels in [0, 1]."""
+    if model.entry.discrete:
         return None
     return {name: clipped_fraction(images) for name, images in panels.items()}
 
@@ -393,10 +403,13 @@ def _examples(labels: torch.Tensor | None) -> torch.Tensor:
     return torch.stack([torch.nonzero(labels == label)[0, 0] for label in labels.unique()])
 
 
-def _table_row(name: str, run: _Run, means: torch.Tensor) -> dict[str, Any]:
+def _table_row(name: str, run: _Run, means: torch.Tensor, bits: BitsPerDim | None = None) -> dict[str, Any]:
+    """A table row of a run: its numbers in nats, the test L_k in bits/dim too where ``bits`` is given."""
     active, _ = analysis.active_units(means)
     summary = run.summary
+    test = summary.bound["test"]
     return {
+        "test_bpd": None if bits is None else f"{bits.of(test.mean):.3f} ± {bits.spread(test.stderr):.3f}",
         "name": name,
         "epochs": summary.epoch,
         "train_bound": summary.bound.get("train"),
@@ -410,8 +423,9 @@ def _table_row(name: str, run: _Run, means: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def _seeds_table_row(name: str, runs_of: dict[int, _Run], means: dict[int, torch.Tensor]) -> dict[str, Any]:
-    """A table row over seeds: each number's mean ± sd over seeds, the test L_k's 95% interval and per-seed values."""
+def _seeds_table_row(name: str, runs_of: dict[int, _Run], means: dict[int, torch.Tensor], bits: BitsPerDim | None = None) -> dict[str, Any]:
+    """A table row over seeds: each number's mean ± sd over seeds, the test L_k's 95% interval and per-seed values;
+    the test L_k's mean ± sd in bits/dim too where ``bits`` is given."""
     first = next(iter(runs_of.values())).summary
 
     def cell(value) -> str:
@@ -420,6 +434,7 @@ def _seeds_table_row(name: str, runs_of: dict[int, _Run], means: dict[int, torch
     test = _over_seeds(runs_of, lambda summary: summary.bound["test"].mean)
     k_hats = [run.summary.k_hat_above.get("test") for run in runs_of.values()]
     return {
+        "test_bpd": None if bits is None else f"{bits.of(test.mean):.3f}" + ("" if test.sd is None else f" ± {bits.spread(test.sd):.3f}"),
         "name": name,
         "epochs": first.epoch,
         "train_bound": cell(lambda summary: summary.bound["train"].mean) if "train" in first.bound else None,

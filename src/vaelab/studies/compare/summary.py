@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from vaelab.evaluation.across_seeds import AcrossSeeds, compare_across_seeds, seed_test_words
+from vaelab.evaluation.units import BitsPerDim
+from vaelab.likelihoods import LikelihoodEntry, get_likelihood
 
 DISPLAY_NAMES = {"aevb": "AEVB", "iwae": "IWAE", "iwae-dreg": "IWAE-DReG", "rws": "RWS", "rws-dreg": "RWS-DReG", "vimco": "VIMCO"}  # registry names shown as written in the literature
 
@@ -85,17 +87,19 @@ def summarise_run(algorithm: str, rows: list[dict[str, Any]]) -> RunSummary:
     )
 
 
-def comparison_sentence(test_bounds: dict[str, Estimate], k: int) -> str:
-    """One sentence ranking algorithms by test L_k, with the lead in nats and the standard errors.
+def comparison_sentence(test_bounds: dict[str, Estimate], k: int, bits: BitsPerDim | None = None) -> str:
+    """One sentence ranking algorithms by test L_k, with the lead in nats and the standard errors;
+    with ``bits`` (discrete data: :func:`vaelab.evaluation.units.experiment_bits`), in bits/dim too.
 
     Two algorithms: "AEVB is ahead of wake-sleep on test L_1000 by 3.2 nats (-140.1 ± 0.4 vs
     -143.3 ± 0.5)."; more are chained in rank order. Leads are differences of the values shown,
-    rounded to 0.1 nats; equal rounded values are "level".
+    rounded to 0.1 nats; equal rounded values are "level". With bits/dim: "... by 3.2 nats
+    (0.0059 bits/dim) (-140.1 ± 0.4 vs -143.3 ± 0.5 nats; 0.258 vs 0.264 bits/dim)."
     """
     ranked = sorted(test_bounds.items(), key=lambda item: item[1].mean, reverse=True)
     names = [display_name(name) for name, _ in ranked]
     if len(ranked) == 1:
-        return _capitalised(f"{names[0]} reaches test L_{k} = {ranked[0][1]} nats; there is nothing to compare it with.")
+        return _capitalised(f"{names[0]} reaches test L_{k} = {ranked[0][1]} nats{_bits_of(ranked[0][1].mean, bits)}; there is nothing to compare it with.")
     steps = []
     for index in range(len(ranked) - 1):
         lead = round(ranked[index][1].mean, 1) - round(ranked[index + 1][1].mean, 1)
@@ -103,10 +107,30 @@ def comparison_sentence(test_bounds: dict[str, Estimate], k: int) -> str:
         if lead == 0:
             steps.append(f"{names[index]} is level with {names[index + 1]}{where}")
         else:
-            steps.append(f"{names[index]} is ahead of {names[index + 1]}{where} by {lead:.1f} nats")
+            steps.append(f"{names[index]} is ahead of {names[index + 1]}{where} by {lead:.1f} nats{_bits_lead(lead, bits)}")
     chain = steps[0] if len(steps) == 1 else ", ".join(steps[:-1]) + " and " + steps[-1]
     values = " vs ".join(str(estimate) for _, estimate in ranked)
-    return _capitalised(f"{chain} ({values}).")
+    return _capitalised(f"{chain} ({values}{_bits_values([estimate.mean for _, estimate in ranked], bits)}).")
+
+
+def _bits_of(nats: float, bits: BitsPerDim | None) -> str:
+    """' (1.234 bits/dim)' of a bound, or '' without bits/dim."""
+    return "" if bits is None else f" ({bits.of(nats):.3f} bits/dim)"
+
+
+def _bits_lead(nats: float, bits: BitsPerDim | None) -> str:
+    """' (0.0059 bits/dim)' of a lead in nats, or '' without bits/dim."""
+    return "" if bits is None else f" ({_bits_number(bits.spread(nats))} bits/dim)"
+
+
+def _bits_values(means: list[float], bits: BitsPerDim | None) -> str:
+    """' nats; 0.258 vs 0.264 bits/dim' of ranked bounds, or '' without bits/dim."""
+    return "" if bits is None else " nats; " + " vs ".join(f"{bits.of(mean):.3f}" for mean in means) + " bits/dim"
+
+
+def _bits_number(value: float) -> str:
+    """'0.012'; below 0.01, two significant digits ('0.0042'), so that a lead of a few nats over many pixels does not read as 0.000."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:#.2g}"
 
 
 SIGNIFICANT_STANDARD_ERRORS = 2.0  # a paired difference under this many standard errors is called not significant
@@ -123,7 +147,9 @@ def paired_difference(first: np.ndarray, second: np.ndarray) -> Estimate:
     return Estimate(float(difference.mean()), stderr)
 
 
-def paired_comparison_sentence(test_bounds: dict[str, Estimate], per_image: dict[str, tuple[np.ndarray, np.ndarray]], k: int) -> str:
+def paired_comparison_sentence(
+    test_bounds: dict[str, Estimate], per_image: dict[str, tuple[np.ndarray, np.ndarray]], k: int, bits: BitsPerDim | None = None
+) -> str:
     """The comparison sentence built on paired differences: algorithms ranked by test L_k, each lead
     the mean of the per-image differences on the test images both runs scored, ± its paired
     standard error (:func:`paired_difference`). A lead under two paired standard errors
@@ -135,10 +161,11 @@ def paired_comparison_sentence(test_bounds: dict[str, Estimate], per_image: dict
     Args:
         test_bounds: algorithm -> its final test L_k (mean ± standard error).
         per_image: algorithm -> (image indices ``[N]``, per-image L_k ``[N]``) of that evaluation.
+        bits: the study's bits/dim (discrete data), said beside each lead and value; None: nats alone.
     """
     ranked = sorted(test_bounds.items(), key=lambda item: item[1].mean, reverse=True)
     if len(ranked) == 1:
-        return comparison_sentence(test_bounds, k)
+        return comparison_sentence(test_bounds, k, bits)
     steps, counts = [], set()
     for index in range(len(ranked) - 1):
         (ahead, _), (behind, _) = ranked[index], ranked[index + 1]
@@ -149,17 +176,19 @@ def paired_comparison_sentence(test_bounds: dict[str, Estimate], per_image: dict
         names = display_name(ahead), display_name(behind)
         shown = _with_two_digits_of_error(lead)
         if abs(lead.mean) >= SIGNIFICANT_STANDARD_ERRORS * lead.stderr:
-            steps.append(f"{names[0]} is ahead of {names[1]}{where} by {shown} nats")
+            steps.append(f"{names[0]} is ahead of {names[1]}{where} by {shown} nats{_bits_lead(lead.mean, bits)}")
         else:
-            steps.append(f"{names[0]} is not significantly ahead of {names[1]}{where} ({shown} nats, under two standard errors)")
+            in_bits = "" if bits is None else f", {_bits_number(bits.spread(lead.mean))} bits/dim"
+            steps.append(f"{names[0]} is not significantly ahead of {names[1]}{where} ({shown} nats{in_bits}, under two standard errors)")
     chain = steps[0] if len(steps) == 1 else ", ".join(steps[:-1]) + " and " + steps[-1]
-    values = " vs ".join(str(estimate) for _, estimate in ranked)
+    values = " vs ".join(str(estimate) for _, estimate in ranked) + _bits_values([estimate.mean for _, estimate in ranked], bits)
     images = f"the same {counts.pop()} test images" if len(counts) == 1 else "the test images both runs scored"
     return _capitalised(f"{chain} ({values}); a lead is the mean per-image difference over {images} ± its paired standard error.")
 
 
 def seeds_comparison_sentence(
-    test_bounds: dict[str, AcrossSeeds], per_image: dict[str, tuple[np.ndarray, np.ndarray]] | None, seed: int | None, k: int
+    test_bounds: dict[str, AcrossSeeds], per_image: dict[str, tuple[np.ndarray, np.ndarray]] | None, seed: int | None, k: int,
+    bits: BitsPerDim | None = None,
 ) -> str:
     """The comparison sentence of a study with seeds: algorithms ranked by mean test L_k over seeds,
     each lead the difference of the means, tested across seeds (paired by seed, else Welch's:
@@ -175,23 +204,24 @@ def seeds_comparison_sentence(
         test_bounds: algorithm -> its final test L_k over seeds.
         per_image: algorithm -> (image indices ``[N]``, per-image L_k ``[N]``) of ``seed``'s run, or None
             (runs trained before per-image files).
+        bits: the study's bits/dim (discrete data), said beside each lead and mean; None: nats alone.
     """
     ranked = sorted(test_bounds.items(), key=lambda item: item[1].mean, reverse=True)
     if len(ranked) == 1:
         name, summary = ranked[0]
-        return _capitalised(f"{display_name(name)} reaches test L_{k} = {summary}; there is nothing to compare it with.")
+        return _capitalised(f"{display_name(name)} reaches test L_{k} = {summary}{_bits_of(summary.mean, bits)}; there is nothing to compare it with.")
     steps = []
     for index in range(len(ranked) - 1):
         (ahead, first), (behind, second) = ranked[index], ranked[index + 1]
         test = compare_across_seeds(first, second)
         where = f" on test L_{k}" if index == 0 else ""
-        step = f"{display_name(ahead)} is ahead of {display_name(behind)}{where} by {_nats(test.difference)} nats over {test.seeds_words}, {seed_test_words(test)}"
+        step = f"{display_name(ahead)} is ahead of {display_name(behind)}{where} by {_nats(test.difference)} nats{_bits_lead(test.difference, bits)} over {test.seeds_words}, {seed_test_words(test)}"
         if per_image is not None:
             common, ahead_at, behind_at = np.intersect1d(per_image[ahead][0], per_image[behind][0], return_indices=True)
             lead = paired_difference(per_image[ahead][1][ahead_at], per_image[behind][1][behind_at])
             step += f"; per-image paired SE, model fixed (seed {seed}): {_with_two_digits_of_error(lead).split(' ± ')[1]} nats"
         steps.append(step)
-    values = " vs ".join(summary.short for _, summary in ranked)
+    values = " vs ".join(summary.short for _, summary in ranked) + _bits_values([summary.mean for _, summary in ranked], bits)
     return _capitalised(". ".join(steps) + f". Mean ± sd over seeds: {values}.")
 
 
@@ -228,8 +258,10 @@ class ModelDescription:
     configuration (the names of :class:`vaelab.config.ModelConfig`), so that no caption claims
     N(0, I) or pixel probabilities for a model that has neither.
 
-    ``likelihood`` is the one used ('bernoulli' or 'gaussian', never 'auto'); ``latent_dims`` the
-    widths of the stochastic layers from x upwards; ``components`` the mixture's or VampPrior's size.
+    ``likelihood`` is the registry name of the one used (never 'auto'), whose entry
+    (:mod:`vaelab.likelihoods`) gives every word said of p(x | z), whatever network computes it;
+    ``latent_dims`` the widths of the stochastic layers from x upwards; ``components`` the
+    mixture's or VampPrior's size.
     """
 
     prior: str
@@ -266,15 +298,19 @@ class ModelDescription:
         return title.replace("z \\sim p(z)", "z_L \\sim p(z_L)", 1) + ", then $z_l \\sim p(z_l \\mid z_{l+1})$"
 
     @property
+    def entry(self) -> LikelihoodEntry:
+        """The registry entry of the likelihood."""
+        return get_likelihood(self.likelihood)
+
+    @property
     def mean_words(self) -> str:
-        """What a decoder mean E[x | z] is, pixel by pixel."""
-        return "pixel means" if self.likelihood == "gaussian" else "pixel probabilities"
+        """What a decoder mean E[x | z] is, pixel by pixel (the entry's ``mean_words``)."""
+        return self.entry.mean_words
 
     @property
     def likelihood_words(self) -> str:
-        if self.likelihood == "gaussian":
-            return "p(x | z) a Gaussian with diagonal covariance (continuous pixels)"
-        return "p(x | z) a product of Bernoulli pixels"
+        """What p(x | z) is (the entry's ``caption``)."""
+        return self.entry.caption
 
     @property
     def uniform_grid(self) -> bool:
@@ -306,24 +342,32 @@ def clipping_sentence(fractions: dict[str, float]) -> str:
     return f"Means outside [0, 1] are drawn clipped (below 0 black, above 1 white): {', '.join(shares)}."
 
 
-def caveats(likelihood: str, binarization: str | None, latent_dim: int) -> list[str]:
+def caveats(likelihood: str, binarization: str | None, latent_dim: int, data_dim: int, levels: int | None) -> list[str]:
     """What a reader must know to read the numbers and figures.
 
     Args:
-        likelihood: the model's observation model, 'bernoulli' or 'gaussian'.
+        likelihood: the registry name of the model's p(x | z) (:mod:`vaelab.likelihoods`).
         binarization: how grey pixels became Bernoulli targets, or None where nothing was binarized.
         latent_dim: dimension of z.
+        data_dim: D, the sub-pixels of one image.
+        levels: the values a sub-pixel of the data takes, or None for continuous data.
     """
-    notes = []
+    entry, notes = get_likelihood(likelihood), []
     if binarization == "none":
         notes.append(
             "Binarization is 'none': grey pixel values are used as Bernoulli targets, so L_K is not a "
-            "normalised log-likelihood; compare its nats only within this report, not with published values."
+            "normalised log-likelihood and has no bits/dim; compare its nats only within this report, not with published values."
         )
-    if likelihood == "gaussian":
+    if entry.dequantizes and levels is not None:
         notes.append(
-            "The likelihood is Gaussian: L_K bounds a log-density of continuous pixels (nats per image), "
-            "which can be positive and depends on the pixel scale; it is not a probability of the image."
+            f"The likelihood is a density ({entry.caption}) of the dequantized pixels y = (v + u) / {levels}, u ~ U[0, 1): "
+            f"L_K bounds a log-density (nats per image), which compares with the log-probabilities of discrete likelihoods only "
+            f"after subtracting D ln(levels) = {data_dim} ln {levels} = {data_dim * math.log(levels):.1f} nats; the bits/dim include it."
+        )
+    elif not entry.discrete:
+        notes.append(
+            f"The likelihood is a density ({entry.caption}): L_K bounds a log-density of continuous pixels (nats per image), "
+            "which can be positive and depends on the pixel scale; it is not a probability of the image, and has no bits/dim."
         )
     if latent_dim != 2:
         notes.append(f"z has {latent_dim} dimensions: the 2-D latent manifold figure is skipped.")

@@ -2,7 +2,8 @@
 
 For each row of the preset: the reference NLL and its source ("published" only for a number the
 paper printed; else whose reproduction it is), the measured one (-L_k on the test set, with its
-standard error) and the test -ELBO, the gap in nats (measured - reference: positive is worse), whether
+standard error) and the test -ELBO, the measured NLL in bits/dim where the evaluation has it (binary or
+binarized images: :mod:`vaelab.evaluation.units`), the gap in nats (measured - reference: positive is worse), whether
 the measurement lies in the preset's band, the epochs trained out of the published budget and the
 wall time; for partial budgets, the learning curve so far (test -L_100 at each evaluation, an upper
 bound on -L_5000) against the published endpoint. A preset's ordering claim is decided on what the
@@ -49,7 +50,7 @@ class ReproductionReport:
             published = f"no {row['source_kind']} number" if row["published"] is None else f"{row['source_kind']} {row['published']:.2f}"
             verdict = "" if row["gap"] is None else f", gap {row['gap']:+.2f} nats, {'in' if row['in_band'] else 'outside'} the ±{self.preset.band:g} band"
             lines.append(
-                f"{self.preset.name} {row['name']}: measured {row['measured']:.2f} ± {row['stderr']:.2f} (L_{row['k']}; -ELBO {row['elbo']:.2f}, "
+                f"{self.preset.name} {row['name']}: measured {row['measured']:.2f} ± {row['stderr']:.2f}{_bits_words(row)} (L_{row['k']}; -ELBO {row['elbo']:.2f}, "
                 f"epoch {row['epoch']}/{row['full_epochs']}, {self.budget}), {published}{verdict}; {row['wall_seconds']:.0f} s"
             )
         if self.claim_holds is not None:
@@ -86,7 +87,7 @@ def _row_result(preset: Preset, row, budget: str, run_dir: Path) -> dict[str, An
         "name": row.name, "label": row.label, "published": row.published, "source": row.source.words, "source_kind": row.source.kind,
         "full_epochs": preset.train.epochs, "elbo": None, "elbo_stderr": None,
         "budget_epochs": row_config(preset, row, budget).train.epochs,
-        "measured": None, "stderr": None, "k": None, "test_images": None, "epoch": None, "gap": None, "in_band": None, "wall_seconds": None, "curve": [], "curve_k": None, "curve_split": None,
+        "measured": None, "stderr": None, "measured_bpd": None, "k": None, "test_images": None, "epoch": None, "gap": None, "in_band": None, "wall_seconds": None, "curve": [], "curve_k": None, "curve_split": None,
     }
     metrics = read_metrics(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else []
     evaluations = [m for m in metrics if m["kind"] == "eval"]  # test L_100; the smoke budget's: train L_2
@@ -99,7 +100,7 @@ def _row_result(preset: Preset, row, budget: str, run_dir: Path) -> dict[str, An
         return result
     final = json.loads(final_path.read_text())
     result.update(measured=-final["bound"], stderr=final["bound_stderr"], k=final["k"], epoch=final["epoch"], test_images=final["num_images"],
-                  elbo=-final["elbo"], elbo_stderr=final["elbo_stderr"])
+                  elbo=-final["elbo"], elbo_stderr=final["elbo_stderr"], measured_bpd=final.get("bound_bpd"))  # absent before bits/dim
     result["wall_seconds"] = (train_rows[-1]["wall_seconds"] if train_rows else 0.0) + final["eval_seconds"]
     if row.published is not None:
         result["gap"] = result["measured"] - row.published
@@ -118,6 +119,8 @@ def _row_over_seeds(preset: Preset, row, budget: str, row_dir: Path, seeds: tupl
     nll, elbo = across_seeds({s: r["measured"] for s, r in measured.items()}), across_seeds({s: r["elbo"] for s, r in measured.items()})
     first = next(iter(measured.values()))
     result = {**first, "measured": nll.mean, "elbo": elbo.mean, "wall_seconds": max(r["wall_seconds"] for r in measured.values()), "seeds": nll.to_dict()}
+    bits = [r["measured_bpd"] for r in measured.values()]
+    result["measured_bpd"] = None if None in bits else sum(bits) / len(bits)
     if nll.sd is not None:  # one seed: its standard error over images stays, as the note says
         result.update(stderr=nll.sd, elbo_stderr=elbo.sd)
     if row.published is not None:
@@ -153,16 +156,16 @@ def _markdown(preset: Preset, budget: str, rows: list[dict[str, Any]], claim_hol
         "",
         "Reference NLL: \"published\" only where the paper itself printed the number; \"unverified\": not checked against the cited table.",
         "",
-        "| row | reference NLL | source | measured NLL | measured -ELBO | k | epochs (of published) | gap (nats) | in band | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| row | reference NLL | source | measured NLL | measured -ELBO | measured bits/dim | k | epochs (of published) | gap (nats) | in band | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if row["measured"] is None:
-            lines.append(f"| {row['label']} | {_number(row['published'])} | {row['source']} | not run | | | | | | |")
+            lines.append(f"| {row['label']} | {_number(row['published'])} | {row['source']} | not run | | | | | | | |")
             continue
         lines.append(
             f"| {row['label']} | {_number(row['published'])} | {row['source']} | {row['measured']:.2f} ± {row['stderr']:.2f} | "
-            f"{row['elbo']:.2f} ± {row['elbo_stderr']:.2f} | {row['k']} ({row['test_images']} images) | "
+            f"{row['elbo']:.2f} ± {row['elbo_stderr']:.2f} | {_number(row.get('measured_bpd'), '.4f')} | {row['k']} ({row['test_images']} images) | "
             f"{row['epoch']} ({row['full_epochs']}) | {_number(row['gap'], '+.2f')} | "
             f"{'-' if row['in_band'] is None else 'yes' if row['in_band'] else 'no'} | {row['wall_seconds']:.0f} |"
         )
@@ -180,6 +183,11 @@ def _markdown(preset: Preset, budget: str, rows: list[dict[str, Any]], claim_hol
             curve = ", ".join(f"{epoch}: {nll:.2f}" for epoch, nll in row["curve"])
             lines.append(f"- {row['label']}, {row['curve_split']} -L_{row['curve_k']} ({row['source_kind']} {_number(row['published'])} at epoch {row['full_epochs']}): {curve}")
     return "\n".join(lines) + "\n"
+
+
+def _bits_words(row: dict[str, Any]) -> str:
+    """' (0.1234 bits/dim)' of a row's measured NLL, or '' where its evaluation has no bits/dim."""
+    return "" if row.get("measured_bpd") is None else f" ({row['measured_bpd']:.4f} bits/dim)"
 
 
 def _number(value: float | None, spec: str = ".2f") -> str:
