@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import sys
 from collections.abc import Collection, Iterator
@@ -23,15 +24,20 @@ from vaelab.config import DataConfig, ExperimentConfig, ModelConfig
 from vaelab.data import Dataset, load_dataset
 from vaelab.distributed import resolve_device
 from vaelab.errors import ConfigError, DataError, RunError
+from vaelab.likelihoods import get_likelihood
+from vaelab.likelihoods.family import LikelihoodFamily
+from vaelab.likelihoods.gaussian import Gaussian
 from vaelab.models import (
     BernoulliLayer,
     DiagonalGaussianLayer,
     HelmholtzMachine,
     VampPrior,
 )
+from vaelab.models.layers import LikelihoodLayer
 from vaelab.models.conv import ConvDecoder, ConvEncoder
 from vaelab.models.networks import NetworkLayer, call_user_code, evaluation_mode
 from vaelab.models.priors import build_prior
+from vaelab.preflight import check_likelihood
 from vaelab.runio import (
     BEST_CHECKPOINT_KEYS,
     BEST_FILE,
@@ -43,56 +49,81 @@ from vaelab.runio import (
     load_model_state,
 )
 
-LIKELIHOOD_LAYERS = {"bernoulli": BernoulliLayer, "gaussian": DiagonalGaussianLayer}
 LATENT_LAYERS = {"gaussian": DiagonalGaussianLayer, "bernoulli": BernoulliLayer}
 
 
-def build_model(config: ModelConfig, data_dim: int, likelihood: str, data_shape: tuple[int, ...] | None = None) -> HelmholtzMachine:
-    """The Helmholtz machine of ``config`` for data of ``data_dim`` values, each example of ``data_shape``
-    (default ``(data_dim,)``; ``(C, H, W)`` for images).
+def likelihood_family(config: ModelConfig, likelihood: str, data_shape: tuple[int, ...], levels: int | None) -> LikelihoodFamily:
+    """The family ``likelihood`` (a registry name) over data of ``data_shape`` with ``levels``
+    values per sub-pixel, with ``config``'s options (mixture components, Gaussian means)."""
+    family = get_likelihood(likelihood).family()
+    return family(data_shape, levels, components=config.mixture_components, squash_mean=config.gaussian_mean == "sigmoid")
 
-    ``likelihood`` is the dataset's ('bernoulli' or 'gaussian'); ``config.likelihood`` overrides it
-    unless it is 'auto'. x <-> z_1 networks are MLPs with ``config.hidden`` units, the conv networks
-    of :mod:`vaelab.models.conv`, or the user's factories (:func:`network_factory`); z_l <-> z_{l+1}
-    networks are MLPs with ``config.upper_hidden`` units.
+
+def build_model(
+    config: ModelConfig, data_dim: int, likelihood: str, data_shape: tuple[int, ...] | None = None, levels: int | None = None
+) -> HelmholtzMachine:
+    """The Helmholtz machine of ``config`` for data of ``data_dim`` values, each example of ``data_shape``
+    (default ``(data_dim,)``; ``(C, H, W)`` for images) whose sub-pixels take ``levels`` values
+    (``Dataset.levels``; None: continuous data).
+
+    ``likelihood`` is the dataset's (a name of :data:`vaelab.likelihoods.LIKELIHOODS`);
+    ``config.likelihood`` overrides it unless it is 'auto'. x <-> z_1 networks are MLPs with
+    ``config.hidden`` units (for Bernoulli pixels :class:`BernoulliLayer`, whose fused and folded
+    paths read its logits; else a :class:`LikelihoodLayer` giving the family's heads), the conv
+    networks of :mod:`vaelab.models.conv`, or the user's factories (:func:`network_factory`);
+    z_l <-> z_{l+1} networks are MLPs with ``config.upper_hidden`` units.
     """
     if config.likelihood != "auto":
         likelihood = config.likelihood
     data_shape = tuple(data_shape or (data_dim,))
+    family = likelihood_family(config, likelihood, data_shape, levels)
     dims, latent_layer = config.latent_dims, LATENT_LAYERS[config.latent]
     if config.architecture == "mlp" and config.encoder is None:
-        generative = LIKELIHOOD_LAYERS[likelihood](dims[0], data_dim, config.hidden, config.activation)
+        if likelihood == "bernoulli":
+            generative = BernoulliLayer(dims[0], data_dim, config.hidden, config.activation)
+        else:
+            generative = LikelihoodLayer(dims[0], family, config.hidden, config.activation)
         recognition = latent_layer(data_dim, dims[0], config.hidden, config.activation)
     else:
-        generative, recognition = _network_layers(config, data_shape, dims[0], likelihood)
+        generative, recognition = _network_layers(config, data_shape, dims[0], family)
     upper_generative = [latent_layer(upper, lower, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
     upper_recognition = [latent_layer(lower, upper, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
     prior = build_prior(config.prior, dims[-1], config.prior_size, data_dim, recognition)
     return HelmholtzMachine(prior, generative, recognition, dims, upper_generative, upper_recognition, data_shape)
 
 
-def _network_layers(config: ModelConfig, data_shape: tuple[int, ...], latent_dim: int, likelihood: str) -> tuple[NetworkLayer, NetworkLayer]:
+def _network_layers(config: ModelConfig, data_shape: tuple[int, ...], latent_dim: int, family: LikelihoodFamily) -> tuple[NetworkLayer, NetworkLayer]:
     """p(x | z_1) and q(z_1 | x) around the conv networks or the user's factories."""
-    heads = 2 if likelihood == "gaussian" else 1
-    decoder_shape = (2, *data_shape) if heads == 2 else data_shape
     if config.encoder is None:  # architecture conv
         if len(data_shape) != 3:
             raise ConfigError(f"--architecture conv needs image data [C, H, W] (this data is vectors of {data_shape[0]})")
-        encoder, decoder = ConvEncoder(data_shape, latent_dim), ConvDecoder(data_shape, latent_dim, heads)
+        encoder, decoder = ConvEncoder(data_shape, latent_dim), ConvDecoder(data_shape, latent_dim, family.heads)
         names = ("the conv encoder", "the conv decoder")
     else:
         names = (f"--encoder {config.encoder}", f"--decoder {config.decoder}")
-        encoder, decoder = (
-            call_user_code(name, "failed to build its network", network_factory(path, flag), data_shape=data_shape, latent_dim=latent_dim)
-            for path, flag, name in ((config.encoder, "--encoder", names[0]), (config.decoder, "--decoder", names[1]))
-        )
+        built = "failed to build its network"
+        encoder = call_user_code(names[0], built, network_factory(config.encoder, "--encoder"), data_shape=data_shape, latent_dim=latent_dim)
+        factory = network_factory(config.decoder, "--decoder")
+        heads = {"heads": family.heads} if _takes_heads(factory) else {}
+        decoder = call_user_code(names[1], built, factory, data_shape=data_shape, latent_dim=latent_dim, **heads)
         for network, name in zip((encoder, decoder), names):
             if not isinstance(network, nn.Module):
                 raise ConfigError(f"{name}: returned a {type(network).__name__}, not a torch.nn.Module")
+    latent = Gaussian((latent_dim,), None, squash_mean=False)  # q(z_1 | x): mean, then raw scale
     return (
-        NetworkLayer(decoder, (latent_dim,), decoder_shape, likelihood, names[1]),
-        NetworkLayer(encoder, data_shape, (2 * latent_dim,), "gaussian", names[0]),
+        NetworkLayer(decoder, (latent_dim,), (family.heads, *data_shape), family, names[1]),
+        NetworkLayer(encoder, data_shape, (2 * latent_dim,), latent, names[0]),
     )
+
+
+def _takes_heads(factory: Any) -> bool:
+    """Whether a decoder factory takes ``heads`` (by name or ``**kwargs``): it is then told how many
+    numbers per sub-pixel the likelihood needs; older factories are called as before."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature (some builtins): call it as before
+        return False
+    return any(p.name == "heads" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def network_factory(path: str, flag: str = "--encoder") -> Any:
@@ -144,11 +175,12 @@ def check_networks(model: HelmholtzMachine, images: torch.Tensor) -> None:
 def initial_model(config: ExperimentConfig, dataset: Dataset) -> HelmholtzMachine:
     """The model of ``config``, initialised from ``config.seed`` (output biases and pseudo-inputs from the data)."""
     torch.manual_seed(config.seed)  # nn.Linear initialisers (and the user's factories) draw from the global RNG
-    model = build_model(config.model, dataset.data_dim, dataset.likelihood, dataset.data_shape)
+    check_likelihood(config, dataset)
+    model = build_model(config.model, dataset.data_dim, dataset.likelihood, dataset.data_shape, dataset.levels)
     train_images = dataset.unit_images("train")
     # after every initialiser has drawn: the probe draws nothing, so it cannot shift them
     check_networks(model, train_images[:2])
-    if isinstance(model.generative, BernoulliLayer):
+    if isinstance(model.generative, (BernoulliLayer, LikelihoodLayer)):  # the MLP decoders: Burda's output bias
         model.generative.init_output_bias(train_images.mean(0))
     if isinstance(model.prior, VampPrior):  # pseudo-inputs start at random training images
         model.prior.init_pseudo_inputs(train_images[torch.randint(len(train_images), (config.model.prior_size,))])

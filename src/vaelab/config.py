@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.errors import ConfigError
+from vaelab.likelihoods import LIKELIHOOD_NAMES, LIKELIHOODS as LIKELIHOOD_ENTRIES
 
 ACTIVATIONS = ("relu", "tanh", "elu", "softplus", "sigmoid")
 BINARIZATIONS = ("dynamic", "static", "threshold", "none")
 KL_ESTIMATORS = ("auto", "analytic", "monte-carlo")
-LIKELIHOODS = ("auto", "bernoulli", "gaussian")
+LIKELIHOODS = ("auto", *LIKELIHOOD_NAMES)
+GAUSSIAN_MEANS = ("sigmoid", "linear")  # see vaelab.likelihoods.gaussian
 PRIORS = ("standard-normal", "mixture", "vamp", "bernoulli")
 LATENTS = ("gaussian", "bernoulli")
 RWS_PHI_UPDATES = ("wake", "sleep", "mix")
@@ -192,12 +194,24 @@ class ModelConfig:
     convolutions up (:mod:`vaelab.models.conv`). ``encoder`` and ``decoder`` instead name the user's
     network factories as ``MODULE:FACTORY`` (a module on the Python path, or a ``.py`` file, stored
     absolute), each called as ``FACTORY(data_shape=..., latent_dim=...)`` (:mod:`vaelab.models.networks`).
+    ``likelihood`` names a family of :mod:`vaelab.likelihoods` (or 'auto', the dataset's);
+    ``mixture_components`` is the mixture family's K, and ``gaussian_mean`` how the Gaussian
+    family's means are made (:mod:`vaelab.likelihoods.gaussian`).
     """
 
     latent_dim: int | tuple[int, ...] = option(2, WIDTHS, "dimension of z, or one per stochastic layer from x up, e.g. 100,50")
     hidden: tuple[int, ...] = option((512,), WIDTHS, "hidden widths of the x <-> z_1 networks, e.g. 512 or 200,200")
     activation: str = option("relu", one_of(ACTIVATIONS), "hidden activation")
-    likelihood: str = option("auto", one_of(LIKELIHOODS), "p(x|z); 'auto' takes the dataset's (Gaussian for frey-face, else Bernoulli)")
+    likelihood: str = option(
+        "auto",
+        one_of(LIKELIHOODS),
+        "p(x|z): auto, the dataset's (Gaussian for frey-face, else Bernoulli); "
+        + "; ".join(f"{entry.name}: {entry.summary}" for entry in LIKELIHOOD_ENTRIES.values()),
+    )
+    mixture_components: int = option(10, POSITIVE_INT, "components K of --likelihood discretized-logistic-mixture (PixelCNN++ used 10)")
+    gaussian_mean: str = option(
+        "sigmoid", one_of(GAUSSIAN_MEANS), "the Gaussian likelihood's means: sigmoid (inside the data's range [0, 1]) or linear (unbounded)"
+    )
     prior: str = option("standard-normal", one_of(PRIORS), "p(z) of the top stochastic layer")
     latent: str = option("gaussian", one_of(LATENTS), "type of the latents; bernoulli needs --prior bernoulli")
     upper_hidden: tuple[int, ...] = option((100, 100), WIDTHS, "hidden widths of the networks between stochastic layers")

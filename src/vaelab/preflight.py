@@ -9,13 +9,18 @@ is really made) and end in its traceback; an unknown dataset would otherwise lea
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from vaelab.config import ExperimentConfig
 from vaelab.data.datasets import REGISTRY, check_dataset_name
 from vaelab.data.splits import refuse_valid_fraction
 from vaelab.errors import ConfigError
+from vaelab.likelihoods import get_likelihood
 from vaelab.machine import available_memory
 from vaelab.objectives.registry import check_config
+
+if TYPE_CHECKING:  # annotation only
+    from vaelab.data import Dataset
 
 FLOAT_BYTES = 4
 # A parameter is held four times while training: its value, its gradient and Adam's two moments.
@@ -48,10 +53,33 @@ def check_before_training(config: ExperimentConfig) -> None:
         return
     refuse_valid_fraction(config.data.valid_fraction, spec.split_sizes, f"dataset {config.data.dataset}")
     check_splits(config, config.data.dataset, (*spec.split_sizes, *(("valid",) if config.data.valid_fraction else ())))
-    check_memory(
-        memory_needed(config, math.prod(spec.image_shape), spec.split_sizes), "this config", "for its parameters and batches",
-        "reduce --hidden, --upper-hidden, --latent-dim, --batch-size, --num-samples or --eval-k",
-    )
+    check_memory(memory_needed(config, math.prod(spec.image_shape), spec.split_sizes), "this config", "for its parameters and batches", MEMORY_ADVICE)
+
+
+MEMORY_ADVICE = "reduce --hidden, --upper-hidden, --latent-dim, --batch-size, --num-samples or --eval-k"
+
+
+def check_likelihood(config: ExperimentConfig, dataset: Dataset) -> None:
+    """Raise ConfigError (one line) where the model's likelihood cannot score ``dataset``: a discrete
+    family other than Bernoulli (which binarizes) on continuous data (``dataset.levels`` None), or a
+    decoder output of ``levels`` heads (categorical) too large for this machine's memory. Checked
+    once the data are loaded, where their levels are known (:func:`vaelab.builders.initial_model`)."""
+    name = dataset.likelihood if config.model.likelihood == "auto" else config.model.likelihood
+    entry = get_likelihood(name)
+    if entry.discrete and not entry.binarizes and dataset.levels is None:
+        raise ConfigError(f"{name} needs images with integer levels (8-bit or binary); {dataset.name} is continuous")
+    sizes = {split: len(values.images) for split, values in dataset.splits.items()}
+    check_memory(memory_needed(config, dataset.data_dim, sizes, dataset.levels), "this config", "for its parameters and batches", MEMORY_ADVICE)
+
+
+def decoder_heads(config: ExperimentConfig, levels: int | None) -> int:
+    """Numbers per sub-pixel the x decoder gives, at least 2 (today's estimate): the family's heads
+    with ``levels`` (unknown, None: the fewest, 2), 4K for the mixture (RGB's)."""
+    model = config.model
+    if model.likelihood == "auto":  # bernoulli or gaussian
+        return 2
+    family = get_likelihood(model.likelihood).family()((3, 1, 1), levels or 2, components=model.mixture_components)
+    return max(2, family.heads)
 
 
 def check_memory(needed: int, what: str, purpose: str, advice: str) -> None:
@@ -75,7 +103,7 @@ def check_splits(config: ExperimentConfig, dataset: str, splits: tuple[str, ...]
         raise ConfigError(f"dataset {dataset} has no {', '.join(missing)} split (it has {', '.join(splits)}); choose --eval-splits among those")
 
 
-def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str, int] | None = None) -> int:
+def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str, int] | None = None, levels: int | None = None) -> int:
     """A lower estimate, in bytes, of what training ``config`` on ``data_dim``-pixel images holds at once:
     every parameter (with its gradient and Adam's moments) plus the larger of a training batch's
     activations (batch_size x num_samples x groups rows through every layer, kept for the backward
@@ -83,8 +111,9 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
     a time). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction.
 
     With the dataset's ``split_sizes`` a batch holds no more images than its split (training) or
-    the largest evaluated split (evaluation): ``--batch-size 10**9`` on 1,350 images is a batch of 1,350."""
-    parameters, units, _, widest = _network_sizes(config, data_dim)
+    the largest evaluated split (evaluation): ``--batch-size 10**9`` on 1,350 images is a batch of 1,350.
+    The decoder's output is :func:`decoder_heads` numbers per pixel (``levels`` of them for categorical)."""
+    parameters, units, _, widest = _network_sizes(config, data_dim, decoder_heads(config, levels))
     train = config.train
     batch_size, eval_batch_size = train.batch_size, train.eval_batch_size
     if split_sizes:  # a batch is its split's images at most
@@ -95,15 +124,16 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
     return FLOAT_BYTES * (COPIES_PER_PARAMETER * parameters + max(training, evaluation))
 
 
-def _network_sizes(config: ExperimentConfig, data_dim: int) -> tuple[int, int, int, int]:
+def _network_sizes(config: ExperimentConfig, data_dim: int, heads: int = 2) -> tuple[int, int, int, int]:
     """(parameters, units of both directions, units of the generative direction, the widest layer) of
-    ``config``'s dense networks on ``data_dim``-pixel images: a width w to w' layer has w w' + w' parameters."""
+    ``config``'s dense networks on ``data_dim``-pixel images whose decoder gives ``heads`` numbers per
+    pixel: a width w to w' layer has w w' + w' parameters."""
     model = config.model
-    stacks = [(data_dim, model.hidden, model.latent_dims[0])]
-    stacks += [(lower, model.upper_hidden, upper) for lower, upper in zip(model.latent_dims, model.latent_dims[1:])]
+    stacks = [(data_dim, model.hidden, model.latent_dims[0], heads)]
+    stacks += [(lower, model.upper_hidden, upper, 2) for lower, upper in zip(model.latent_dims, model.latent_dims[1:])]
     parameters, units, generative_units, widest = 0, 0, 0, 0
-    for bottom, hidden, top in stacks:
-        for widths in ((bottom, *hidden, 2 * top), (top, *hidden[::-1], 2 * bottom)):  # recognition, generative
+    for bottom, hidden, top, outputs in stacks:
+        for widths in ((bottom, *hidden, 2 * top), (top, *hidden[::-1], outputs * bottom)):  # recognition, generative
             parameters += sum(a * b + b for a, b in zip(widths, widths[1:]))
             units += sum(widths)
             widest = max(widest, *widths)

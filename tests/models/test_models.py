@@ -11,7 +11,9 @@ from torch.distributions import Bernoulli, Independent
 
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
+from vaelab.likelihoods.gaussian import Gaussian
 from vaelab.models import BernoulliLayer, DiagonalGaussianLayer
+from vaelab.models.layers import LikelihoodLayer
 from vaelab.machine import flushing_subnormals, subnormals_flushed
 from vaelab.models.backend import MLP, ONEDNN_LINEAR, linear, matmul_precision
 from vaelab.objectives import aevb
@@ -152,5 +154,7 @@ def test_gaussian_layer_scale_is_bounded_below():
 @pytest.mark.algebra
 def test_build_model_takes_the_dataset_likelihood_unless_overridden():
     assert isinstance(build_model(ModelConfig(), 784, "bernoulli").generative, BernoulliLayer)
-    assert isinstance(build_model(ModelConfig(), 560, "gaussian").generative, DiagonalGaussianLayer)
+    gaussian = build_model(ModelConfig(), 560, "gaussian").generative
+    assert isinstance(gaussian, LikelihoodLayer) and isinstance(gaussian.family, Gaussian) and gaussian.family.squash_mean
     assert isinstance(build_model(ModelConfig(likelihood="bernoulli"), 560, "gaussian").generative, BernoulliLayer)
+    assert not build_model(ModelConfig(gaussian_mean="linear"), 560, "gaussian").generative.family.squash_mean

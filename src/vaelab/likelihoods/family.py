@@ -10,7 +10,7 @@ family scores x and draws samples.
 from __future__ import annotations
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 
 class LikelihoodFamily:
@@ -42,4 +42,57 @@ class LikelihoodFamily:
     def distribution(self, params: torch.Tensor) -> Distribution:
         """p(x | params) as a distribution with batch shape ``[...]`` and event ``[D]``: its ``mean``
         is E[x | z] in the data's range, and :func:`vaelab.models.sampling.sample` draws from it."""
+        return FamilyDistribution(self, params)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """E[x | params] ``[..., D]`` in [0, 1] (for :class:`FamilyDistribution`)."""
         raise NotImplementedError
+
+    def draw(self, params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """One x ~ p(x | params) ``[..., D]`` per row of params, drawn from ``generator``; no gradient."""
+        raise NotImplementedError
+
+    def initial_bias(self, data_mean: torch.Tensor) -> torch.Tensor | None:
+        """The decoder's output bias ``[heads, D]`` to start from, given the training data's mean
+        ``[D]`` (None: leave the network's initialisation)."""
+        return None
+
+
+class FamilyDistribution(Distribution):
+    """p(x | params) of a family whose distribution torch lacks: batch ``params.shape[:-2]``, event ``[D]``.
+
+    Sampled by :func:`vaelab.models.sampling.sample` through :meth:`draw` (an explicit generator).
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.unit_interval  # x = v / (levels - 1); not checked (validate_args=False)
+
+    def __init__(self, family: LikelihoodFamily, params: torch.Tensor):
+        self.family, self.params = family, params
+        super().__init__(params.shape[:-2], params.shape[-1:], validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self.family.log_prob(self.params, value)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.family.mean(self.params)
+
+    def draw(self, sample_shape: torch.Size | tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """x ``sample_shape + batch + [D]``, drawn from ``generator``."""
+        params = self.params.expand(*sample_shape, *self.params.shape)
+        with torch.no_grad():
+            return self.family.draw(params, generator)
+
+
+def level_index(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """The level v = round(x (levels - 1)) ``int64`` of values x = v / (levels - 1) in [0, 1]."""
+    return torch.round(x * (levels - 1)).clamp_(0, levels - 1).long()
+
+
+def inverse_cdf_draw(probs: torch.Tensor, dim: int, generator: torch.Generator | None) -> torch.Tensor:
+    """An index along ``dim`` drawn with probabilities ``probs`` (which sum to 1 along it): the number
+    of cumulative probabilities below one uniform; ``probs`` with ``dim`` removed, int64."""
+    uniforms = torch.rand(probs.select(dim, 0).shape, generator=generator, dtype=probs.dtype, device=probs.device)
+    below = probs.cumsum(dim) < uniforms.unsqueeze(dim)
+    return below.sum(dim).clamp_(max=probs.shape[dim] - 1)

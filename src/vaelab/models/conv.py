@@ -45,8 +45,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """z ``[B, latent_dim]`` -> ``[B, *data_shape]`` logits, or ``[B, 2, *data_shape]`` (means, raw
-    scales) with ``heads=2`` for a Gaussian likelihood."""
+    """z ``[B, latent_dim]`` -> ``[B, heads, *data_shape]``: the likelihood family's ``heads`` numbers
+    per sub-pixel (:mod:`vaelab.models.networks`), output channel h * C + c holding head h of channel c."""
 
     def __init__(self, data_shape: tuple[int, int, int], latent_dim: int, heads: int = 1):
         super().__init__()
@@ -63,6 +63,4 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         grid = self.upsample(self.project(z).reshape(-1, *self.start))
         grid = grid[..., : self.height, : self.width]  # each transposed convolution doubles; crop to the image
-        if self.heads == 1:
-            return grid
         return grid.reshape(grid.shape[0], self.heads, *self.data_shape)

@@ -2,21 +2,25 @@
 
 A layer is a deterministic MLP trunk followed by a head that parameterises a distribution whose
 event is the last dimension (``Independent(..., 1)``), so ``log_prob`` returns one number per
-example: input ``[..., in]`` gives a distribution with batch shape ``[...]``.
+example: input ``[..., in]`` gives a distribution with batch shape ``[...]``. The latents' layers
+are Gaussian or Bernoulli; p(x | z) is :class:`LikelihoodLayer` around any family of
+:mod:`vaelab.likelihoods`, or :class:`BernoulliLayer` for Bernoulli pixels (its fused
+log-probability, the folded evaluation of :mod:`vaelab.estimators.folding` and the seeds trained
+together of :mod:`vaelab.batched` read its ``logits``).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
 from torch.nn import functional as F
 
+from vaelab.likelihoods.family import LikelihoodFamily
+from vaelab.likelihoods.gaussian import MIN_SCALE
 from vaelab.models.backend import MLP, linear
-
-# Smallest standard deviation a Gaussian layer can produce: keeps log-densities finite when a
-# Gaussian likelihood (Frey Face) tries to collapse onto a pixel value.
-MIN_SCALE = 1e-3
 
 
 class StochasticLayer(nn.Module):
@@ -71,3 +75,33 @@ class BernoulliLayer(StochasticLayer):
         with torch.no_grad():
             self.logits.bias.copy_(torch.logit(data_mean.clamp(1e-3, 1 - 1e-3)))
 
+
+
+class LikelihoodLayer(StochasticLayer):
+    """z -> p(x | params), params = W trunk(z) + b ``[..., heads, D]``: an MLP trunk and one linear
+    layer to the ``family``'s heads for each of its D sub-pixels (head-major: row h * D + d)."""
+
+    def __init__(self, in_features: int, family: LikelihoodFamily, hidden: tuple[int, ...], activation: str):
+        super().__init__()
+        self.family = family
+        self.data_dim = math.prod(family.data_shape)
+        self.trunk = MLP(in_features, hidden, activation)
+        self.head = nn.Linear(self.trunk.out_features, family.heads * self.data_dim)
+
+    def parameters_of(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The family's parameters ``[..., heads, D]`` for inputs ``[..., in]``."""
+        return linear(self.trunk(inputs), self.head).unflatten(-1, (self.family.heads, self.data_dim))
+
+    def forward(self, inputs: torch.Tensor) -> Distribution:
+        return self.family.distribution(self.parameters_of(inputs))
+
+    def log_prob(self, inputs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """log p(value | inputs) ``[...]`` from the family, without building a distribution."""
+        return self.family.log_prob(self.parameters_of(inputs), value)
+
+    def init_output_bias(self, data_mean: torch.Tensor) -> None:
+        """Start the output at the family's :meth:`~vaelab.likelihoods.family.LikelihoodFamily.initial_bias` for the data's mean, if it has one."""
+        bias = self.family.initial_bias(data_mean)
+        if bias is not None:
+            with torch.no_grad():
+                self.head.bias.copy_(bias.reshape(-1))

@@ -10,8 +10,26 @@ The contract of a network (issue 13):
 
 - encoder: x ``[B, *data_shape]`` -> ``[B, 2 * latent_dim]``, first half the mean, second half the
   raw scale, mapped to sigma = softplus(raw) + MIN_SCALE as in :class:`~vaelab.models.layers.DiagonalGaussianLayer`;
-- decoder: z ``[B, latent_dim]`` -> ``[B, *data_shape]`` Bernoulli logits, or ``[B, 2, *data_shape]``
-  (mean and raw scale) for a Gaussian likelihood;
+- decoder: z ``[B, latent_dim]`` -> ``[B, heads, *data_shape]``, the likelihood family's ``heads``
+  numbers per sub-pixel (:mod:`vaelab.likelihoods`; ``[B, *data_shape]`` is accepted where heads is 1):
+
+  ==============================  =====================  ==============================================
+  ``--likelihood``                heads                  per sub-pixel
+  ==============================  =====================  ==============================================
+  bernoulli                       1                      the logit
+  gaussian                        2                      raw mean (sigmoid or linear), raw scale
+                                                         (sigma = softplus(raw) + MIN_SCALE)
+  categorical                     levels                 one logit per level (a softmax)
+  discretized-logistic            2                      mean (centred units, [-1, 1] the data's
+  discretized-gaussian                                   range), log-scale
+  discretized-logistic-mixture    3K (4K for C = 3)      K mixture logits, means, log-scales (and for
+                                                         RGB coupling coefficients):
+                                                         :mod:`vaelab.likelihoods.mixture`
+  ==============================  =====================  ==============================================
+
+  A decoder factory that takes a ``heads`` argument is called with it
+  (``FACTORY(data_shape=..., latent_dim=..., heads=...)``); one that does not must return the
+  shape of the family it is used with;
 - either is called at any batch size B (training, evaluation and sampling batches differ), takes
   float32 and returns float32 (the input's dtype), and is switched to eval mode (``module.eval()``)
   for every evaluation and back to train mode for training (BatchNorm, dropout).
@@ -30,11 +48,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Independent, Normal
-from torch.nn import functional as F
+from torch.distributions import Distribution
 
 from vaelab.errors import ConfigError, Interrupted, VaelabError, one_line
-from vaelab.models.layers import MIN_SCALE, StochasticLayer
+from vaelab.likelihoods.family import LikelihoodFamily
+from vaelab.models.layers import StochasticLayer
 
 
 def call_user_code(name: str, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -70,28 +88,29 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 class NetworkLayer(StochasticLayer):
-    """A distribution whose parameters a network computes from inputs of any shape.
+    """A distribution of a ``family`` whose parameters a network computes from inputs of any shape.
 
     Args:
         network: module mapping ``[B, *input_shape]`` to ``[B, *output_shape]``.
         input_shape: shape of one input (its flat width is what the layer takes, ``[..., prod]``).
-        output_shape: shape of the network's output for one input: the event's shape for
-            'bernoulli' (logits); for 'gaussian' twice the event's numbers, the means first, then
-            the raw scales (an encoder's ``(2 * latent_dim,)``, a decoder's ``(2, *data_shape)``).
-        family: 'bernoulli' or 'gaussian'.
+        output_shape: shape of the network's output for one input, ``family.heads`` times the
+            event's numbers, heads first: a decoder's ``(heads, *data_shape)`` (with one head,
+            ``data_shape`` alone is accepted too), an encoder's ``(2 * latent_dim,)``.
+        family: the :class:`~vaelab.likelihoods.family.LikelihoodFamily` of the distribution
+            (an encoder's: a Gaussian with linear means over ``(latent_dim,)``).
         name: how errors name the network (e.g. its factory's import path).
     """
 
-    def __init__(self, network: nn.Module, input_shape: tuple[int, ...], output_shape: tuple[int, ...], family: str, name: str = "network"):
+    def __init__(self, network: nn.Module, input_shape: tuple[int, ...], output_shape: tuple[int, ...], family: LikelihoodFamily, name: str = "network"):
         super().__init__()
-        if family not in ("bernoulli", "gaussian"):
-            raise ValueError(f"unknown family {family!r}")
         self.network = network
         self.input_shape = tuple(input_shape)
         self.output_shape = tuple(output_shape)
         self.family = family
         self.name = name
-        self.event_size = math.prod(self.output_shape) // (2 if family == "gaussian" else 1)
+        self.event_size = math.prod(self.output_shape) // family.heads
+        # one head: the head dimension may be left out, [B, *data_shape] (the decoders of before issue 31)
+        self.squeezed_shape = self.output_shape[1:] if family.heads == 1 and len(self.output_shape) > 1 else None
 
     def parameters_of(self, inputs: torch.Tensor) -> torch.Tensor:
         """The network's output for inputs ``[..., prod(input_shape)]``, as ``[..., heads, event_size]``."""
@@ -103,22 +122,14 @@ class NetworkLayer(StochasticLayer):
             raise ConfigError(f"{self.name}: returned a {type(outputs).__name__} for input {list(batch.shape)}, not a tensor")
         if outputs.dtype != batch.dtype:
             raise ConfigError(f"{self.name}: returned {outputs.dtype} for {batch.dtype} input {list(batch.shape)}; expected {batch.dtype}")
-        if tuple(outputs.shape) != (batch.shape[0], *self.output_shape):
-            raise ConfigError(
-                f"{self.name}: returned shape {list(outputs.shape)} for input {list(batch.shape)}; expected {[batch.shape[0], *self.output_shape]}"
-            )
-        return outputs.reshape(*leading, -1, self.event_size)
+        if tuple(outputs.shape[1:]) not in (self.output_shape, self.squeezed_shape) or outputs.shape[0] != batch.shape[0]:
+            expected = [batch.shape[0], *(self.squeezed_shape or self.output_shape)]
+            raise ConfigError(f"{self.name}: returned shape {list(outputs.shape)} for input {list(batch.shape)}; expected {expected}")
+        return outputs.reshape(*leading, self.family.heads, self.event_size)
 
-    def forward(self, inputs: torch.Tensor) -> Independent:
-        outputs = self.parameters_of(inputs)
-        if self.family == "bernoulli":
-            return Independent(Bernoulli(logits=outputs[..., 0, :], validate_args=False), 1, validate_args=False)
-        scale = F.softplus(outputs[..., 1, :]) + MIN_SCALE
-        return Independent(Normal(outputs[..., 0, :], scale, validate_args=False), 1, validate_args=False)
+    def forward(self, inputs: torch.Tensor) -> Distribution:
+        return self.family.distribution(self.parameters_of(inputs))
 
     def log_prob(self, inputs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """log p(value | inputs) ``[...]``; for Bernoulli logits l, sum_d [v_d l_d - softplus(l_d)] (exact for grey v too)."""
-        if self.family == "bernoulli":
-            logits = self.parameters_of(inputs)[..., 0, :]
-            return (logits * value).sum(-1) - F.softplus(logits).sum(-1)
-        return self(inputs).log_prob(value)
+        """log p(value | inputs) ``[...]`` from the family (for Bernoulli logits l, sum_d [v_d l_d - softplus(l_d)], exact for grey v too)."""
+        return self.family.log_prob(self.parameters_of(inputs), value)

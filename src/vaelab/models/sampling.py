@@ -21,6 +21,7 @@ from torch.distributions import (
 )
 
 from vaelab.draws import bernoulli_draw
+from vaelab.likelihoods.family import FamilyDistribution
 from vaelab.models.chain import Chain
 
 if TYPE_CHECKING:  # for the annotation only: helmholtz imports this module
@@ -36,8 +37,12 @@ def sample(
     their parameters; Bernoulli samples carry no gradient. A transformed distribution (e.g.
     ``HalfNormal``, |N(0, sigma^2)|) transforms a sample of its base distribution. A mixture draws
     a component, then a sample of it (no gradient reaches the mixture weights); a :class:`Chain`
-    draws its blocks in order, each given the one before.
+    draws its blocks in order, each given the one before. A likelihood family's own distribution
+    (:class:`~vaelab.likelihoods.family.FamilyDistribution`: categorical, discretized, mixture)
+    draws with its family's sampler (no gradient).
     """
+    if isinstance(distribution, FamilyDistribution):
+        return distribution.draw(sample_shape, generator)
     if isinstance(distribution, Chain):
         blocks = [sample(distribution.first, sample_shape, generator)]
         for layer in distribution.conditionals:
