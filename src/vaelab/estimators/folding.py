@@ -69,7 +69,8 @@ from vaelab.models import (
     HelmholtzMachine,
     backend,
 )
-from vaelab.models.layers import MIN_SCALE
+from vaelab.likelihoods.family import LikelihoodFamily
+from vaelab.models.layers import MIN_SCALE, LikelihoodLayer
 
 # Fold a block when its folded product is under this fraction of the dense one's width. The
 # per-image products are small GEMMs, less efficient than one large one, so the bar is below 1;
@@ -114,14 +115,15 @@ class FoldableDecoder:
         weight1: ``[H, D]`` and bias1 ``[H]``: the hidden layer, h = relu(W1 z + b1).
         weight2: ``[O, H]`` and bias2 ``[O]``: the output layer (Bernoulli: O = D_x logits;
             Gaussian: O = 2 D_x, the means then the raw scales).
-        likelihood: ``'bernoulli'`` or ``'gaussian'``.
+        likelihood: ``'bernoulli'``, ``'gaussian'`` (linear means, a DiagonalGaussianLayer) or the
+            :class:`~vaelab.likelihoods.family.LikelihoodFamily` of a LikelihoodLayer (O = heads D_x, head-major).
     """
 
     weight1: torch.Tensor
     bias1: torch.Tensor
     weight2: torch.Tensor
     bias2: torch.Tensor
-    likelihood: str
+    likelihood: str | LikelihoodFamily
 
     @property
     def hidden(self) -> int:
@@ -131,13 +133,14 @@ class FoldableDecoder:
 def foldable_decoder(model: HelmholtzMachine) -> FoldableDecoder | None:
     """The decoder of ``model`` as a :class:`FoldableDecoder`, or None where folding does not apply.
 
-    Applies to a Bernoulli or diagonal-Gaussian likelihood layer whose trunk is exactly one ReLU
+    Applies to a Bernoulli, diagonal-Gaussian or two-head family's likelihood layer whose trunk is exactly one ReLU
     layer, outside autograd, on the CPU, with fp32 or fp64 matmuls and folding not switched off.
     """
     layer = model.generative
     if _mode == "never" or torch.is_grad_enabled() or backend._matmul_dtype != torch.float32:
         return None
-    if not isinstance(layer, (BernoulliLayer, DiagonalGaussianLayer)):
+    # a family's heads: at most two per pixel, as a Gaussian's (the fold holds [samples, heads * D_x] outputs at once)
+    if not isinstance(layer, (BernoulliLayer, DiagonalGaussianLayer)) and not (isinstance(layer, LikelihoodLayer) and layer.family.heads <= 2):
         return None
     trunk = layer.trunk
     if trunk.activation != "relu" or len(trunk.layers) != 1 or trunk.layers[0].weight.device.type != "cpu":
@@ -145,6 +148,8 @@ def foldable_decoder(model: HelmholtzMachine) -> FoldableDecoder | None:
     hidden = trunk.layers[0]
     if isinstance(layer, BernoulliLayer):
         weight2, bias2, likelihood = layer.logits.weight, layer.logits.bias, "bernoulli"
+    elif isinstance(layer, LikelihoodLayer):
+        weight2, bias2, likelihood = layer.head.weight, layer.head.bias, layer.family
     else:
         weight2 = torch.cat([layer.loc.weight, layer.raw_scale.weight])
         bias2, likelihood = torch.cat([layer.loc.bias, layer.raw_scale.bias]), "gaussian"
@@ -222,8 +227,10 @@ def folded_log_likelihood(decoder: FoldableDecoder, x: torch.Tensor, z: torch.Te
                 result[:, b] = log_sigmoid_sum(features, weight * signs[b])
         elif decoder.likelihood == "bernoulli":  # grey targets: sum_d x_d o_d - softplus(o_d)
             result[:, b] = features @ (weight @ x[b]) - F.softplus(features @ weight).sum(-1)
-        else:
+        elif decoder.likelihood == "gaussian":
             result[:, b] = _gaussian_log_likelihood(features @ weight, x[b])
+        else:  # a likelihood family of vaelab.likelihoods: its log-probability of the outputs [n, heads, D_x]
+            result[:, b] = decoder.likelihood.log_prob((features @ weight).unflatten(-1, (decoder.likelihood.heads, -1)), x[b])
     return result
 
 
