@@ -15,6 +15,7 @@ from vaelab.config import ExperimentConfig
 from vaelab.data.datasets import REGISTRY, check_dataset_name
 from vaelab.data.splits import refuse_valid_fraction
 from vaelab.errors import ConfigError
+from vaelab.estimators.bounds import DEFAULT_MAX_ROWS
 from vaelab.likelihoods import get_likelihood
 from vaelab.machine import available_memory
 from vaelab.objectives.registry import check_config
@@ -107,7 +108,8 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
     """A lower estimate, in bytes, of what training ``config`` on ``data_dim``-pixel images holds at once:
     every parameter (with its gradient and Adam's moments) plus the larger of a training batch's
     activations (batch_size x num_samples x groups rows through every layer, kept for the backward
-    pass) and an evaluation batch's (eval_batch_size x eval_k rows, one layer's input and output at
+    pass) and an evaluation batch's (eval_batch_size x eval_k rows, at most
+    :data:`~vaelab.estimators.bounds.DEFAULT_MAX_ROWS` at a time, one layer's input and output at
     a time). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction.
 
     With the dataset's ``split_sizes`` a batch holds no more images than its split (training) or
@@ -120,7 +122,8 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
         batch_size = min(batch_size, split_sizes.get("train", batch_size), train.train_size or batch_size)
         eval_batch_size = min(eval_batch_size, max((split_sizes.get(split, eval_batch_size) for split in train.eval_splits), default=eval_batch_size))
     training = COPIES_PER_ACTIVATION * batch_size * train.num_samples * train.groups * units
-    evaluation = 2 * eval_batch_size * train.eval_k * widest  # no gradients: a layer's input and output at once
+    # no gradients: a layer's input and output at once, for at most DEFAULT_MAX_ROWS decoder rows (the bound is computed in chunks)
+    evaluation = 2 * min(eval_batch_size * train.eval_k, DEFAULT_MAX_ROWS) * widest
     return FLOAT_BYTES * (COPIES_PER_PARAMETER * parameters + max(training, evaluation))
 
 
