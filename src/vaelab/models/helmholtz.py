@@ -89,7 +89,7 @@ class HelmholtzMachine(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
         """n images ``[n, *data_shape]`` from z ~ p(z): E[x | z] (``mean=True``: Bernoulli
-        probabilities, the means of the other families, in [0, 1]), else a draw x ~ p(x | z)."""
+        probabilities, the other families' means), else a draw x ~ p(x | z)."""
         z = sample(self.prior_distribution(), (n,), generator)
         likelihood = self.likelihood(z)
         x = likelihood.mean if mean else sample(likelihood, (), generator)
