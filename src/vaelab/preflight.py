@@ -108,22 +108,26 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
     """A lower estimate, in bytes, of what training ``config`` on ``data_dim``-pixel images holds at once:
     every parameter (with its gradient and Adam's moments) plus the larger of a training batch's
     activations (batch_size x num_samples x groups rows through every layer, kept for the backward
-    pass) and an evaluation batch's (eval_batch_size x eval_k rows, at most
-    :data:`~vaelab.estimators.bounds.DEFAULT_MAX_ROWS` at a time, one layer's input and output at
-    a time). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction.
+    pass) and an evaluation batch's (eval_batch_size x eval_k rows, one layer's input and output at
+    a time; the decoder's heads beyond two for the :data:`~vaelab.estimators.bounds.DEFAULT_MAX_ROWS`
+    rows of one chunk). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction.
 
     With the dataset's ``split_sizes`` a batch holds no more images than its split (training) or
     the largest evaluated split (evaluation): ``--batch-size 10**9`` on 1,350 images is a batch of 1,350.
     The decoder's output is :func:`decoder_heads` numbers per pixel (``levels`` of them for categorical)."""
-    parameters, units, _, widest = _network_sizes(config, data_dim, decoder_heads(config, levels))
+    heads = decoder_heads(config, levels)
+    parameters, units, _, _ = _network_sizes(config, data_dim, heads)
+    widest = _network_sizes(config, data_dim)[3]  # of every layer but the decoder's extra heads
     train = config.train
     batch_size, eval_batch_size = train.batch_size, train.eval_batch_size
     if split_sizes:  # a batch is its split's images at most
         batch_size = min(batch_size, split_sizes.get("train", batch_size), train.train_size or batch_size)
         eval_batch_size = min(eval_batch_size, max((split_sizes.get(split, eval_batch_size) for split in train.eval_splits), default=eval_batch_size))
     training = COPIES_PER_ACTIVATION * batch_size * train.num_samples * train.groups * units
-    # no gradients: a layer's input and output at once, for at most DEFAULT_MAX_ROWS decoder rows (the bound is computed in chunks)
-    evaluation = 2 * min(eval_batch_size * train.eval_k, DEFAULT_MAX_ROWS) * widest
+    rows = eval_batch_size * train.eval_k
+    # no gradients: a layer's input and output at once; a decoder's heads beyond two (categorical's
+    # levels) only for the DEFAULT_MAX_ROWS rows of one chunk, as the bound is computed
+    evaluation = 2 * (rows * widest + min(rows, DEFAULT_MAX_ROWS) * max(0, heads - 2) * data_dim)
     return FLOAT_BYTES * (COPIES_PER_PARAMETER * parameters + max(training, evaluation))
 
 

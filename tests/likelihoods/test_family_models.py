@@ -153,7 +153,7 @@ def test_the_memory_estimate_counts_a_categorical_decoders_heads():
 
     assert needed("categorical", None) == needed("auto", None) < needed("categorical", 256)
     # 256 x 3072 outputs from 512 hidden units: 403M parameters held 4 times (6 GiB), and an
-    # evaluation chunk of 4096 rows of 786,432 logits in and out (24 GiB), not 100 x 1000 rows (600 GiB)
+    # evaluation chunk of 4096 rows of 786,432 logits (24 GiB), not all 100 x 1000 rows (600 GiB)
     assert 24 * 2**30 < needed("categorical", 256) < 40 * 2**30
 
 
