@@ -17,10 +17,9 @@ from vaelab.data import load_dataset
 from vaelab.errors import ConfigError
 from vaelab.estimators import folding
 from vaelab.estimators.bounds import importance_weighted_bound
-from vaelab.likelihoods import LIKELIHOOD_NAMES, LIKELIHOODS
+from vaelab.likelihoods import LIKELIHOOD_NAMES, LIKELIHOODS, get_likelihood
 from vaelab.models.layers import BernoulliLayer, LikelihoodLayer
 from vaelab.models.networks import NetworkLayer
-from vaelab.models.sampling import sample
 from vaelab.objectives import OBJECTIVES
 from vaelab.preflight import memory_needed
 
@@ -61,6 +60,21 @@ def test_the_bernoulli_output_bias_starts_at_the_data_mean_logits(digits):
     model = initial_model(ExperimentConfig(model=ModelConfig(latent_dim=2, hidden=(8,))), digits)
     mean = digits.splits["train"].images.mean(0)
     torch.testing.assert_close(model.generative.logits.bias, torch.logit(mean.clamp(1e-3, 1 - 1e-3)))
+
+
+@pytest.mark.algebra
+def test_the_generic_layer_with_the_bernoulli_family_is_the_bernoulli_layer():
+    torch.manual_seed(0)
+    fast = BernoulliLayer(3, 10, (8,), "tanh").double()
+    generic = LikelihoodLayer(3, get_likelihood("bernoulli").family()((10,), 2), (8,), "tanh").double()
+    generic.load_state_dict({key.replace("logits", "head"): value for key, value in fast.state_dict().items()})
+    z, x = torch.randn(4, 5, 3, dtype=torch.float64), torch.rand(5, 10, dtype=torch.float64)
+    torch.testing.assert_close(generic.log_prob(z, x), fast.log_prob(z, x))
+    torch.testing.assert_close(generic(z).mean, fast(z).mean)
+    mean = torch.rand(10, dtype=torch.float64)
+    fast.init_output_bias(mean)
+    generic.init_output_bias(mean)
+    torch.testing.assert_close(generic.head.bias, fast.logits.bias)
 
 
 USER_DECODERS = textwrap.dedent(

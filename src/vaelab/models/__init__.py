@@ -2,7 +2,7 @@
 
 from vaelab.models.chain import Chain
 from vaelab.models.helmholtz import HelmholtzMachine
-from vaelab.models.layers import BernoulliLayer, DiagonalGaussianLayer, StochasticLayer
+from vaelab.models.layers import BernoulliLayer, DiagonalGaussianLayer, LikelihoodLayer, StochasticLayer
 from vaelab.models.priors import (
     BernoulliPrior,
     MixturePrior,
@@ -16,6 +16,7 @@ __all__ = [
     "Chain",
     "DiagonalGaussianLayer",
     "HelmholtzMachine",
+    "LikelihoodLayer",
     "MixturePrior",
     "StandardNormalPrior",
     "StochasticLayer",
