@@ -13,19 +13,13 @@ The contract of a network (issue 13):
 - decoder: z ``[B, latent_dim]`` -> ``[B, heads, *data_shape]``, the likelihood family's ``heads``
   numbers per sub-pixel (:mod:`vaelab.likelihoods`; ``[B, *data_shape]`` is accepted where heads is 1):
 
-  ==============================  =====================  ==============================================
-  ``--likelihood``                heads                  per sub-pixel
-  ==============================  =====================  ==============================================
-  bernoulli                       1                      the logit
-  gaussian                        2                      raw mean (sigmoid or linear), raw scale
-                                                         (sigma = softplus(raw) + MIN_SCALE)
-  categorical                     levels                 one logit per level (a softmax)
-  discretized-logistic            2                      mean (centred units, [-1, 1] the data's
-  discretized-gaussian                                   range), log-scale
-  discretized-logistic-mixture    3K (4K for C = 3)      K mixture logits, means, log-scales (and for
-                                                         RGB coupling coefficients):
-                                                         :mod:`vaelab.likelihoods.mixture`
-  ==============================  =====================  ==============================================
+  | ``--likelihood`` | heads | per sub-pixel |
+  |---|---|---|
+  | bernoulli | 1 | the logit |
+  | gaussian | 2 | raw mean (sigmoid or linear), raw scale (sigma = softplus(raw) + MIN_SCALE) |
+  | categorical | levels | one logit per level (a softmax) |
+  | discretized-logistic, discretized-gaussian | 2 | mean (centred units: [-1, 1] is the data's range), log-scale |
+  | discretized-logistic-mixture | 3K (4K for C = 3) | mixture logits, means, log-scales (and RGB coupling coefficients): :mod:`vaelab.likelihoods.mixture` |
 
   A decoder factory that takes a ``heads`` argument is called with it
   (``FACTORY(data_shape=..., latent_dim=..., heads=...)``); one that does not must return the
