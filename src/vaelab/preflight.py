@@ -15,7 +15,7 @@ from vaelab.config import ExperimentConfig
 from vaelab.data.datasets import REGISTRY, check_dataset_name
 from vaelab.data.splits import refuse_valid_fraction
 from vaelab.errors import ConfigError
-from vaelab.estimators.bounds import DEFAULT_MAX_ROWS
+from vaelab.estimators.bounds import DECODER_NUMBERS_AT_ONCE
 from vaelab.likelihoods import get_likelihood
 from vaelab.machine import available_memory
 from vaelab.objectives.registry import check_config
@@ -109,8 +109,8 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
     every parameter (with its gradient and Adam's moments) plus the larger of a training batch's
     activations (batch_size x num_samples x groups rows through every layer, kept for the backward
     pass) and an evaluation batch's (eval_batch_size x eval_k rows, one layer's input and output at
-    a time; the decoder's heads beyond two for the :data:`~vaelab.estimators.bounds.DEFAULT_MAX_ROWS`
-    rows of one chunk). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction.
+    a time; the decoder's heads beyond two for one chunk, at most
+    :data:`~vaelab.estimators.bounds.DECODER_NUMBERS_AT_ONCE` numbers). Dense layers only: a width w to w' layer has w w' + w' parameters, in each direction.
 
     With the dataset's ``split_sizes`` a batch holds no more images than its split (training) or
     the largest evaluated split (evaluation): ``--batch-size 10**9`` on 1,350 images is a batch of 1,350.
@@ -126,8 +126,8 @@ def memory_needed(config: ExperimentConfig, data_dim: int, split_sizes: dict[str
     training = COPIES_PER_ACTIVATION * batch_size * train.num_samples * train.groups * units
     rows = eval_batch_size * train.eval_k
     # no gradients: a layer's input and output at once; a decoder's heads beyond two (categorical's
-    # levels) only for the DEFAULT_MAX_ROWS rows of one chunk, as the bound is computed
-    evaluation = 2 * (rows * widest + min(rows, DEFAULT_MAX_ROWS) * max(0, heads - 2) * data_dim)
+    # levels) only for one chunk's DECODER_NUMBERS_AT_ONCE outputs, as the bound is computed
+    evaluation = 2 * (rows * widest + min(rows * max(0, heads - 2) * data_dim, DECODER_NUMBERS_AT_ONCE))
     return FLOAT_BYTES * (COPIES_PER_PARAMETER * parameters + max(training, evaluation))
 
 

@@ -10,8 +10,10 @@ import torch
 from vaelab.builders import build_model
 from vaelab.config import ModelConfig
 from vaelab.estimators.bounds import (
+    DEFAULT_MAX_ROWS,
     block_bound,
     bound_and_k_hat,
+    decoder_rows,
     bound_curve,
     evaluate_bound,
     evaluate_bound_and_k_hat,
@@ -164,3 +166,15 @@ def test_evaluate_bound_and_k_hat_matches_evaluate_bound(linear_gaussian):
     bounds, k_hats = evaluate_bound_and_k_hat(model, x, 100, torch.Generator().manual_seed(5), batch_size=17)
     assert torch.equal(bounds, evaluate_bound(model, x, 100, torch.Generator().manual_seed(5), batch_size=17))
     assert k_hats.shape == (64,) and torch.isfinite(k_hats).all()
+
+
+@pytest.mark.contract
+def test_wide_decoders_are_evaluated_in_fewer_rows():
+    """A categorical decoder of 32x32x3 8-bit images gives 256 x 3,072 numbers a row: a chunk holds
+    2^24 // 786,432 = 21 rows, not 4,096 (12 GiB a tensor); MNIST's Bernoulli decoder keeps 4,096,
+    and a hand-written layer that does not give its width keeps the rows asked for."""
+    colour = build_model(ModelConfig(latent_dim=4, hidden=(8,), likelihood="categorical", architecture="conv"), 3072, "categorical", (3, 32, 32), 256)
+    assert decoder_rows(colour) == 2**24 // (256 * 3072) == 21
+    assert decoder_rows(build_model(ModelConfig(hidden=(8,)), 784, "bernoulli", (1, 28, 28), 2)) == DEFAULT_MAX_ROWS
+    weight = torch.ones(3, 2, dtype=torch.float64)
+    assert decoder_rows(linear_gaussian_model(weight, torch.zeros(3, dtype=torch.float64), noise_scale=0.7), 64) == 64

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 
 from vaelab.errors import ConfigError
-from vaelab.estimators.bounds import DEFAULT_MAX_ROWS
+from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, decoder_rows
 from vaelab.models import BernoulliLayer, BernoulliPrior, HelmholtzMachine
 from vaelab.models.sampling import ancestral_sample, sample
 from vaelab.progress import bar as progress_bar
@@ -362,7 +362,7 @@ def evaluate_ais(
     ``progress`` shows a tqdm bar counting transitions (pilot and counted chains).
     """
     device = next(model.parameters()).device
-    chunks = images.split(_images_per_chunk(settings, max_rows, batch_size))
+    chunks = images.split(_images_per_chunk(settings, decoder_rows(model, max_rows), batch_size))
     bar = _progress_bar(progress, len(chunks) * 2 * settings.steps, f"AIS T={settings.steps} M={settings.chains}")
     results = [forward_ais(model, chunk.to(device), settings, generator, bar) for chunk in chunks]
     if bar is not None:
@@ -407,7 +407,7 @@ def bdmc_on_simulated(
     :func:`evaluate_ais`. The same simulated images can so serve several settings."""
     _refuse_discrete_latents(model)
     device = next(model.parameters()).device
-    size = _images_per_chunk(settings, max_rows, batch_size)
+    size = _images_per_chunk(settings, decoder_rows(model, max_rows), batch_size)
     bar = _progress_bar(progress, -(-x.shape[0] // size) * 3 * settings.steps, f"BDMC T={settings.steps} M={settings.chains}")
     forwards, reverses = [], []
     for x_chunk, z_chunk in zip(x.split(size), z.split(size)):

@@ -26,6 +26,18 @@ __all__ = ["block_bound", "bound_and_k_hat", "bound_curve", "evaluate_bound", "e
 
 # Decoder rows (samples x examples) scored at once: 4096 rows of 784 pixels is ~13 MB of logits.
 DEFAULT_MAX_ROWS = 4096
+# Decoder outputs held at once (64 MiB of float32): 4,096 rows of a Bernoulli or Gaussian decoder
+# of MNIST or Frey Face are far below it; a categorical decoder of CIFAR-10 (256 heads on 3,072
+# sub-pixels, 786,432 numbers a row) takes 21 rows, where 4,096 would hold 12 GiB per tensor.
+DECODER_NUMBERS_AT_ONCE = 2**24
+
+
+def decoder_rows(model: HelmholtzMachine, max_rows: int = DEFAULT_MAX_ROWS) -> int:
+    """``max_rows``, or fewer where one row's decoder output is wide: rows whose outputs fit
+    :data:`DECODER_NUMBERS_AT_ONCE` (at least one). A decoder that does not give its width
+    (``output_numbers`` 0, e.g. a hand-written layer) keeps ``max_rows``."""
+    width = getattr(model.generative, "output_numbers", 0)
+    return max(1, min(max_rows, DECODER_NUMBERS_AT_ONCE // width)) if width else max_rows
 # Samples x examples whose z are drawn before a foldable decoder scores them, so that one fold of
 # each image serves all its samples: 2^18 rows of a 16-D z is 16 MB.
 FOLD_BLOCK_ROWS = 2**18
@@ -38,6 +50,7 @@ def _log_weight_chunks(model, x, num_samples, generator, max_rows):
     chunk by chunk all the same, so the draws (and the generator's state after) do not change.
     """
     posterior = model.posterior(x)
+    max_rows = decoder_rows(model, max_rows)
     samples_per_chunk = max(1, max_rows // x.shape[0])
     decoder = folding.foldable_decoder(model)
     if decoder is None:

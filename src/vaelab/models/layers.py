@@ -31,6 +31,12 @@ class StochasticLayer(nn.Module):
         """log p(value | inputs) ``[...]``, summed over the event dimension."""
         return self(inputs).log_prob(value)
 
+    @property
+    def output_numbers(self) -> int:
+        """Numbers the layer computes per input row (its distribution's parameters), or 0 where a
+        layer does not say: what sizes an evaluation's chunks (:func:`vaelab.estimators.bounds.decoder_rows`)."""
+        return 0
+
 
 class DiagonalGaussianLayer(StochasticLayer):
     """x -> N(mu(x), diag(sigma(x)^2)), sigma = softplus(raw) + MIN_SCALE."""
@@ -40,6 +46,10 @@ class DiagonalGaussianLayer(StochasticLayer):
         self.trunk = MLP(in_features, hidden, activation)
         self.loc = nn.Linear(self.trunk.out_features, out_features)
         self.raw_scale = nn.Linear(self.trunk.out_features, out_features)
+
+    @property
+    def output_numbers(self) -> int:
+        return 2 * self.loc.out_features
 
     def forward(self, inputs: torch.Tensor) -> Independent:
         features = self.trunk(inputs)
@@ -58,6 +68,10 @@ class BernoulliLayer(StochasticLayer):
         super().__init__()
         self.trunk = MLP(in_features, hidden, activation)
         self.logits = nn.Linear(self.trunk.out_features, out_features)
+
+    @property
+    def output_numbers(self) -> int:
+        return self.logits.out_features
 
     def forward(self, inputs: torch.Tensor) -> Independent:
         return Independent(Bernoulli(logits=linear(self.trunk(inputs), self.logits), validate_args=False), 1, validate_args=False)
@@ -87,6 +101,10 @@ class LikelihoodLayer(StochasticLayer):
         self.data_dim = math.prod(family.data_shape)
         self.trunk = MLP(in_features, hidden, activation)
         self.head = nn.Linear(self.trunk.out_features, family.heads * self.data_dim)
+
+    @property
+    def output_numbers(self) -> int:
+        return self.head.out_features
 
     def parameters_of(self, inputs: torch.Tensor) -> torch.Tensor:
         """The family's parameters ``[..., heads, D]`` for inputs ``[..., in]``."""

@@ -106,6 +106,10 @@ class NetworkLayer(StochasticLayer):
         # one head: the head dimension may be left out, [B, *data_shape] (the decoders of before issue 31)
         self.squeezed_shape = self.output_shape[1:] if family.heads == 1 and len(self.output_shape) > 1 else None
 
+    @property
+    def output_numbers(self) -> int:
+        return math.prod(self.output_shape)
+
     def parameters_of(self, inputs: torch.Tensor) -> torch.Tensor:
         """The network's output for inputs ``[..., prod(input_shape)]``, as ``[..., heads, event_size]``."""
         leading = inputs.shape[:-1]
