@@ -21,6 +21,7 @@ from typing import Any
 
 from vaelab.errors import ConfigError
 from vaelab.likelihoods import LIKELIHOOD_NAMES, LIKELIHOODS as LIKELIHOOD_ENTRIES
+from vaelab.posteriors import POSTERIOR_NAMES
 
 ACTIVATIONS = ("relu", "tanh", "elu", "softplus", "sigmoid")
 BINARIZATIONS = ("dynamic", "static", "threshold", "none")
@@ -221,6 +222,8 @@ class ModelConfig:
     architecture: str = option("mlp", one_of(ARCHITECTURES), "the x <-> z_1 networks: MLPs of --hidden widths, or conv (strided convolutions, image data)")
     encoder: str | None = option(None, FACTORY, "your encoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
     decoder: str | None = option(None, FACTORY, "your decoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
+    posterior: str = option("diagonal", one_of(POSTERIOR_NAMES), "q(z|x): the encoder's diagonal Gaussian, or it pushed through a flow set by x")
+    flow_steps: int = option(4, POSITIVE_INT, "steps of a flow posterior (--posterior iaf, planar or householder)")
 
     def __post_init__(self) -> None:
         if is_int(self.latent_dim):
@@ -244,6 +247,10 @@ class ModelConfig:
         _require(
             (self.latent == "bernoulli") == (self.prior == "bernoulli"),
             f"Bernoulli latents take the bernoulli prior and Gaussian latents a continuous one (got latent {self.latent!r}, prior {self.prior!r})",
+        )
+        _require(
+            self.posterior == "diagonal" or (self.latent == "gaussian" and self.architecture == "mlp" and self.encoder is None and len(self.latent_dims) == 1 and self.prior != "vamp"),
+            f"--posterior {self.posterior} needs Gaussian latents, the MLP encoder, one stochastic layer and a prior other than vamp",
         )
         _require(self.prior != "vamp" or len(self.latent_dims) == 1, "the vamp prior needs one stochastic layer (its components are q(z | u))")
         _require(

@@ -43,6 +43,8 @@ def sample(
     """
     if isinstance(distribution, FamilyDistribution):
         return distribution.draw(sample_shape, generator)
+    if hasattr(distribution, "rsample_and_log_prob"):  # a flow posterior (vaelab.posteriors.flow)
+        return distribution.rsample_and_log_prob(sample_shape, generator)[0]
     if isinstance(distribution, Chain):
         blocks = [sample(distribution.first, sample_shape, generator)]
         for layer in distribution.conditionals:
@@ -63,6 +65,17 @@ def sample(
     if isinstance(base, Bernoulli):
         return bernoulli_draw(base.probs.expand(shape), generator)
     raise TypeError(f"sampling with a generator is not implemented for {type(base).__name__}")
+
+
+def sample_and_log_prob(
+    distribution: Distribution, sample_shape: torch.Size | tuple[int, ...], generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample` and the draws' log-density ``sample_shape + batch_shape``: in one pass where the
+    distribution offers it (a flow posterior, whose log q of a given z may need an inverse it lacks)."""
+    if hasattr(distribution, "rsample_and_log_prob"):
+        return distribution.rsample_and_log_prob(sample_shape, generator)
+    value = sample(distribution, sample_shape, generator)
+    return value, distribution.log_prob(value)
 
 
 def _sample_mixture(mixture: MixtureSameFamily, sample_shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:

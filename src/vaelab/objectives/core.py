@@ -16,7 +16,7 @@ import torch
 from torch.distributions import Distribution
 
 from vaelab.models import HelmholtzMachine
-from vaelab.models.sampling import ancestral_sample, sample
+from vaelab.models.sampling import ancestral_sample, sample, sample_and_log_prob
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,16 @@ def importance_samples(
     """
     if posterior is None:
         posterior = model.posterior(x)
-    z = sample(posterior, (num_samples,), generator)
-    if not reparameterize:
-        z = z.detach()
+    if reparameterize:
+        z, log_proposal = sample_and_log_prob(posterior, (num_samples,), generator)
+    else:
+        z = sample(posterior, (num_samples,), generator).detach()
+        log_proposal = posterior.log_prob(z)
     return ImportanceSamples(
         z=z,
         log_prior=model.prior_distribution().log_prob(z),
         log_likelihood=model.log_likelihood(x, z),
-        log_proposal=posterior.log_prob(z),
+        log_proposal=log_proposal,
     )
 
 

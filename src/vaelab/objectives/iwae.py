@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from vaelab.models import HelmholtzMachine
+from vaelab.models.sampling import sample
 from vaelab.objectives.core import (
     ObjectiveOutput,
     block_bound,
@@ -25,6 +26,7 @@ from vaelab.objectives.core import (
     normalized_weights,
     pathwise_log_weights,
 )
+from vaelab.posteriors.flow import FlowPosterior
 
 
 def iwae(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> ObjectiveOutput:
@@ -37,11 +39,36 @@ def iwae_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, ge
     """L_k for theta; phi follows DReG's sum_i w~_i^2 d log w_i / dz_i dz_i / dphi, plus
     sum_i w~_i d log p(z_i) / dphi for a prior that shares phi (the VampPrior). Returns ``[B]`` tensors."""
     posterior, prior = model.posterior(x), model.prior_distribution()
+    if isinstance(posterior, FlowPosterior) and not posterior.flow.invertible:
+        return _flow_dreg(model, x, posterior, num_samples, generator)
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
     weights = normalized_weights(samples.log_weights)
     stopped_log_prior = prior.log_prob(samples.z.detach())
     phi_surrogate = (weights**2 * pathwise_log_weights(samples, posterior, stopped_log_prior) + weights * stopped_log_prior).sum(0)
+    return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
+
+
+def _flow_dreg(model: HelmholtzMachine, x: torch.Tensor, posterior: FlowPosterior, num_samples: int, generator: torch.Generator | None) -> ObjectiveOutput:
+    """DReG for a flow without an inverse, in the base space: z_0 ~ q0_phi, target
+    p'_phi(x, z_0) = p(x, f_phi(z_0)) |det df_phi/dz_0| (the same log-weights, and the same L_k).
+
+    q0 gets DReG's pathwise term w~^2 d log w / dz_0 dz_0 / dphi; p'_phi depends on phi through
+    the flow as the VampPrior's p(z) does, and enters as sum_i w~_i d log p'_phi(x, stop(z_0)) / dphi.
+    Unbiased for the gradient of L_k (the variance reduction applies to q0's parameters: the
+    flow's keep the score-like part of their gradient). Returns ``[B]`` tensors.
+    """
+    base = posterior.base
+    z0 = sample(base, (num_samples,), generator)  # the draws of posterior.rsample_and_log_prob
+    z, log_det = posterior.transform(z0)
+    log_weights = model.prior_distribution().log_prob(z) + model.log_likelihood(x, z) - base.log_prob(z0) + log_det
+    bound = log_mean_exp(log_weights)
+    weights = normalized_weights(log_weights)
+    stopped = z0.detach()
+    stopped_z, stopped_log_det = posterior.transform(stopped)
+    stopped_target = model.prior_distribution().log_prob(stopped_z) + model.log_likelihood(x, stopped_z) + stopped_log_det
+    pathwise = log_weights + base.log_prob(stopped) - stopped_target
+    phi_surrogate = (weights**2 * pathwise + weights * stopped_target).sum(0)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
 
 
