@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY, one_line_error, run_cli
+from conftest import TINY, one_line_error, run_cli
 from vaelab.estimators.ais import AISSettings
 from vaelab.evaluation.gaps import GapSettings, inference_gaps
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_posterior
@@ -57,3 +57,35 @@ def test_gap_split_on_the_linear_gaussian_model_equals_its_closed_form(linear_ga
     assert error.abs() < tolerance < optimal_kl.mean() / 2
     assert (encoder_kl - optimal_kl > 0.5).all()  # power: the amortization gap far above its slack
     assert (gaps["convergence"].abs() < 0.02).all()  # Adam's jitter at this learning rate, no trend
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_train_an_iaf_posterior_then_evaluate_its_gaps(tmp_path):
+    run = tmp_path / "run"
+    status, _, stderr = run_cli("train", *TINY, "--epochs", "1", "--latent-dim", "4", "--posterior", "iaf", "--flow-steps", "2", "--out", run)
+    assert status == 0, stderr
+    status, stdout, stderr = run_cli("evaluate", run, "--gaps", "--images", "5", "--k", "50", "--steps", "10", "--gap-steps", "40", "--no-progress", "--device", "cpu")
+    assert status == 0, stderr
+    lines = stdout.strip().splitlines()
+    assert lines[0].startswith("log p(x) by AIS (T=10") and "over 5 images" in lines[0]
+    assert any(line.startswith("approximation gap") for line in lines) and any(line.startswith("amortization gap") for line in lines)
+    saved = np.load(run / "gaps-test-epoch1.npz")
+    assert saved["image_index"].tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(saved["approximation_gap"] + saved["amortization_gap"], saved["log_px"] - saved["elbo_encoder"], atol=1e-4)
+    assert np.isfinite(saved["convergence"]).all()
+
+
+@pytest.mark.e2e
+def test_gap_options_are_refused_where_they_do_nothing(tmp_path):
+    for args in (["--gaps", "--estimator", "ais"], ["--gap-steps", "5"]):
+        status, _, stderr = run_cli("evaluate", tmp_path, *args)
+        one_line_error(status, stderr)
+        assert "--gap" in stderr
+
+
+@pytest.mark.e2e
+def test_a_refused_objective_is_one_line_on_the_command_line(tmp_path):
+    status, _, stderr = run_cli("train", *TINY, "--posterior", "planar", "--algorithm", "vimco", "--num-samples", "2", "--out", tmp_path / "run")
+    one_line_error(status, stderr)
+    assert "vimco needs log q(z | x) of a given z, which the planar posterior cannot compute" in stderr

@@ -80,7 +80,9 @@ def _log_mean_exp_standard_error(log_weights: torch.Tensor) -> torch.Tensor:
     return weights.std(0) / (math.sqrt(weights.shape[0]) * weights.mean(0))
 
 
-def inference_gaps(model: HelmholtzMachine, x: torch.Tensor, settings: GapSettings = GapSettings(), generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def inference_gaps(
+    model: HelmholtzMachine, x: torch.Tensor, settings: GapSettings = GapSettings(), generator: torch.Generator | None = None, progress: bool = False
+) -> dict[str, torch.Tensor]:
     """Per-image ``[B]`` tensors (float64) for x ``[B, D_x]``: ``log_px`` (AIS) and ``log_px_se``,
     ``elbo_encoder``, ``lk_encoder``, ``elbo_optimised`` (each with ``_se``), ``approximation_gap``,
     ``amortization_gap`` (each with ``_se``) and ``convergence`` (q*'s ELBO change over the last 10% of steps).
@@ -110,7 +112,7 @@ def inference_gaps(model: HelmholtzMachine, x: torch.Tensor, settings: GapSettin
         optimizer.step()
     with torch.no_grad():
         optimised = member(noise)  # [k, B], the same draws as the encoder's
-        ais = evaluate_ais(model, x, settings.ais, generator)
+        ais = evaluate_ais(model, x, settings.ais, generator, progress=progress)
     log_px = ais.log_marginal.to(loc.dtype).to(loc.device)
     log_px_se = _log_mean_exp_standard_error(ais.log_weights.to(loc.device)).to(loc.dtype)
     elbo_encoder, elbo_optimised = encoder.mean(0), optimised.mean(0)
@@ -145,6 +147,7 @@ def evaluate_gaps_run(
     device: str = "auto",
     trust_code: bool = False,
     checkpoint: str | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """:func:`inference_gaps` of the first ``num_images`` images of ``split`` at the run's checkpoint,
     written per image into the run (:func:`gaps_file`); returns the summary (mean and standard
@@ -156,7 +159,7 @@ def evaluate_gaps_run(
         images, _ = evaluation_images(config, dataset, split)
         images = images[:num_images].to(next(model.parameters()).device)
         generator = seeded_generator(config.seed, state["epoch"], SPLIT_TAGS[split], 7, device=images.device)
-        values = inference_gaps(model, images, settings, generator)
+        values = inference_gaps(model, images, settings, generator, progress)
         name = gaps_file(split, state["epoch"])
         save_per_image(Path(run_dir) / name, torch.arange(images.shape[0]), **values)
     summary = {key: mean_and_standard_error(value) for key, value in values.items() if not key.endswith("_se")}
