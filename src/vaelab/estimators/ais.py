@@ -324,7 +324,9 @@ def reverse_ais(
     if step_sizes is None:
         step_sizes = _pilot_step_sizes(target, x, scale, settings, generator, bar) if settings.steps else torch.zeros(0, x.shape[0], dtype=torch.float64)
     betas = annealing_schedule(settings.steps, settings.schedule_sharpness).flip(0)
-    if target.flow is not None:  # the chains walk the flow's base space (ConfigError where it has no inverse)
+    if target.flow is not None:  # the chains walk the flow's base space
+        if not target.flow.flow.invertible:
+            raise ConfigError(f"reverse AIS starts from given z, which the {target.flow.flow.name} posterior cannot map back to its base (no inverse); use --ais-start prior")
         z = target.flow.flow.inverse(target.flow.params, z)[0]
     start = z.to(x.dtype).unsqueeze(0).expand(settings.chains, -1, -1)
     log_weights, acceptance, _ = _anneal(target, start, betas, step_sizes.to(x.device).flip(0).clone(), scale, settings, generator, False, bar)

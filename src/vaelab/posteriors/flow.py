@@ -85,6 +85,10 @@ class FlowPosterior(Distribution):
         z, log_det = self.transform(z0)
         return z, self.base.log_prob(z0) - log_det
 
+    @property
+    def mean(self) -> torch.Tensor:
+        raise ConfigError(f"the mean of the {self.flow.name} posterior q(z | x) has no closed form (figures of posterior means need --posterior diagonal)")
+
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
