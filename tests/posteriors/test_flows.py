@@ -14,7 +14,7 @@ from torch.distributions import Independent, Normal
 from vaelab.builders import build_model
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.errors import ConfigError
-from vaelab.objectives import OBJECTIVES, check_config
+from vaelab.objectives import OBJECTIVES, check_config, importance_samples
 from vaelab.posteriors import POSTERIORS, get_posterior
 from vaelab.posteriors.flow import FlowPosterior, FlowRecognition
 from vaelab.posteriors.planar import PlanarFlow, constrained_u
@@ -225,3 +225,16 @@ def test_flow_posteriors_refuse_models_they_do_not_fit(model):
 def test_analytic_kl_refuses_a_flow_posterior():
     with pytest.raises(ConfigError, match="analytic KL needs .* the diagonal posterior"):
         check_config(ExperimentConfig(model=ModelConfig(posterior="planar"), train=TrainConfig(algorithm="aevb", kl="analytic")))
+
+
+@pytest.mark.contract
+def test_aevb_free_bits_and_warm_up_run_over_a_flow():
+    # one layer's KL comes from the log q drawn with z: a flow without an inverse needs no more
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=3, hidden=(8,), posterior="iaf", flow_steps=2), data_dim=10, likelihood="bernoulli")
+    x = torch.bernoulli(torch.full((5, 10), 0.3), generator=torch.Generator().manual_seed(0))
+    output = OBJECTIVES["aevb"].function(model, x, num_samples=3, generator=torch.Generator().manual_seed(1), kl="monte-carlo", free_bits=100.0, kl_weight=0.5)
+    samples = importance_samples(model, x, 3, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(output.bound, samples.log_weights.mean(0).detach())
+    # every KL is below lambda = 100 nats, so it is held at lambda: E_q[log p(x | z)] - 0.5 * 100
+    torch.testing.assert_close(output.phi_surrogate, samples.log_likelihood.mean(0) - 50.0)
