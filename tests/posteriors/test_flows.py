@@ -184,7 +184,7 @@ def test_flow_dreg_phi_gradient_is_unbiased_for_the_iwae_gradient(name):
     mean, se = _phi_gradient_draws("iwae-dreg", model, x, 2000, seed=1)
     difference_se = (se**2 + reference_se**2).sqrt()
     assert ((mean - reference).abs() <= 4.5 * difference_se).all(), ((mean - reference) / difference_se).abs().max()
-    assert reference.abs().max() > 10 * difference_se.max()  # power
+    assert (reference.abs() > 10 * difference_se).sum() >= 3  # power: components where a bias of their size would show
 
 
 @pytest.mark.parametrize("algorithm", sorted(name for name, objective in OBJECTIVES.items() if objective.scores_given_z))

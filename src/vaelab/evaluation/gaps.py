@@ -25,7 +25,7 @@ from torch.distributions import Independent, Normal
 from vaelab.builders import load_run
 from vaelab.errors import ConfigError, RunError
 from vaelab.estimators.ais import AISSettings, evaluate_ais
-from vaelab.estimators.bounds import mean_and_standard_error, plus_minus
+from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, mean_and_standard_error, plus_minus
 from vaelab.evaluation.per_image import save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
@@ -81,38 +81,46 @@ def _log_mean_exp_standard_error(log_weights: torch.Tensor) -> torch.Tensor:
 
 
 def inference_gaps(
-    model: HelmholtzMachine, x: torch.Tensor, settings: GapSettings = GapSettings(), generator: torch.Generator | None = None, progress: bool = False
+    model: HelmholtzMachine,
+    x: torch.Tensor,
+    settings: GapSettings = GapSettings(),
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    max_rows: int = DEFAULT_MAX_ROWS,
 ) -> dict[str, torch.Tensor]:
     """Per-image ``[B]`` tensors (float64) for x ``[B, D_x]``: ``log_px`` (AIS) and ``log_px_se``,
     ``elbo_encoder``, ``lk_encoder``, ``elbo_optimised`` (each with ``_se``), ``approximation_gap``,
     ``amortization_gap`` (each with ``_se``) and ``convergence`` (q*'s ELBO change over the last 10% of steps).
+    The k draws are scored ``max_rows`` decoder rows at a time; q*'s steps hold B * ``samples`` rows.
 
     Raises:
         ConfigError: the model has more than one stochastic layer or non-Gaussian latents.
     """
     loc, log_scale, params, flow = _local_parameters(model, x)
     noise = torch.randn((settings.k, *loc.shape), generator=generator, dtype=loc.dtype, device=loc.device)
-    with torch.no_grad():
-        encoder = _log_weights(model, x, flow, loc, log_scale, params, noise)  # [k, B]
+
+    @torch.no_grad()
+    def scored(loc, log_scale, params) -> torch.Tensor:  # [k, B] log w on the fixed draws, max_rows decoder rows at a time
+        chunks = noise.split(max(1, max_rows // x.shape[0]))
+        return torch.cat([_log_weights(model, x, flow, loc, log_scale, params, chunk) for chunk in chunks])
+
+    encoder = scored(loc, log_scale, params)
     leaves = [tensor.detach().clone().requires_grad_(True) for tensor in (loc, log_scale, params) if tensor is not None]
     optimizer = torch.optim.Adam(leaves, lr=settings.learning_rate)
     checkpoint = settings.steps - max(1, round(CONVERGENCE_FRACTION * settings.steps))
 
-    def member(draws: torch.Tensor) -> torch.Tensor:  # [S, B] log w of the current q*
-        return _log_weights(model, x, flow, leaves[0], leaves[1], leaves[2] if flow is not None else None, draws)
-
+    local = lambda: (leaves[0], leaves[1], leaves[2] if flow is not None else None)  # noqa: E731  q*'s current parameters
     for step in range(settings.steps):
         if step == checkpoint:
-            with torch.no_grad():
-                before = member(noise).mean(0)
+            before = scored(*local()).mean(0)
         draws = torch.randn((settings.samples, *loc.shape), generator=generator, dtype=loc.dtype, device=loc.device)
-        loss = -member(draws).mean(0).sum()  # the images are independent: one sum optimises each
+        loss = -_log_weights(model, x, flow, *local(), draws).mean(0).sum()  # the images are independent: one sum optimises each
         for leaf, gradient in zip(leaves, torch.autograd.grad(loss, leaves)):
             leaf.grad = gradient
         optimizer.step()
+    optimised = scored(*local())  # [k, B], the same draws as the encoder's
     with torch.no_grad():
-        optimised = member(noise)  # [k, B], the same draws as the encoder's
-        ais = evaluate_ais(model, x, settings.ais, generator, progress=progress)
+        ais = evaluate_ais(model, x, settings.ais, generator, max_rows, progress)
     log_px = ais.log_marginal.to(loc.dtype).to(loc.device)
     log_px_se = _log_mean_exp_standard_error(ais.log_weights.to(loc.device)).to(loc.dtype)
     elbo_encoder, elbo_optimised = encoder.mean(0), optimised.mean(0)
@@ -159,7 +167,9 @@ def evaluate_gaps_run(
         images, _ = evaluation_images(config, dataset, split)
         images = images[:num_images].to(next(model.parameters()).device)
         generator = seeded_generator(config.seed, state["epoch"], SPLIT_TAGS[split], 7, device=images.device)
-        values = inference_gaps(model, images, settings, generator, progress)
+        # a batch at a time: q*'s Adam steps and the k draws of every image in it are held at once
+        parts = [inference_gaps(model, batch, settings, generator, progress) for batch in images.split(config.train.eval_batch_size)]
+        values = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
         name = gaps_file(split, state["epoch"])
         save_per_image(Path(run_dir) / name, torch.arange(images.shape[0]), **values)
     summary = {key: mean_and_standard_error(value) for key, value in values.items() if not key.endswith("_se")}
