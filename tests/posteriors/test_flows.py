@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
+from vaelab.batched import check_batchable
 from vaelab.builders import build_model
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
+from vaelab.data import load_dataset
 from vaelab.errors import ConfigError
 from vaelab.objectives import OBJECTIVES, check_config, importance_samples
 from vaelab.posteriors import POSTERIORS, get_posterior
@@ -222,6 +224,12 @@ def test_flow_posteriors_refuse_models_they_do_not_fit(model):
 
 
 @pytest.mark.contract
+def test_flow_steps_without_a_flow_are_refused():
+    with pytest.raises(ConfigError, match="--flow-steps applies to a flow posterior"):
+        ModelConfig(flow_steps=2)
+
+
+@pytest.mark.contract
 def test_analytic_kl_refuses_a_flow_posterior():
     with pytest.raises(ConfigError, match="analytic KL needs .* the diagonal posterior"):
         check_config(ExperimentConfig(model=ModelConfig(posterior="planar"), train=TrainConfig(algorithm="aevb", kl="analytic")))
@@ -238,3 +246,11 @@ def test_aevb_free_bits_and_warm_up_run_over_a_flow():
     torch.testing.assert_close(output.bound, samples.log_weights.mean(0).detach())
     # every KL is below lambda = 100 nats, so it is held at lambda: E_q[log p(x | z)] - 0.5 * 100
     torch.testing.assert_close(output.phi_surrogate, samples.log_likelihood.mean(0) - 50.0)
+
+
+@pytest.mark.contract
+def test_seeds_trained_together_refuse_a_flow_posterior():
+    # the stacked networks of vaelab.batched write out the diagonal Gaussian's maths only
+    config = ExperimentConfig(model=ModelConfig(posterior="iaf"), train=TrainConfig(algorithm="iwae", num_samples=2))
+    with pytest.raises(ConfigError, match="the diagonal posterior"):
+        check_batchable(config, load_dataset("digits"))
