@@ -88,7 +88,7 @@ def inference_gaps(
     progress: bool = False,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> dict[str, torch.Tensor]:
-    """Per-image ``[B]`` tensors (float64) for x ``[B, D_x]``: ``log_px`` (AIS) and ``log_px_se``,
+    """Per-image ``[B]`` tensors (in x's dtype) for x ``[B, D_x]``: ``log_px`` (AIS) and ``log_px_se``,
     ``elbo_encoder``, ``lk_encoder``, ``elbo_optimised`` (each with ``_se``), ``approximation_gap``,
     ``amortization_gap`` (each with ``_se``) and ``convergence`` (q*'s ELBO change over the last 10% of steps).
     The k draws are scored ``max_rows`` decoder rows at a time; q*'s steps hold B * ``samples`` rows.
@@ -109,7 +109,9 @@ def inference_gaps(
     optimizer = torch.optim.Adam(leaves, lr=settings.learning_rate)
     checkpoint = settings.steps - max(1, round(CONVERGENCE_FRACTION * settings.steps))
 
-    local = lambda: (leaves[0], leaves[1], leaves[2] if flow is not None else None)  # noqa: E731  q*'s current parameters
+    def local() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # q*'s current parameters
+        return leaves[0], leaves[1], leaves[2] if flow is not None else None
+
     for step in range(settings.steps):
         if step == checkpoint:
             before = scored(*local()).mean(0)
