@@ -37,9 +37,9 @@ from vaelab.models.layers import LikelihoodLayer
 from vaelab.models.conv import ConvDecoder, ConvEncoder
 from vaelab.models.networks import NetworkLayer, call_user_code, evaluation_mode
 from vaelab.models.priors import build_prior
-from vaelab.preflight import check_likelihood
 from vaelab.posteriors import get_posterior
 from vaelab.posteriors.flow import FlowRecognition
+from vaelab.preflight import check_likelihood
 from vaelab.runio import (
     BEST_CHECKPOINT_KEYS,
     BEST_FILE,
