@@ -16,7 +16,8 @@ from vaelab.builders import build_model
 from vaelab.config import ExperimentConfig, ModelConfig, TrainConfig
 from vaelab.data import load_dataset
 from vaelab.errors import ConfigError
-from vaelab.objectives import OBJECTIVES, check_config, importance_samples
+from vaelab.estimators.ais import AISSettings, forward_ais
+from vaelab.objectives import OBJECTIVES, check_config, importance_samples, log_mean_exp
 from vaelab.posteriors import POSTERIORS, get_posterior
 from vaelab.posteriors.flow import FlowPosterior, FlowRecognition
 from vaelab.posteriors.planar import PlanarFlow, constrained_u
@@ -254,3 +255,14 @@ def test_seeds_trained_together_refuse_a_flow_posterior():
     config = ExperimentConfig(model=ModelConfig(posterior="iaf"), train=TrainConfig(algorithm="iwae", num_samples=2))
     with pytest.raises(ConfigError, match="the diagonal posterior"):
         check_batchable(config, load_dataset("digits"))
+
+
+@pytest.mark.algebra
+def test_ais_without_steps_from_a_flow_is_l_m_on_the_same_draws():
+    # the chains walk the flow's base space: with T = 0 their weights are L_M's, draw for draw
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=3, hidden=(8,), posterior="planar", flow_steps=2), data_dim=10, likelihood="bernoulli")
+    x = torch.bernoulli(torch.full((4, 10), 0.3), generator=torch.Generator().manual_seed(0))
+    ais = forward_ais(model, x, AISSettings(steps=0, chains=7), torch.Generator().manual_seed(2))
+    bound = log_mean_exp(importance_samples(model, x, 7, torch.Generator().manual_seed(2)).log_weights.detach())
+    torch.testing.assert_close(ais.log_marginal.float(), bound, rtol=0, atol=1e-5)
