@@ -19,7 +19,7 @@ from vaelab.errors import ConfigError
 from vaelab.estimators.ais import AISSettings, forward_ais
 from vaelab.objectives import OBJECTIVES, check_config, importance_samples, log_mean_exp
 from vaelab.posteriors import POSTERIORS, get_posterior
-from vaelab.posteriors.flow import FlowPosterior, FlowRecognition
+from vaelab.posteriors.flow import MEAN_DRAWS, FlowPosterior, FlowRecognition
 from vaelab.posteriors.planar import PlanarFlow, constrained_u
 
 FLOWS = [name for name, entry in POSTERIORS.items() if entry.implementation]
@@ -266,3 +266,15 @@ def test_ais_without_steps_from_a_flow_is_l_m_on_the_same_draws():
     ais = forward_ais(model, x, AISSettings(steps=0, chains=7), torch.Generator().manual_seed(2))
     bound = log_mean_exp(importance_samples(model, x, 7, torch.Generator().manual_seed(2)).log_weights.detach())
     torch.testing.assert_close(ais.log_marginal.float(), bound, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.statistics
+def test_a_flow_mean_is_a_fixed_monte_carlo_average(name):
+    # no closed form: MEAN_DRAWS draws of a fixed stream, the same on every call, near E_q[z] (4 SE of its draws)
+    posterior = _posterior(name, 3, batch=2)
+    mean = posterior.mean.detach()
+    torch.testing.assert_close(posterior.mean.detach(), mean, rtol=0, atol=0)
+    z, _ = posterior.rsample_and_log_prob((20000,), torch.Generator().manual_seed(5))
+    z = z.detach()
+    assert ((mean - z.mean(0)).abs() <= 4 * z.std(0) / math.sqrt(MEAN_DRAWS)).all()
