@@ -8,6 +8,9 @@ import pytest
 import torch
 
 from conftest import TINY, one_line_error, run_cli
+from vaelab.builders import build_model
+from vaelab.config import ModelConfig
+from vaelab.errors import ConfigError
 from vaelab.estimators.ais import AISSettings
 from vaelab.evaluation.gaps import GapSettings, inference_gaps
 from vaelab.exact.linear_gaussian import linear_gaussian_log_marginal, linear_gaussian_posterior
@@ -89,3 +92,10 @@ def test_a_refused_objective_is_one_line_on_the_command_line(tmp_path):
     status, _, stderr = run_cli("train", *TINY, "--posterior", "planar", "--algorithm", "vimco", "--num-samples", "2", "--out", tmp_path / "run")
     one_line_error(status, stderr)
     assert "vimco needs log q(z | x) of a given z, which the planar posterior cannot compute" in stderr
+
+
+@pytest.mark.contract
+def test_gaps_refuse_stacked_latents():
+    model = build_model(ModelConfig(latent_dim=(4, 2), hidden=(8,), upper_hidden=(6,)), data_dim=10, likelihood="bernoulli")
+    with pytest.raises(ConfigError, match="--gaps needs one stochastic layer of Gaussian latents"):
+        inference_gaps(model, torch.zeros(2, 10), GapSettings(k=4, steps=2))
