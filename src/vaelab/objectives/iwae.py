@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 
 from vaelab.models import HelmholtzMachine
-from vaelab.models.sampling import sample
 from vaelab.objectives.core import (
     ObjectiveOutput,
     block_bound,
@@ -39,7 +38,7 @@ def iwae_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, ge
     """L_k for theta; phi follows DReG's sum_i w~_i^2 d log w_i / dz_i dz_i / dphi, plus
     sum_i w~_i d log p(z_i) / dphi for a prior that shares phi (the VampPrior). Returns ``[B]`` tensors."""
     posterior, prior = model.posterior(x), model.prior_distribution()
-    if isinstance(posterior, FlowPosterior) and not posterior.flow.invertible:
+    if isinstance(posterior, FlowPosterior):  # d log q / dz from the flow's steps, no inverse
         return _flow_dreg(model, x, posterior, num_samples, generator)
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
@@ -50,25 +49,16 @@ def iwae_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, ge
 
 
 def _flow_dreg(model: HelmholtzMachine, x: torch.Tensor, posterior: FlowPosterior, num_samples: int, generator: torch.Generator | None) -> ObjectiveOutput:
-    """DReG for a flow without an inverse, in the base space: z_0 ~ q0_phi, target
-    p'_phi(x, z_0) = p(x, f_phi(z_0)) |det df_phi/dz_0| (the same log-weights, and the same L_k).
-
-    q0 gets DReG's pathwise term w~^2 d log w / dz_0 dz_0 / dphi; p'_phi depends on phi through
-    the flow as the VampPrior's p(z) does, and enters as sum_i w~_i d log p'_phi(x, stop(z_0)) / dphi.
-    Unbiased for the gradient of L_k (the variance reduction applies to q0's parameters: the
-    flow's keep the score-like part of their gradient). Returns ``[B]`` tensors.
-    """
-    base = posterior.base
-    z0 = sample(base, (num_samples,), generator)  # the draws of posterior.rsample_and_log_prob
-    z, log_det = posterior.transform(z0)
-    log_weights = model.prior_distribution().log_prob(z) + model.log_likelihood(x, z) - base.log_prob(z0) + log_det
+    """DReG for a flow posterior, every q parameter (the flow's too) under the stop-gradient: the
+    phi-gradient sum_i w~_i^2 d log w_i / dz_i dz_i / dphi needs d log q / dz_i, which the flow's steps
+    give at the drawn z_i without an inverse (:meth:`~vaelab.posteriors.flow.FlowPosterior.rsample_with_score`).
+    The surrogate sum_i w~_i^2 [log p(x, z_i) - stop(d log q / dz_i) . z_i] has that gradient; its
+    value is not a bound. Returns ``[B]`` tensors."""
+    z, log_q, score = posterior.rsample_with_score((num_samples,), generator)  # the draws of importance_samples
+    log_joint = model.prior_distribution().log_prob(z) + model.log_likelihood(x, z)
+    log_weights = log_joint - log_q
     bound = log_mean_exp(log_weights)
-    weights = normalized_weights(log_weights)
-    stopped = z0.detach()
-    stopped_z, stopped_log_det = posterior.transform(stopped)
-    stopped_target = model.prior_distribution().log_prob(stopped_z) + model.log_likelihood(x, stopped_z) + stopped_log_det
-    pathwise = log_weights + base.log_prob(stopped) - stopped_target
-    phi_surrogate = (weights**2 * pathwise + weights * stopped_target).sum(0)
+    phi_surrogate = (normalized_weights(log_weights) ** 2 * (log_joint - (score * z).sum(-1))).sum(0)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
 
 

@@ -24,7 +24,8 @@ MEAN_DRAWS = 256
 
 
 class AmortizedFlow(nn.Module):
-    """T steps whose parameters a context vector sets; subclasses implement ``forward`` and ``transform``.
+    """T steps whose parameters a context vector sets; subclasses implement ``forward``, ``step`` and
+    ``solve`` (and ``inverse`` where it is exact and cheap).
 
     Args:
         latent_dim: D, the width of z.
@@ -43,9 +44,41 @@ class AmortizedFlow(nn.Module):
         """The local parameters ``[..., T, P]`` of the steps for context h ``[..., context_dim]``."""
         raise NotImplementedError
 
+    def step(self, params: torch.Tensor, t: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step t: z' = f_t(z) ``[S, ..., D]`` and log |det df_t/dz| ``[S, ...]`` for z ``[S, ..., D]``."""
+        raise NotImplementedError
+
+    def solve(self, params: torch.Tensor, t: int, z: torch.Tensor, image: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """v J^{-1} ``[S, ..., D]`` for the row vectors v, J = df_t/dz at z (``image`` = f_t(z), computed from z)."""
+        raise NotImplementedError
+
     def transform(self, params: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z = f(z_0) ``[S, ..., D]`` and sum_t log |det df_t/dz_{t-1}| ``[S, ...]`` for z_0 ``[S, ..., D]`` and params ``[..., T, P]``."""
-        raise NotImplementedError
+        z, log_det = z0, z0.new_zeros(z0.shape[:-1])
+        for t in range(self.steps):
+            z, step_log_det = self.step(params, t, z)
+            log_det = log_det + step_log_det
+        return z, log_det
+
+    def log_prob_gradient(self, params: torch.Tensor, z0: torch.Tensor, base: Independent) -> torch.Tensor:
+        """d log q(z | x) / dz ``[S, ..., D]`` at z = f(z_0), without the inverse (no gradient to anything):
+
+            a_0 = d log q0 / dz_0 = -(z_0 - mu) / sigma^2,   a_t = (a_{t-1} - d log |det J_t| / dz_{t-1}) J_t^{-1},
+
+        since log q_t(z_t) = log q_{t-1}(z_{t-1}) - log |det J_t(z_{t-1})| with z_{t-1} = f_t^{-1}(z_t).
+        """
+        normal = base.base_dist
+        params, z = params.detach(), z0.detach()
+        score = -(z - normal.loc.detach()) / normal.scale.detach() ** 2
+        with torch.enable_grad():
+            for t in range(self.steps):
+                z = z.detach().requires_grad_(True)
+                image, log_det = self.step(params, t, z)
+                if log_det.requires_grad:  # a volume-preserving step's is a constant
+                    score = score - torch.autograd.grad(log_det.sum(), z, retain_graph=True)[0]
+                score = self.solve(params, t, z, image, score).detach()
+                z = image
+        return score
 
     def inverse(self, params: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z_0 = f^{-1}(z) and the forward log |det| at z_0 (invertible families only)."""
@@ -76,18 +109,29 @@ class FlowPosterior(Distribution):
         """z ``[S, ..., D]`` and the flow's log |det| ``[S, ...]`` for base draws z_0 ``[S, ..., D]``."""
         return self.flow.transform(self.params, z0)
 
+    def base_draws(self, sample_shape: torch.Size | tuple[int, ...] = (), generator: torch.Generator | None = None) -> torch.Tensor:
+        """z_0 = mu + sigma * eps ``sample_shape + [..., D]``, eps ~ N(0, I) drawn from ``generator`` (the diagonal family's own draws)."""
+        normal = self.base.base_dist
+        noise = torch.randn(self._extended_shape(torch.Size(sample_shape)), generator=generator, dtype=normal.loc.dtype, device=normal.loc.device)
+        return normal.loc + normal.scale * noise
+
     def rsample_and_log_prob(
         self, sample_shape: torch.Size | tuple[int, ...] = (), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised z ``sample_shape + [..., D]`` and log q(z | x) ``sample_shape + [...]``, in one pass.
-
-        z_0 = mu + sigma * eps with eps ~ N(0, I) drawn from ``generator`` (the draws of the diagonal
-        family's own sample), then z = f(z_0) and log q = log q0(z_0) - log |det|."""
-        normal = self.base.base_dist
-        noise = torch.randn(self._extended_shape(torch.Size(sample_shape)), generator=generator, dtype=normal.loc.dtype, device=normal.loc.device)
-        z0 = normal.loc + normal.scale * noise
+        """Reparameterised z ``sample_shape + [..., D]`` and log q(z | x) ``sample_shape + [...]``, in one pass:
+        z = f(z_0) and log q = log q0(z_0) - log |det| for :meth:`base_draws` z_0."""
+        z0 = self.base_draws(sample_shape, generator)
         z, log_det = self.transform(z0)
         return z, self.base.log_prob(z0) - log_det
+
+    def rsample_with_score(
+        self, sample_shape: torch.Size | tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`rsample_and_log_prob`'s z and log q, and d log q(z | x) / dz at those z (no gradient):
+        what DReG's pathwise term needs of q (:meth:`AmortizedFlow.log_prob_gradient`)."""
+        z0 = self.base_draws(sample_shape, generator)
+        z, log_det = self.transform(z0)
+        return z, self.base.log_prob(z0) - log_det, self.flow.log_prob_gradient(self.params, z0, self.base)
 
     @property
     def mean(self) -> torch.Tensor:

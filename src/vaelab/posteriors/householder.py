@@ -1,10 +1,10 @@
 """Householder flow (Tomczak & Welling 2016): T reflections of the Gaussian's sample,
 
-    z' = (I - 2 v v^T / |v|^2) z,   log |det| = 0,
+    z' = H z,  H = I - 2 v v^T / |v|^2,   log |det| = 0,
 
 the vectors v_t computed from the context h(x) (one linear map for all steps, where the paper
-chains v_{t+1} = W v_t). The result is a full-covariance Gaussian; a reflection is its own
-inverse, so log q of a given z is exact.
+chains v_{t+1} = W v_t). The result is a full-covariance Gaussian; a reflection is symmetric and
+its own inverse, so log q of a given z is exact.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ class HouseholderFlow(AmortizedFlow):
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         return self.context(context).unflatten(-1, (self.steps, self.latent_dim))
 
-    def transform(self, params: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = z0
-        for step in range(self.steps):
-            z = reflect(params[..., step, :], z)
-        return z, z.new_zeros(z.shape[:-1])
+    def step(self, params: torch.Tensor, t: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return reflect(params[..., t, :], z), z.new_zeros(z.shape[:-1])
+
+    def solve(self, params: torch.Tensor, t: int, z: torch.Tensor, image: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return reflect(params[..., t, :], v)  # v H^{-1} = v H = (H v^T)^T: H is symmetric and its own inverse
 
     def inverse(self, params: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for step in reversed(range(self.steps)):
-            z = reflect(params[..., step, :], z)
+        for t in reversed(range(self.steps)):
+            z = reflect(params[..., t, :], z)
         return z, z.new_zeros(z.shape[:-1])

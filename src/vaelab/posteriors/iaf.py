@@ -7,7 +7,8 @@ z_{<d} (in the step's order) only; the numerically stable update of the paper's 
     sigma = sigmoid(s),   z' = sigma * z + (1 - sigma) * m,   log |det| = sum_d log sigma_d
 
 (the Jacobian is triangular in the step's order). Successive steps reverse the order. The inverse
-is D sequential passes, so log q of a given z is not offered.
+is D sequential passes, so log q of a given z is not offered; d log q / dz at a drawn z, which DReG
+needs, takes D - 1 vector-Jacobian products per step (:meth:`InverseAutoregressiveFlow.solve`).
 """
 
 from __future__ import annotations
@@ -57,13 +58,24 @@ class InverseAutoregressiveFlow(AmortizedFlow):
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         return self.context(context).unflatten(-1, (self.steps, self.hidden))
 
-    def transform(self, params: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z, log_det = z0, z0.new_zeros(z0.shape[:-1])
-        for step in range(self.steps):
-            hidden = F.elu(z @ (self.input_weight[step] * self.input_mask[step]).T + self.input_bias[step] + params[..., step, :])
-            shift = hidden @ (self.shift_weight[step] * self.output_mask[step]).T + self.shift_bias[step]
-            gate = hidden @ (self.gate_weight[step] * self.output_mask[step]).T + self.gate_bias[step]
-            sigma = torch.sigmoid(gate)
-            z = sigma * z + (1 - sigma) * shift
-            log_det = log_det + F.logsigmoid(gate).sum(-1)
-        return z, log_det
+    def _shift_and_gate(self, params: torch.Tensor, t: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """m and s ``[S, ..., D]`` of step t: the MADE of z with the context's projection added to its hidden layer."""
+        hidden = F.elu(z @ (self.input_weight[t] * self.input_mask[t]).T + self.input_bias[t] + params[..., t, :])
+        shift = hidden @ (self.shift_weight[t] * self.output_mask[t]).T + self.shift_bias[t]
+        gate = hidden @ (self.gate_weight[t] * self.output_mask[t]).T + self.gate_bias[t]
+        return shift, gate
+
+    def step(self, params: torch.Tensor, t: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, gate = self._shift_and_gate(params, t, z)
+        sigma = torch.sigmoid(gate)
+        return sigma * z + (1 - sigma) * shift, F.logsigmoid(gate).sum(-1)
+
+    def solve(self, params: torch.Tensor, t: int, z: torch.Tensor, image: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # J = diag(sigma) + L, L strictly triangular in the step's order: u = (v - u L) / sigma, exact
+        # after D rounds (L is nilpotent); u L = u J - sigma u, u J one vector-Jacobian product.
+        sigma = torch.sigmoid(self._shift_and_gate(params, t, z)[1]).detach()
+        u = v / sigma
+        for _ in range(self.latent_dim - 1):
+            (product,) = torch.autograd.grad(image, z, grad_outputs=u, retain_graph=True)
+            u = (v - (product - sigma * u)) / sigma
+        return u

@@ -1,6 +1,6 @@
 """Amortized planar flow (Rezende & Mohamed 2015, appendix A.1).
 
-    z' = z + u^ tanh(w . z + b),   log |det| = log (1 + u^ . w tanh'(w . z + b)),
+    z' = z + u^ tanh(w . z + b),   J = I + u^ psi^T,  psi = tanh'(w . z + b) w,   log |det J| = log (1 + u^ . psi),
 
 with u, w, b computed from the context h(x) for each step, and u^ = u + (m(w . u) - w . u) w / |w|^2,
 m(a) = -1 + softplus(a), so that w . u^ = m(w . u) > -1: each step is invertible and its
@@ -34,14 +34,19 @@ class PlanarFlow(AmortizedFlow):
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         return self.context(context).unflatten(-1, (self.steps, 2 * self.latent_dim + 1))
 
-    def transform(self, params: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _parts(self, params: torch.Tensor, t: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """u^ and w ``[..., D]`` of step t, and tanh(w . z + b) ``[S, ...]``."""
         d = self.latent_dim
-        z, log_det = z0, z0.new_zeros(z0.shape[:-1])
-        for step in range(self.steps):
-            u, w, b = params[..., step, :d], params[..., step, d : 2 * d], params[..., step, 2 * d]
-            u = constrained_u(u, w)
-            activation = torch.tanh((w * z).sum(-1) + b)
-            z = z + u * activation[..., None]
-            # 1 + (1 - tanh^2) w . u^ > 0 since w . u^ > -1
-            log_det = log_det + torch.log1p((1 - activation**2) * (w * u).sum(-1))
-        return z, log_det
+        u, w, b = params[..., t, :d], params[..., t, d : 2 * d], params[..., t, 2 * d]
+        return constrained_u(u, w), w, torch.tanh((w * z).sum(-1) + b)
+
+    def step(self, params: torch.Tensor, t: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u, w, activation = self._parts(params, t, z)
+        # 1 + (1 - tanh^2) w . u^ > 0 since w . u^ > -1
+        return z + u * activation[..., None], torch.log1p((1 - activation**2) * (w * u).sum(-1))
+
+    def solve(self, params: torch.Tensor, t: int, z: torch.Tensor, image: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        u, w, activation = self._parts(params, t, z)
+        psi = (1 - activation**2)[..., None] * w
+        # Sherman-Morrison: v (I + u psi^T)^{-1} = v - (v . u) psi / (1 + psi . u)
+        return v - ((v * u).sum(-1) / (1 + (psi * u).sum(-1)))[..., None] * psi
