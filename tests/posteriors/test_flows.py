@@ -186,18 +186,20 @@ def test_flow_dreg_equals_dreg_when_the_flow_is_the_identity():
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("name, coefficient", [("iwae-dreg", lambda w: w**2), ("rws-dreg", lambda w: w - w**2)])
 @pytest.mark.gradients
-def test_flow_dreg_equals_dreg_through_the_exact_log_q_of_householder():
+def test_flow_dreg_equals_dreg_through_the_exact_log_q_of_householder(name, coefficient):
     # with an inverse, DReG's stop-gradient can be written as log q_phi(stop(z)) (pathwise_log_weights):
     # the flow's d log q / dz must give the same phi-gradient on the same draws
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=3, hidden=(6,), posterior="householder", flow_steps=2), data_dim=8, likelihood="bernoulli").double()
     x = torch.bernoulli(torch.full((3, 8), 0.3, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
     phi = model.recognition_parameters()
-    flow = OBJECTIVES["iwae-dreg"].function(model, x, num_samples=5, generator=torch.Generator().manual_seed(1))
+    flow = OBJECTIVES[name].function(model, x, num_samples=5, generator=torch.Generator().manual_seed(1))
     posterior = model.posterior(x)
     samples = importance_samples(model, x, 5, torch.Generator().manual_seed(1), posterior)
-    surrogate = (normalized_weights(samples.log_weights) ** 2 * pathwise_log_weights(samples, posterior, model.prior_distribution().log_prob(samples.z.detach()))).sum(0)
+    pathwise = pathwise_log_weights(samples, posterior, model.prior_distribution().log_prob(samples.z.detach()))
+    surrogate = (coefficient(normalized_weights(samples.log_weights)) * pathwise).sum(0)
     for got, want in zip(torch.autograd.grad(flow.phi_surrogate.sum(), phi), torch.autograd.grad(surrogate.sum(), phi)):
         torch.testing.assert_close(got, want)
 

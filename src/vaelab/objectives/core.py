@@ -17,6 +17,7 @@ from torch.distributions import Distribution
 
 from vaelab.models import HelmholtzMachine
 from vaelab.models.sampling import ancestral_sample, sample, sample_and_log_prob
+from vaelab.posteriors.flow import FlowPosterior
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,22 @@ def pathwise_log_weights(samples: ImportanceSamples, posterior: Distribution, st
     dependence on phi where it has one (the VampPrior). A surrogate only: its value is not log w.
     """
     return samples.log_weights + posterior.log_prob(samples.z.detach()) - stopped_log_prior
+
+
+def flow_pathwise_log_weights(
+    model: HelmholtzMachine, x: torch.Tensor, posterior: FlowPosterior, num_samples: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pathwise_log_weights` for a flow posterior, which may lack log q of a given z: the
+    ``[k, B]`` log-weights of z drawn as :func:`importance_samples` draws them, and the surrogate
+
+        log p(x, z) - stop(d log q / dz) . z,
+
+    whose phi-gradient is (d log w / dz) dz / dphi, every q parameter (the flow's too) under the
+    stop-gradient; d log q / dz comes from the flow's steps (:meth:`~vaelab.posteriors.flow.FlowPosterior.rsample_with_score`).
+    """
+    z, log_q, score = posterior.rsample_with_score((num_samples,), generator)
+    log_joint = model.prior_distribution().log_prob(z) + model.log_likelihood(x, z)
+    return log_joint - log_q, log_joint - (score * z).sum(-1)
 
 
 def sleep_phase(model: HelmholtzMachine, batch_size: int, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:

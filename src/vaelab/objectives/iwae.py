@@ -20,6 +20,7 @@ from vaelab.models import HelmholtzMachine
 from vaelab.objectives.core import (
     ObjectiveOutput,
     block_bound,
+    flow_pathwise_log_weights,
     importance_samples,
     log_mean_exp,
     normalized_weights,
@@ -39,26 +40,14 @@ def iwae_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, ge
     sum_i w~_i d log p(z_i) / dphi for a prior that shares phi (the VampPrior). Returns ``[B]`` tensors."""
     posterior, prior = model.posterior(x), model.prior_distribution()
     if isinstance(posterior, FlowPosterior):  # d log q / dz from the flow's steps, no inverse
-        return _flow_dreg(model, x, posterior, num_samples, generator)
+        log_weights, pathwise = flow_pathwise_log_weights(model, x, posterior, num_samples, generator)
+        bound = log_mean_exp(log_weights)
+        return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=(normalized_weights(log_weights) ** 2 * pathwise).sum(0))
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
     weights = normalized_weights(samples.log_weights)
     stopped_log_prior = prior.log_prob(samples.z.detach())
     phi_surrogate = (weights**2 * pathwise_log_weights(samples, posterior, stopped_log_prior) + weights * stopped_log_prior).sum(0)
-    return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
-
-
-def _flow_dreg(model: HelmholtzMachine, x: torch.Tensor, posterior: FlowPosterior, num_samples: int, generator: torch.Generator | None) -> ObjectiveOutput:
-    """DReG for a flow posterior, every q parameter (the flow's too) under the stop-gradient: the
-    phi-gradient sum_i w~_i^2 d log w_i / dz_i dz_i / dphi needs d log q / dz_i, which the flow's steps
-    give at the drawn z_i without an inverse (:meth:`~vaelab.posteriors.flow.FlowPosterior.rsample_with_score`).
-    The surrogate sum_i w~_i^2 [log p(x, z_i) - stop(d log q / dz_i) . z_i] has that gradient; its
-    value is not a bound. Returns ``[B]`` tensors."""
-    z, log_q, score = posterior.rsample_with_score((num_samples,), generator)  # the draws of importance_samples
-    log_joint = model.prior_distribution().log_prob(z) + model.log_likelihood(x, z)
-    log_weights = log_joint - log_q
-    bound = log_mean_exp(log_weights)
-    phi_surrogate = (normalized_weights(log_weights) ** 2 * (log_joint - (score * z).sum(-1))).sum(0)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
 
 

@@ -83,7 +83,7 @@ OBJECTIVES: dict[str, Objective] = {
     "iwae": Objective(iwae, reparameterized=True),
     "iwae-dreg": Objective(iwae_dreg, reparameterized=True),
     "rws": Objective(rws, options=("rws_phi",), phi_ascends_bound=False, extra_rule=_rws_rule, scores_given_z=True),
-    "rws-dreg": Objective(rws_dreg, reparameterized=True, min_samples=2, phi_ascends_bound=False, scores_given_z=True),
+    "rws-dreg": Objective(rws_dreg, reparameterized=True, min_samples=2, phi_ascends_bound=False),
     "vimco": Objective(vimco, min_samples=2, scores_given_z=True),
     "miwae": Objective(miwae, options=("groups",), reparameterized=True),
     "piwae": Objective(piwae, options=("groups",), reparameterized=True),
