@@ -58,8 +58,11 @@ def check_batchable(config: ExperimentConfig, dataset: Dataset) -> None:
     model, train = config.model, config.train
     if train.algorithm not in BATCHED_ALGORITHMS:
         raise ConfigError(f"seeds train together for {' and '.join(BATCHED_ALGORITHMS)} only (got {train.algorithm}); train the seeds as separate runs")
-    if model.architecture != "mlp" or model.encoder or model.decoder or model.prior != "standard-normal" or isinstance(model.latent_dim, tuple):
-        raise ConfigError("seeds train together for MLP models with one Gaussian stochastic layer and the standard-normal prior only")
+    if (
+        model.architecture != "mlp" or model.encoder or model.decoder or model.prior != "standard-normal" or isinstance(model.latent_dim, tuple)
+        or model.posterior != "diagonal"
+    ):
+        raise ConfigError("seeds train together for MLP models with one Gaussian stochastic layer, the diagonal posterior and the standard-normal prior only")
     if model_likelihood(config, dataset) != "bernoulli" or train.precision != "fp32":
         raise ConfigError("seeds train together with a Bernoulli likelihood in fp32 only")
     if train.kl_warmup or train.free_bits:  # the stacked aevb below ascends the ELBO itself

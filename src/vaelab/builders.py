@@ -37,6 +37,8 @@ from vaelab.models.layers import LikelihoodLayer
 from vaelab.models.conv import ConvDecoder, ConvEncoder
 from vaelab.models.networks import NetworkLayer, call_user_code, evaluation_mode
 from vaelab.models.priors import build_prior
+from vaelab.posteriors import get_posterior
+from vaelab.posteriors.flow import FlowRecognition
 from vaelab.preflight import check_likelihood
 from vaelab.runio import (
     BEST_CHECKPOINT_KEYS,
@@ -88,6 +90,10 @@ def build_model(
         generative, recognition = _network_layers(config, data_shape, dims[0], family)
     upper_generative = [latent_layer(upper, lower, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
     upper_recognition = [latent_layer(lower, upper, config.upper_hidden, config.activation) for lower, upper in zip(dims, dims[1:])]
+    entry = get_posterior(config.posterior)
+    if entry.implementation is not None:  # a flow: its context is the encoder's last hidden layer
+        flow = entry.flow()(dims[0], recognition.trunk.out_features, config.flow_steps)
+        recognition = FlowRecognition(recognition, flow)
     prior = build_prior(config.prior, dims[-1], config.prior_size, data_dim, recognition)
     return HelmholtzMachine(prior, generative, recognition, dims, upper_generative, upper_recognition, data_shape)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from vaelab.errors import ConfigError
 from vaelab.likelihoods import LIKELIHOOD_NAMES, LIKELIHOODS as LIKELIHOOD_ENTRIES
+from vaelab.posteriors import POSTERIOR_NAMES
 
 ACTIVATIONS = ("relu", "tanh", "elu", "softplus", "sigmoid")
 BINARIZATIONS = ("dynamic", "static", "threshold", "none")
@@ -37,6 +38,7 @@ MATMUL_PRECISIONS = ("fp32", "bf16")  # see vaelab.models.backend.matmul_precisi
 LR_SCHEDULES = ("constant", "burda")  # see vaelab.schedules
 # Components of a prior when ``prior_components`` is not given: mixture of Gaussians, VampPrior.
 DEFAULT_PRIOR_COMPONENTS = {"mixture": 10, "vamp": 500}
+DEFAULT_FLOW_STEPS = 4  # of a flow posterior (vaelab.posteriors)
 MAX_SEED = 2**63 - 1  # torch generators take seeds in [0, 2^63 - 1] here
 
 
@@ -221,6 +223,8 @@ class ModelConfig:
     architecture: str = option("mlp", one_of(ARCHITECTURES), "the x <-> z_1 networks: MLPs of --hidden widths, or conv (strided convolutions, image data)")
     encoder: str | None = option(None, FACTORY, "your encoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
     decoder: str | None = option(None, FACTORY, "your decoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
+    posterior: str = option("diagonal", one_of(POSTERIOR_NAMES), "q(z|x): the encoder's diagonal Gaussian, or it pushed through a flow set by x")
+    flow_steps: int = option(DEFAULT_FLOW_STEPS, POSITIVE_INT, "steps of a flow posterior (--posterior iaf, planar or householder)")
 
     def __post_init__(self) -> None:
         if is_int(self.latent_dim):
@@ -245,6 +249,11 @@ class ModelConfig:
             (self.latent == "bernoulli") == (self.prior == "bernoulli"),
             f"Bernoulli latents take the bernoulli prior and Gaussian latents a continuous one (got latent {self.latent!r}, prior {self.prior!r})",
         )
+        _require(
+            self.posterior == "diagonal" or (self.latent == "gaussian" and self.architecture == "mlp" and self.encoder is None and len(self.latent_dims) == 1 and self.prior != "vamp"),
+            f"--posterior {self.posterior} needs Gaussian latents, the MLP encoder, one stochastic layer and a prior other than vamp",
+        )
+        _require(self.posterior != "diagonal" or self.flow_steps == DEFAULT_FLOW_STEPS, "--flow-steps applies to a flow posterior (--posterior iaf, planar or householder)")
         _require(self.prior != "vamp" or len(self.latent_dims) == 1, "the vamp prior needs one stochastic layer (its components are q(z | u))")
         _require(
             self.prior_components is None or self.prior in DEFAULT_PRIOR_COMPONENTS,

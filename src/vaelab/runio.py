@@ -67,6 +67,7 @@ BEST_FILE = "best.pt"
 CHECKPOINT_CHOICES = ("best", "last")
 PER_IMAGE_PATTERN = "bounds-*.npz"  # vaelab.evaluation.per_image.bounds_file_name
 EXACT_PATTERN = "exact-*.json"  # vaelab.evaluation.exact.exact_file
+GAPS_PATTERN = "gaps-*.npz"  # vaelab.evaluation.gaps.gaps_file
 BOUND_CURVE_FILE = "bound_curve.json"
 FINAL_FILE = "final.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -87,7 +88,8 @@ LOCK_FILE = ".vaelab.lock"
 
 # The files that make up a run (those of a study's runs and of `evaluate --exact` included).
 RUN_FILE_PATTERNS = (
-    CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, BOUND_CURVE_FILE, FINAL_FILE, EXACT_PATTERN, PER_IMAGE_PATTERN, TENSORBOARD_PATTERN,
+    CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, CHECKPOINT_FILE, BEST_FILE, BOUND_CURVE_FILE, FINAL_FILE, EXACT_PATTERN, PER_IMAGE_PATTERN, GAPS_PATTERN,
+    TENSORBOARD_PATTERN,
 )
 STUDY_FILE_PATTERNS = (
     STUDY_FILE, REPORT_FILE, REPRODUCE_FILE, REPORT_MD, REPORT_JSON, BOUNDS_RESULTS_FILE, BOUNDS_PAGE_FILE, SEEDS_FILE, ACROSS_SEEDS_PATTERN, *FIGURE_PATTERNS,

@@ -114,11 +114,11 @@ def test_evaluate_options_are_its_settings_fields(capsys, monkeypatch):
 
     parser = build_parser("evaluate")
     assert settings_from(parser.parse_args(["evaluate", "run"]), EvaluateSettings) == EvaluateSettings()
-    given = ["--k", "3", "--estimator", "ais", "--steps", "5", "--ais-start", "prior", "--split", "valid", "--images", "4", "--exact"]
+    given = ["--k", "3", "--estimator", "ais", "--steps", "5", "--ais-start", "prior", "--split", "valid", "--images", "4", "--exact", "--gaps", "--gap-steps", "7", "--gap-lr", "0.5"]
     settings = settings_from(parser.parse_args(["evaluate", "run", *given, "--bdmc", "2", "--precision", "bf16", "--checkpoint", "last"]), EvaluateSettings)
     assert dataclasses.asdict(settings) == {
         "k": 3, "estimator": "ais", "steps": (5,), "bdmc": 2, "ais_start": "prior", "split": "valid", "exact": True, "images": 4,
-        "precision": "bf16", "checkpoint": "last",
+        "precision": "bf16", "checkpoint": "last", "gaps": True, "gap_steps": 7, "gap_lr": 0.5,
     }  # one option per field (--exact reads none of the others, so they pass)
     # the defaults are the estimators', stated once
     assert (AIS_DEFAULT_STEPS, AIS_DEFAULT_CHAINS) == (AISSettings().steps, AISSettings().chains)

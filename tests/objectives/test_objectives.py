@@ -29,6 +29,7 @@ from vaelab.models.sampling import sample
 from vaelab.objectives import OBJECTIVES, aevb, check_config, importance_samples, log_mean_exp, wake_sleep
 from vaelab.objectives.core import sleep_phase
 from vaelab.objectives.vimco import leave_one_out_bounds
+from vaelab.posteriors import get_posterior
 
 
 def closed_form_elbo(model, x):
@@ -185,6 +186,7 @@ MODELS = {  # model variants of the contract test
     "vamp": ModelConfig(latent_dim=3, hidden=(8,), prior="vamp", prior_components=4),
     "bernoulli": ModelConfig(latent_dim=(4, 3), hidden=(8,), upper_hidden=(6,), latent="bernoulli", prior="bernoulli"),
     "conv": ModelConfig(latent_dim=3, architecture="conv"),  # strided convolutions over x as a 2x5 image
+    **{flow: ModelConfig(latent_dim=3, hidden=(8,), posterior=flow, flow_steps=2) for flow in ("iaf", "planar", "householder")},
 }
 DATA_SHAPES = {"conv": (1, 2, 5)}  # the others see x as a flat [10]
 
@@ -199,6 +201,8 @@ def _contract_cases():
         for name, objective in sorted(OBJECTIVES.items()):
             if model_config.latent == "bernoulli" and objective.reparameterized:
                 continue  # refused by the config (test below)
+            if objective.scores_given_z and not get_posterior(model_config.posterior).log_prob:
+                continue  # refused by the config (tests/posteriors)
             yield pytest.param(name, variant, id=f"{name}-{variant}")
 
 

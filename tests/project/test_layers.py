@@ -63,7 +63,7 @@ def _import_graph() -> dict[str, set[str]]:
 # A study's command module (studies/<study>/command.py) belongs to the command line.
 LAYERS = (
     ("vaelab.errors", "vaelab.machine", "vaelab.runio", "vaelab.distributed", "vaelab.threads", "vaelab.progress", "vaelab.jobs", "vaelab.draws"),
-    ("vaelab.config", "vaelab.schedules", "vaelab.likelihoods"),
+    ("vaelab.config", "vaelab.schedules", "vaelab.likelihoods", "vaelab.posteriors"),
     ("vaelab.data",),
     ("vaelab.models",),
     ("vaelab.objectives",),

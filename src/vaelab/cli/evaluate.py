@@ -38,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_exact(args.run_dir, settings.split, num_images=settings.images, **common, **chosen)
         print("\n".join(summary_lines(result)))
         print(f"written to {exact_file(args.run_dir, settings.split)}, per image to {args.run_dir / result['bounds_file']}")
+    elif settings.gaps:
+        from vaelab.estimators.ais import AISSettings
+        from vaelab.evaluation.gaps import GapSettings, evaluate_gaps_run, gap_lines
+        from vaelab.evaluation.settings import LK_DEFAULT_K
+
+        gap_settings = GapSettings(settings.k or LK_DEFAULT_K, settings.gap_steps, settings.gap_lr, ais=AISSettings(steps=settings.ais_steps[0], start=settings.ais_start))
+        result = evaluate_gaps_run(args.run_dir, settings.images, gap_settings, settings.split, **common, **chosen)
+        print("\n".join(gap_lines(result)))
+        print(f"per image written to {args.run_dir / result['file']}")
     elif settings.bdmc is not None:
         for row in evaluate_bdmc_run(args.run_dir, settings.bdmc, settings.ais_steps, settings.samples, start=settings.ais_start, **common, **chosen):
             print(lines.bdmc_line(row) + checkpoint_words(row, settings.checkpoint))
@@ -69,8 +78,8 @@ def _run_seeds(args: argparse.Namespace, settings, common: dict) -> int:
     from vaelab.evaluation.across_seeds import summary_file
     from vaelab.evaluation.evaluate import evaluate_seeds
 
-    if settings.exact or settings.bdmc is not None or settings.annealed:
-        raise ConfigError(f"{args.run_dir}: a multi-seed parent is evaluated by L_k alone; give one seed's run (seed-<s>/) for AIS, BDMC or exact")
+    if settings.exact or settings.bdmc is not None or settings.annealed or settings.gaps:
+        raise ConfigError(f"{args.run_dir}: a multi-seed parent is evaluated by L_k alone; give one seed's run (seed-<s>/) for AIS, BDMC, exact or gaps")
     warn_if_bf16_is_slow_here(settings.precision, args.device)
     print("\n".join(evaluate_seeds(args.run_dir, settings.samples, settings.split, num_images=settings.images, precision=settings.precision, **common)))
     print(f"written to {args.run_dir / summary_file(settings.split, settings.samples)}")

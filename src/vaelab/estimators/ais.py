@@ -53,6 +53,7 @@ from vaelab.errors import ConfigError
 from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, decoder_rows
 from vaelab.models import BernoulliLayer, BernoulliPrior, HelmholtzMachine
 from vaelab.models.sampling import ancestral_sample, sample
+from vaelab.posteriors.flow import FlowPosterior
 from vaelab.progress import bar as progress_bar
 
 __all__ = ["AISResult", "AISSettings", "BDMCResult", "annealing_schedule", "bdmc", "bdmc_on_simulated", "decoder_passes", "evaluate_ais", "forward_ais", "reverse_ais", "rows_at_once", "sandwich_summary", "simulate"]
@@ -189,7 +190,19 @@ class _Target:
         with torch.no_grad():  # the distributions' parameters are constants here: gradients go to z only
             self.prior = model.prior_distribution()
             self.initial = model.posterior(x) if start == "proposal" else self.prior
+        # A flow q = f(q0) (its log q of a given z may need an inverse it lacks): the chains walk its base
+        # space from q0 to p(x, f(z_0)) |det df/dz_0|, whose integral over z_0 is p(x) as well.
+        self.flow = self.initial if isinstance(self.initial, FlowPosterior) else None
+        if self.flow is not None:
+            self.initial = self.flow.base
         self.model, self.x = model, x
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x, z) ``[M, B]``, or for a flow log p(x, f(z_0)) + log |det df/dz_0| of base points z_0."""
+        log_det = 0.0
+        if self.flow is not None:
+            z, log_det = self.flow.transform(z)
+        return self.prior.log_prob(z) + self.model.log_likelihood(self.x, z) + log_det
 
     def draw(self, chains: int, generator: torch.Generator | None) -> torch.Tensor:
         """``[chains, B, D]`` draws of the initial distribution (the prior has no batch shape: B draws per chain)."""
@@ -211,7 +224,7 @@ class _Target:
             z = z.detach().requires_grad_(True)
             log_q = self.initial.log_prob(z)
             (grad_q,) = torch.autograd.grad(log_q.sum(), z)
-            log_p = self.prior.log_prob(z) + self.model.log_likelihood(self.x, z)
+            log_p = self.log_joint(z)
             (grad_p,) = torch.autograd.grad(log_p.sum(), z)
         return _State(z.detach(), log_q.detach(), log_p.detach(), grad_q, grad_p)
 
@@ -311,6 +324,10 @@ def reverse_ais(
     if step_sizes is None:
         step_sizes = _pilot_step_sizes(target, x, scale, settings, generator, bar) if settings.steps else torch.zeros(0, x.shape[0], dtype=torch.float64)
     betas = annealing_schedule(settings.steps, settings.schedule_sharpness).flip(0)
+    if target.flow is not None:  # the chains walk the flow's base space
+        if not target.flow.flow.invertible:
+            raise ConfigError(f"reverse AIS starts from given z, which the {target.flow.flow.name} posterior cannot map back to its base (no inverse); use --ais-start prior")
+        z = target.flow.flow.inverse(target.flow.params, z)[0]
     start = z.to(x.dtype).unsqueeze(0).expand(settings.chains, -1, -1)
     log_weights, acceptance, _ = _anneal(target, start, betas, step_sizes.to(x.device).flip(0).clone(), scale, settings, generator, False, bar)
     return _result(log_weights, acceptance, step_sizes, sign=-1.0)

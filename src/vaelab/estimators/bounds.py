@@ -18,7 +18,7 @@ import torch
 from vaelab.estimators import folding
 from vaelab.estimators.pareto import k_hat_of_largest, tail_length
 from vaelab.models import HelmholtzMachine
-from vaelab.models.sampling import sample
+from vaelab.models.sampling import sample_and_log_prob
 from vaelab.objectives.core import block_bound, importance_samples
 from vaelab.progress import image_batches
 
@@ -60,9 +60,10 @@ def _log_weight_chunks(model, x, num_samples, generator, max_rows):
     samples_per_block = samples_per_chunk * max(1, FOLD_BLOCK_ROWS // (samples_per_chunk * x.shape[0]))
     for block_start in range(0, num_samples, samples_per_block):
         block = min(samples_per_block, num_samples - block_start)
-        z = torch.cat([sample(posterior, (min(samples_per_chunk, block - start),), generator) for start in range(0, block, samples_per_chunk)])
+        draws = [sample_and_log_prob(posterior, (min(samples_per_chunk, block - start),), generator) for start in range(0, block, samples_per_chunk)]
+        z, log_proposal = (torch.cat(parts) for parts in zip(*draws))
         log_likelihood = folding.log_likelihood(model, decoder, x, z, max_rows)
-        yield model.prior_distribution().log_prob(z) + log_likelihood - posterior.log_prob(z)
+        yield model.prior_distribution().log_prob(z) + log_likelihood - log_proposal
 
 
 @torch.no_grad()

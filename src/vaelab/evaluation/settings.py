@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaelab.config import MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, is_int, one_of, validate_fields
+from vaelab.config import LEARNING_RATE, MATMUL_PRECISIONS, POSITIVE_INT, SPLITS, Kind, is_int, one_of, validate_fields
 from vaelab.errors import ConfigError
 from vaelab.estimators.ais import STARTS, AISSettings
 from vaelab.runio import CHECKPOINT_CHOICES
@@ -88,6 +88,16 @@ class EvaluateSettings:
         "0.02 nats on a trained MNIST model; the row records it",
     )
 
+    gaps: bool = setting(
+        False, SWITCH,
+        "the inference gap split per image: log p(x) by AIS (--steps T, from q), the encoder's ELBO and L_k (--k), and "
+        "the ELBO of q* of the same family optimised for that image (Adam, --gap-steps, --gap-lr); approximation gap "
+        "log p(x) - ELBO(q*), amortization gap ELBO(q*) - ELBO(encoder); writes gaps-<split>-epoch<E>.npz into the run",
+        shown=None,
+    )
+    gap_steps: int = setting(1000, POSITIVE_INT, "with --gaps: Adam steps of each image's q* (16 draws each)")
+    gap_lr: float = setting(0.01, LEARNING_RATE, "with --gaps: Adam's learning rate for q*")
+
     checkpoint: str | None = setting(
         None, one_of(CHECKPOINT_CHOICES),
         "which checkpoint: best (best.pt, the best on the valid split, of a run trained with --select-on) or last",
@@ -98,6 +108,12 @@ class EvaluateSettings:
         validate_fields(self)
         if self.exact:  # quadrature reads the split, the images and nothing else
             return
+        if self.gaps:
+            if self.annealed or self.precision != "fp32":
+                raise ConfigError("--gaps runs its own AIS in fp32: leave --estimator, --bdmc and --precision at their defaults")
+            return
+        if (self.gap_steps, self.gap_lr) != (1000, 0.01):
+            raise ConfigError("--gap-steps and --gap-lr apply to --gaps only")
         if self.annealed:
             if self.precision != "fp32":
                 raise ConfigError("--precision applies to L_k only, not to --estimator ais or --bdmc")

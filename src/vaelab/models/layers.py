@@ -52,9 +52,13 @@ class DiagonalGaussianLayer(StochasticLayer):
         return 2 * self.loc.out_features
 
     def forward(self, inputs: torch.Tensor) -> Independent:
+        return self.distribution_and_features(inputs)[0]
+
+    def distribution_and_features(self, inputs: torch.Tensor) -> tuple[Independent, torch.Tensor]:
+        """The distribution and the trunk's last hidden layer ``[..., hidden[-1]]`` (a flow posterior's context)."""
         features = self.trunk(inputs)
         scale = F.softplus(linear(features, self.raw_scale)) + MIN_SCALE
-        return Independent(Normal(linear(features, self.loc), scale, validate_args=False), 1, validate_args=False)
+        return Independent(Normal(linear(features, self.loc), scale, validate_args=False), 1, validate_args=False), features
 
 
 class BernoulliLayer(StochasticLayer):

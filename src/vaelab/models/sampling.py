@@ -23,6 +23,7 @@ from torch.distributions import (
 from vaelab.draws import bernoulli_draw
 from vaelab.likelihoods.family import FamilyDistribution
 from vaelab.models.chain import Chain
+from vaelab.posteriors.flow import FlowPosterior
 
 if TYPE_CHECKING:  # for the annotation only: helmholtz imports this module
     from vaelab.models.helmholtz import HelmholtzMachine
@@ -39,10 +40,13 @@ def sample(
     a component, then a sample of it (no gradient reaches the mixture weights); a :class:`Chain`
     draws its blocks in order, each given the one before. A likelihood family's own distribution
     (:class:`~vaelab.likelihoods.family.FamilyDistribution`: categorical, discretized, mixture)
-    draws with its family's sampler (no gradient).
+    draws with its family's sampler (no gradient). A flow posterior
+    (:class:`~vaelab.posteriors.flow.FlowPosterior`) pushes a reparameterised draw of its base through its flow.
     """
     if isinstance(distribution, FamilyDistribution):
         return distribution.draw(sample_shape, generator)
+    if isinstance(distribution, FlowPosterior):
+        return distribution.rsample_and_log_prob(sample_shape, generator)[0]
     if isinstance(distribution, Chain):
         blocks = [sample(distribution.first, sample_shape, generator)]
         for layer in distribution.conditionals:
@@ -63,6 +67,17 @@ def sample(
     if isinstance(base, Bernoulli):
         return bernoulli_draw(base.probs.expand(shape), generator)
     raise TypeError(f"sampling with a generator is not implemented for {type(base).__name__}")
+
+
+def sample_and_log_prob(
+    distribution: Distribution, sample_shape: torch.Size | tuple[int, ...], generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample` and the draws' log-density ``sample_shape + batch_shape``: in one pass where the
+    distribution offers it (a flow posterior, whose log q of a given z may need an inverse it lacks)."""
+    if isinstance(distribution, FlowPosterior):
+        return distribution.rsample_and_log_prob(sample_shape, generator)
+    value = sample(distribution, sample_shape, generator)
+    return value, distribution.log_prob(value)
 
 
 def _sample_mixture(mixture: MixtureSameFamily, sample_shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:

@@ -16,7 +16,8 @@ import torch
 from torch.distributions import Distribution
 
 from vaelab.models import HelmholtzMachine
-from vaelab.models.sampling import ancestral_sample, sample
+from vaelab.models.sampling import ancestral_sample, sample, sample_and_log_prob
+from vaelab.posteriors.flow import FlowPosterior
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,16 @@ def importance_samples(
     """
     if posterior is None:
         posterior = model.posterior(x)
-    z = sample(posterior, (num_samples,), generator)
-    if not reparameterize:
-        z = z.detach()
+    if reparameterize:
+        z, log_proposal = sample_and_log_prob(posterior, (num_samples,), generator)
+    else:
+        z = sample(posterior, (num_samples,), generator).detach()
+        log_proposal = posterior.log_prob(z)
     return ImportanceSamples(
         z=z,
         log_prior=model.prior_distribution().log_prob(z),
         log_likelihood=model.log_likelihood(x, z),
-        log_proposal=posterior.log_prob(z),
+        log_proposal=log_proposal,
     )
 
 
@@ -106,6 +109,22 @@ def pathwise_log_weights(samples: ImportanceSamples, posterior: Distribution, st
     dependence on phi where it has one (the VampPrior). A surrogate only: its value is not log w.
     """
     return samples.log_weights + posterior.log_prob(samples.z.detach()) - stopped_log_prior
+
+
+def flow_pathwise_log_weights(
+    model: HelmholtzMachine, x: torch.Tensor, posterior: FlowPosterior, num_samples: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pathwise_log_weights` for a flow posterior, which may lack log q of a given z: the
+    ``[k, B]`` log-weights of z drawn as :func:`importance_samples` draws them, and the surrogate
+
+        log p(x, z) - stop(d log q / dz) . z,
+
+    whose phi-gradient is (d log w / dz) dz / dphi, every q parameter (the flow's too) under the
+    stop-gradient; d log q / dz comes from the flow's steps (:meth:`~vaelab.posteriors.flow.FlowPosterior.rsample_with_score`).
+    """
+    z, log_q, score = posterior.rsample_with_score((num_samples,), generator)
+    log_joint = model.prior_distribution().log_prob(z) + model.log_likelihood(x, z)
+    return log_joint - log_q, log_joint - (score * z).sum(-1)
 
 
 def sleep_phase(model: HelmholtzMachine, batch_size: int, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -20,11 +20,13 @@ from vaelab.models import HelmholtzMachine
 from vaelab.objectives.core import (
     ObjectiveOutput,
     block_bound,
+    flow_pathwise_log_weights,
     importance_samples,
     log_mean_exp,
     normalized_weights,
     pathwise_log_weights,
 )
+from vaelab.posteriors.flow import FlowPosterior
 
 
 def iwae(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> ObjectiveOutput:
@@ -37,6 +39,10 @@ def iwae_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, ge
     """L_k for theta; phi follows DReG's sum_i w~_i^2 d log w_i / dz_i dz_i / dphi, plus
     sum_i w~_i d log p(z_i) / dphi for a prior that shares phi (the VampPrior). Returns ``[B]`` tensors."""
     posterior, prior = model.posterior(x), model.prior_distribution()
+    if isinstance(posterior, FlowPosterior):  # d log q / dz from the flow's steps, no inverse
+        log_weights, pathwise = flow_pathwise_log_weights(model, x, posterior, num_samples, generator)
+        bound = log_mean_exp(log_weights)
+        return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=(normalized_weights(log_weights) ** 2 * pathwise).sum(0))
     samples = importance_samples(model, x, num_samples, generator, posterior)
     bound = log_mean_exp(samples.log_weights)
     weights = normalized_weights(samples.log_weights)

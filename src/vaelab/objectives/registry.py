@@ -22,6 +22,7 @@ from vaelab.objectives.iwae import ciwae, iwae, iwae_dreg, miwae, piwae
 from vaelab.objectives.rws import rws, rws_dreg
 from vaelab.objectives.vimco import vimco
 from vaelab.objectives.wake_sleep import wake_sleep
+from vaelab.posteriors import get_posterior
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Objective:
         extra_rule: further requirements on the experiment: a one-line reason it is refused, or None.
         warms_up: its surrogate weighs a KL term, so it takes each step's KL weight beta
             (``kl_weight``, :func:`kl_weight_at`) and reads ``kl_warmup``.
+        scores_given_z: it needs log q(z | x) of z it did not draw through q's reparameterisation
+            (dreams, detached samples), so it refuses posterior families without ``log_prob``.
     """
 
     function: Callable[..., ObjectiveOutput]
@@ -48,6 +51,7 @@ class Objective:
     phi_ascends_bound: bool = True
     extra_rule: Callable[[ExperimentConfig], str | None] | None = None
     warms_up: bool = False
+    scores_given_z: bool = False
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -68,19 +72,19 @@ def _rws_rule(config: ExperimentConfig) -> str | None:
 
 
 def _aevb_rule(config: ExperimentConfig) -> str | None:
-    if config.train.kl == "analytic" and (config.model.prior != "standard-normal" or len(config.model.latent_dims) > 1):
-        return "aevb's analytic KL needs one stochastic layer and the standard-normal prior; use kl 'auto' or 'monte-carlo'"
+    if config.train.kl == "analytic" and (config.model.prior != "standard-normal" or len(config.model.latent_dims) > 1 or config.model.posterior != "diagonal"):
+        return "aevb's analytic KL needs one stochastic layer, the standard-normal prior and the diagonal posterior; use kl 'auto' or 'monte-carlo'"
     return None
 
 
 OBJECTIVES: dict[str, Objective] = {
     "aevb": Objective(aevb, options=("kl", "free_bits"), reparameterized=True, extra_rule=_aevb_rule, warms_up=True),
-    "wake-sleep": Objective(wake_sleep, phi_ascends_bound=False),
+    "wake-sleep": Objective(wake_sleep, phi_ascends_bound=False, scores_given_z=True),
     "iwae": Objective(iwae, reparameterized=True),
     "iwae-dreg": Objective(iwae_dreg, reparameterized=True),
-    "rws": Objective(rws, options=("rws_phi",), phi_ascends_bound=False, extra_rule=_rws_rule),
+    "rws": Objective(rws, options=("rws_phi",), phi_ascends_bound=False, extra_rule=_rws_rule, scores_given_z=True),
     "rws-dreg": Objective(rws_dreg, reparameterized=True, min_samples=2, phi_ascends_bound=False),
-    "vimco": Objective(vimco, min_samples=2),
+    "vimco": Objective(vimco, min_samples=2, scores_given_z=True),
     "miwae": Objective(miwae, options=("groups",), reparameterized=True),
     "piwae": Objective(piwae, options=("groups",), reparameterized=True),
     "ciwae": Objective(ciwae, options=("ciwae_beta",), reparameterized=True),
@@ -114,6 +118,11 @@ def check_config(config: ExperimentConfig) -> None:
         raise ConfigError(
             f"the vamp prior shares the recognition network, which {algorithm}'s phi update does not train as part of the prior; "
             f"use {', '.join(able[:-1])} or {able[-1]}"
+        )
+    if objective.scores_given_z and not get_posterior(config.model.posterior).log_prob:
+        able = [name for name, other in OBJECTIVES.items() if not other.scores_given_z]
+        raise ConfigError(
+            f"{algorithm} needs log q(z | x) of a given z, which the {config.model.posterior} posterior cannot compute (no inverse); use {', '.join(able)}"
         )
     reason = objective.extra_rule(config) if objective.extra_rule else None
     if reason:

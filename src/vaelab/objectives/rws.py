@@ -21,12 +21,14 @@ import torch
 from vaelab.models import HelmholtzMachine
 from vaelab.objectives.core import (
     ObjectiveOutput,
+    flow_pathwise_log_weights,
     importance_samples,
     log_mean_exp,
     normalized_weights,
     pathwise_log_weights,
     sleep_phase,
 )
+from vaelab.posteriors.flow import FlowPosterior
 
 
 def wake_phi_surrogate_from_log_weight(log_weight: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -86,8 +88,12 @@ def rws(
 def rws_dreg(model: HelmholtzMachine, x: torch.Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> ObjectiveOutput:
     """L_k for theta; phi follows the DReG form of wake-phi. Returns ``[B]`` tensors."""
     posterior = model.posterior(x)
-    samples = importance_samples(model, x, num_samples, generator, posterior)
-    bound = log_mean_exp(samples.log_weights)
-    stopped_log_prior = model.prior_distribution().log_prob(samples.z.detach())
-    phi_surrogate = rws_dreg_phi_surrogate_from_log_weight(samples.log_weights, pathwise_log_weights(samples, posterior, stopped_log_prior))
+    if isinstance(posterior, FlowPosterior):  # d log q / dz from the flow's steps, no inverse
+        log_weights, pathwise = flow_pathwise_log_weights(model, x, posterior, num_samples, generator)
+    else:
+        samples = importance_samples(model, x, num_samples, generator, posterior)
+        log_weights = samples.log_weights
+        pathwise = pathwise_log_weights(samples, posterior, model.prior_distribution().log_prob(samples.z.detach()))
+    bound = log_mean_exp(log_weights)
+    phi_surrogate = rws_dreg_phi_surrogate_from_log_weight(log_weights, pathwise)
     return ObjectiveOutput(bound=bound.detach(), theta_surrogate=bound, phi_surrogate=phi_surrogate)
