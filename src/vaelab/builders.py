@@ -39,7 +39,6 @@ from vaelab.models.networks import NetworkLayer, call_user_code, evaluation_mode
 from vaelab.models.priors import build_prior
 from vaelab.posteriors import get_posterior
 from vaelab.posteriors.flow import FlowRecognition
-from vaelab.preflight import check_likelihood
 from vaelab.runio import (
     BEST_CHECKPOINT_KEYS,
     BEST_FILE,
@@ -181,7 +180,6 @@ def check_networks(model: HelmholtzMachine, images: torch.Tensor) -> None:
 def initial_model(config: ExperimentConfig, dataset: Dataset) -> HelmholtzMachine:
     """The model of ``config``, initialised from ``config.seed`` (output biases and pseudo-inputs from the data)."""
     torch.manual_seed(config.seed)  # nn.Linear initialisers (and the user's factories) draw from the global RNG
-    check_likelihood(config, dataset)
     model = build_model(config.model, dataset.data_dim, dataset.likelihood, dataset.data_shape, dataset.levels)
     train_images = dataset.unit_images("train")
     # after every initialiser has drawn: the probe draws nothing, so it cannot shift them

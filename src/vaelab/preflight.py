@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from vaelab.config import ExperimentConfig
 from vaelab.data.datasets import REGISTRY, check_dataset_name
+from vaelab.data.levels import levels_after_bits
 from vaelab.data.splits import refuse_valid_fraction
 from vaelab.errors import ConfigError
 from vaelab.estimators.bounds import DECODER_NUMBERS_AT_ONCE
@@ -47,37 +48,51 @@ def check_before_training(config: ExperimentConfig) -> None:
     """Raise ConfigError or DataError (one line) for a config that cannot run here: a dataset that is
     neither a known name nor an existing path, an evaluation split the dataset lacks (the valid
     split of ``--valid-fraction`` counted), a ``--valid-fraction`` for a dataset with its own valid
-    split, or sizes needing more memory than is available. (Seeds beyond 2^63 - 1 are the config's to refuse.)"""
-    check_dataset_name(config.data.dataset)
-    spec = REGISTRY.get(config.data.dataset)
-    if spec is None:  # data given by path: its splits and size are known once it is read (check_splits)
+    split, ``--bits`` on data that are not 8-bit, a likelihood that cannot score the data
+    (:func:`check_likelihood`), or sizes needing more memory than is available. (Seeds beyond
+    2^63 - 1 are the config's to refuse.) Data given by path are checked once read (:func:`check_loaded_data`)."""
+    name = config.data.dataset
+    check_dataset_name(name)
+    spec = REGISTRY.get(name)
+    if spec is None:  # data given by path: its splits, levels and size are known once it is read
         return
-    refuse_valid_fraction(config.data.valid_fraction, spec.split_sizes, f"dataset {config.data.dataset}")
-    check_splits(config, config.data.dataset, (*spec.split_sizes, *(("valid",) if config.data.valid_fraction else ())))
-    check_memory(memory_needed(config, math.prod(spec.image_shape), spec.split_sizes), "this config", "for its parameters and batches", MEMORY_ADVICE)
+    refuse_valid_fraction(config.data.valid_fraction, spec.split_sizes, f"dataset {name}")
+    check_splits(config, name, (*spec.split_sizes, *(("valid",) if config.data.valid_fraction else ())))
+    levels = levels_after_bits(spec.levels, config.data.bits, name)
+    check_likelihood(config, name, spec.likelihood, levels)
+    data_dim = spec.channels * math.prod(spec.image_shape)
+    check_memory(memory_needed(config, data_dim, spec.split_sizes, levels), "this config", "for its parameters and batches", MEMORY_ADVICE)
+
+
+def check_loaded_data(config: ExperimentConfig, dataset: Dataset) -> None:
+    """What :func:`check_before_training` checks of a named dataset, for data given by path, once
+    read: its splits, its likelihood and the memory of its size (nothing again for a named dataset)."""
+    if config.data.dataset in REGISTRY:
+        return
+    check_splits(config, dataset.name, tuple(dataset.splits))
+    check_likelihood(config, dataset.name, dataset.likelihood, dataset.levels)
+    sizes = {split: len(values.images) for split, values in dataset.splits.items()}
+    check_memory(memory_needed(config, dataset.data_dim, sizes, dataset.levels), "this config", "for its parameters and batches", MEMORY_ADVICE)
 
 
 MEMORY_ADVICE = "reduce --hidden, --upper-hidden, --latent-dim, --batch-size, --num-samples or --eval-k"
 
 
-def check_likelihood(config: ExperimentConfig, dataset: Dataset) -> None:
-    """Raise ConfigError (one line) where the model's likelihood cannot score ``dataset``: a discrete
-    family other than Bernoulli (which binarizes) on continuous data (``dataset.levels`` None), or a
-    decoder output of ``levels`` heads (categorical) too large for this machine's memory. Checked
-    once the data are loaded, where their levels are known (:func:`vaelab.builders.initial_model`)."""
-    name = dataset.likelihood if config.model.likelihood == "auto" else config.model.likelihood
-    entry = get_likelihood(name)
-    if entry.discrete and not entry.binarizes and dataset.levels is None:
-        raise ConfigError(f"{name} needs images with integer levels (8-bit or binary); {dataset.name} is continuous")
-    sizes = {split: len(values.images) for split, values in dataset.splits.items()}
-    check_memory(memory_needed(config, dataset.data_dim, sizes, dataset.levels), "this config", "for its parameters and batches", MEMORY_ADVICE)
+def check_likelihood(config: ExperimentConfig, name: str, data_likelihood: str, levels: int | None) -> None:
+    """Raise ConfigError (one line) where the model's likelihood cannot score the data ``name``
+    (whose own likelihood is ``data_likelihood``, sub-pixels of ``levels`` values): a discrete
+    family other than Bernoulli (which binarizes) on continuous data (``levels`` None)."""
+    family = data_likelihood if config.model.likelihood == "auto" else config.model.likelihood
+    entry = get_likelihood(family)
+    if entry.discrete and not entry.binarizes and levels is None:
+        raise ConfigError(f"{family} needs images with integer levels (8-bit or binary); {name} is continuous")
 
 
 def decoder_heads(config: ExperimentConfig, levels: int | None) -> int:
     """Numbers per sub-pixel the x decoder gives, at least 2 (today's estimate): the family's heads
     with ``levels`` (unknown, None: the fewest, 2), 4K for the mixture (RGB's)."""
     model = config.model
-    if model.likelihood == "auto":  # bernoulli or gaussian
+    if model.likelihood == "auto":  # the dataset's: bernoulli, gaussian or (cifar10) discretized-logistic
         return 2
     family = get_likelihood(model.likelihood).family()((3, 1, 1), levels or 2, components=model.mixture_components)
     return max(2, family.heads)

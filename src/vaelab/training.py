@@ -54,7 +54,7 @@ from vaelab.machine import flushing_subnormals
 from vaelab.models.backend import matmul_precision
 from vaelab.models.networks import evaluation_mode
 from vaelab.objectives import kl_weight_at, objective_from_config, warming_up
-from vaelab.preflight import check_experiment, check_splits
+from vaelab.preflight import check_experiment, check_loaded_data
 from vaelab.progress import bar as progress_bar
 from vaelab.progress import write as progress_write
 from vaelab.runio import (
@@ -213,7 +213,7 @@ def _remove_if_left_empty(run_dir: Path) -> None:
 
 def _train(config, run_dir, data_dir, resume, progress, placement, stop, tensorboard=False, curve_ks=(), hooks=TrainingHooks()) -> RunResult:
     dataset = dataset_of(config.data, data_dir)
-    check_splits(config, dataset.name, tuple(dataset.splits))  # data by path: its splits are known now
+    check_loaded_data(config, dataset)  # data by path: its splits, levels and size are known now
     if resume:
         check_data_unchanged(run_dir, dataset)
     model, optimizer = build_run(config, dataset)

@@ -115,6 +115,8 @@ def test_bits_train_from_the_command_line_and_are_recorded(tmp_path):
     status, _, stderr = run_cli("train", *TINY, "--bits", "3", "--epochs", "1", "--out", tmp_path / "digits")
     one_line_error(status, stderr)
     assert "--bits needs 8-bit images; digits has 17 levels" in stderr
+    assert not (tmp_path / "digits").exists(), "a named dataset's --bits is refused before anything is written"
+    assert "writing" not in stderr
 
 
 # ---------------------------------------------------------------- what the model sees

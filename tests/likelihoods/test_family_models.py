@@ -21,7 +21,7 @@ from vaelab.likelihoods import LIKELIHOOD_NAMES, LIKELIHOODS, get_likelihood
 from vaelab.models.layers import BernoulliLayer, LikelihoodLayer
 from vaelab.models.networks import NetworkLayer
 from vaelab.objectives import OBJECTIVES
-from vaelab.preflight import memory_needed
+from vaelab.preflight import check_likelihood, memory_needed
 
 DIGIT_LEVELS = 17
 
@@ -158,7 +158,9 @@ def test_a_discrete_family_refuses_continuous_data_naming_it(likelihood, digits)
     continuous = dataclasses.replace(digits, levels=None)
     config = ExperimentConfig(model=ModelConfig(latent_dim=2, hidden=(8,), likelihood=likelihood))
     with pytest.raises(ConfigError, match=f"^{likelihood} needs images with integer levels \\(8-bit or binary\\); digits is continuous$"):
-        initial_model(config, continuous)
+        check_likelihood(config, "digits", "bernoulli", None)  # before training (named data) or once read (data by path)
+    with pytest.raises(ConfigError, match=f"^{likelihood} needs images with integer levels"):
+        initial_model(config, continuous)  # the model's own check, for the Python API
 
 
 @pytest.mark.algebra

@@ -19,14 +19,22 @@ from vaelab.errors import DataError
 EIGHT_BIT_LEVELS = 256
 BLOCK_ROWS = 1024  # rows converted at a time by the whole-split draws: small temporaries, whatever N
 
+def levels_after_bits(levels: int | None, bits: int | None, name: str) -> int | None:
+    """The levels a model sees of data with ``levels`` under ``--bits`` (None: the data's own);
+    DataError (one line) for ``bits`` on data that are not 8-bit."""
+    if bits is None:
+        return levels
+    if levels != EIGHT_BIT_LEVELS:
+        has = "continuous values" if levels is None else f"{levels} levels"
+        raise DataError(f"--bits needs 8-bit images; {name} has {has}")
+    return 2**bits
+
+
 def reduce_bits(dataset: Dataset, bits: int | None) -> Dataset:
     """``dataset`` with its 8-bit levels reduced to 2^bits, v -> v >> (8 - bits) (``--bits``);
     ``bits=None`` keeps the data's own levels. DataError (one line) for data that are not 8-bit."""
-    if bits is None:
+    if levels_after_bits(dataset.levels, bits, dataset.name) == dataset.levels:
         return dataset
-    if dataset.levels != EIGHT_BIT_LEVELS:
-        has = "continuous values" if dataset.levels is None else f"{dataset.levels} levels"
-        raise DataError(f"--bits needs 8-bit images; {dataset.name} has {has}")
     shift = 8 - bits
     splits = {name: Split(split.images >> shift, split.labels) for name, split in dataset.splits.items()}
     # 0 and 255 stay the lowest and highest level: binary data stay binary, and 1 bit makes any data binary
