@@ -26,7 +26,7 @@ from vaelab.builders import load_run
 from vaelab.errors import ConfigError, RunError
 from vaelab.estimators.ais import AISSettings, evaluate_ais
 from vaelab.estimators.bounds import DEFAULT_MAX_ROWS, mean_and_standard_error, plus_minus
-from vaelab.evaluation.per_image import save_per_image
+from vaelab.evaluation.per_image import gaps_file, save_per_image
 from vaelab.evaluation.protocol import SPLIT_TAGS, evaluation_images, seeded_generator
 from vaelab.models import HelmholtzMachine
 from vaelab.objectives.core import log_mean_exp
@@ -141,11 +141,6 @@ def inference_gaps(
         "amortization_gap_se": _standard_error(optimised - encoder),
         "convergence": elbo_optimised - before,
     }
-
-
-def gaps_file(split: str, epoch: int) -> str:
-    """``gaps-<split>-epoch<E>.npz``, the per-image results of :func:`evaluate_gaps_run`."""
-    return f"gaps-{split}-epoch{epoch}.npz"
 
 
 def evaluate_gaps_run(

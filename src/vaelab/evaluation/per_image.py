@@ -27,6 +27,11 @@ def bounds_file_name(kind: str, split: str, epoch: int, estimator: str) -> str:
     return f"bounds-{kind}-{split}-epoch{epoch}-{estimator}.npz"
 
 
+def gaps_file(split: str, epoch: int) -> str:
+    """``gaps-<split>-epoch<E>.npz``, the per-image inference gaps of :func:`vaelab.evaluation.gaps.evaluate_gaps_run`."""
+    return f"gaps-{split}-epoch{epoch}.npz"
+
+
 def save_per_image(path: Path, image_index: torch.Tensor, **values: torch.Tensor) -> None:
     """Write ``image_index`` ``[N]`` (int64) and every named per-image tensor ``[N]`` (as float32) atomically."""
     arrays = {"image_index": image_index.cpu().numpy().astype(np.int64)}

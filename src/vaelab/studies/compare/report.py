@@ -20,7 +20,7 @@ from vaelab.data import Dataset
 from vaelab.data.user import looks_like_path
 from vaelab.errors import RunError
 from vaelab.evaluation.across_seeds import AcrossSeeds, across_seeds
-from vaelab.evaluation.per_image import load_per_image
+from vaelab.evaluation.per_image import gaps_file, load_per_image
 from vaelab.evaluation.units import BitsPerDim, experiment_bits
 from vaelab.evaluation.protocol import (
     evaluation_images,
@@ -95,6 +95,7 @@ class _Run:
     summary: RunSummary
     metrics: list[dict[str, Any]]
     curve: dict[str, Any]
+    gaps: dict[str, str] | None = None  # the inference gaps of `vaelab evaluate --gaps` on its test images, where run
 
 
 def build_report(study_dir: str | Path, data_dir: str | Path | None = None, trust_code: bool = False, per_seed_lines: bool = False) -> Report:
@@ -167,6 +168,7 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
             dataset.levels,
         ) + surrogate_notes(config.train, study.algorithms),
         rows=rows,
+        gap_rows=[{"name": name, **run.gaps} for name, run in runs.items() if run.gaps],
         seeds=study.seeds,
         per_seed_lines=per_seed_lines,
         k=config.train.eval_k,
@@ -375,7 +377,20 @@ def _load_run(study_dir: Path, algorithm: str, data_dir: str | Path | None, trus
         )
     metrics = read_metrics(directory / METRICS_FILE)
     _check_metrics(directory / METRICS_FILE, metrics, checkpoint["epoch"])
-    return _Run(algorithm, model, summarise_run(algorithm, metrics), metrics, curve), dataset
+    gaps = directory / gaps_file("test", checkpoint["epoch"])
+    return _Run(algorithm, model, summarise_run(algorithm, metrics), metrics, curve, _gap_cells(gaps) if gaps.is_file() else None), dataset
+
+
+GAP_COLUMNS = ("log_px", "elbo_encoder", "elbo_optimised", "approximation_gap", "amortization_gap")
+
+
+def _gap_cells(path: Path) -> dict[str, str]:
+    """Each of :data:`GAP_COLUMNS` of a run's per-image gaps file as 'mean ± standard error' over its
+    images, and the number of images."""
+    values = load_per_image(path)
+    count = len(values["image_index"])
+    cells = {name: f"{values[name].mean():.2f} ± {values[name].std(ddof=1) / count**0.5:.2f}" for name in GAP_COLUMNS}
+    return {**cells, "num_images": str(count)}
 
 
 # The numbers the report reads from each kind of row (vaelab.studies.compare.summary.summarise_run).
