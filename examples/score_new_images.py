@@ -32,7 +32,7 @@ def main() -> None:
 
     run = load_run(run_dir)
     # "New" images: four test images, binarized once, as a Bernoulli likelihood needs binary x.
-    grey = run.dataset.splits["test"].images[:4]
+    grey = run.dataset.unit_images("test")[:4]  # [0, 1] values (the splits hold uint8 levels)
     x = grey.bernoulli(generator=torch.Generator().manual_seed(1))
     bounds = evaluate_bound(run.model, x, k=k, generator=torch.Generator().manual_seed(0))  # [4] nats
     assert torch.allclose(bounds, run.log_likelihood_bound(x, k=k, seed=0))
