@@ -70,5 +70,7 @@ class Chain(Distribution):
 
 def layer_log_probs(distribution: Distribution, z: torch.Tensor) -> list[torch.Tensor]:
     """log density ``[...]`` of each stochastic layer of z ``[..., sum D]``, ordered z_1, ..., z_L:
-    a :class:`Chain`'s per-layer terms, or ``[log_prob(z)]`` for a one-layer distribution."""
-    return distribution.layer_log_probs(z) if isinstance(distribution, Chain) else [distribution.log_prob(z)]
+    the per-layer terms of a distribution over several layers (a :class:`Chain`, a ladder's
+    prior or posterior: whatever has ``layer_log_probs``), or ``[log_prob(z)]`` for one layer."""
+    per_layer = getattr(distribution, "layer_log_probs", None)
+    return per_layer(z) if per_layer is not None else [distribution.log_prob(z)]
