@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import sys
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaelab.config import DataConfig, ExperimentConfig, ModelConfig
+from vaelab.config import LADDERS, DataConfig, ExperimentConfig, ModelConfig
 from vaelab.data import Dataset, load_dataset
 from vaelab.distributed import resolve_device
 from vaelab.errors import ConfigError, DataError, RunError
@@ -33,8 +34,10 @@ from vaelab.models import (
     HelmholtzMachine,
     VampPrior,
 )
-from vaelab.models.layers import LikelihoodLayer
 from vaelab.models.conv import ConvDecoder, ConvEncoder
+from vaelab.models.conv_ladder import ConvLadder, ConvLadderDecoder
+from vaelab.models.ladder import LadderVAE, MLPLadder
+from vaelab.models.layers import LikelihoodLayer, StochasticLayer
 from vaelab.models.networks import NetworkLayer, call_user_code, evaluation_mode
 from vaelab.models.priors import build_prior
 from vaelab.posteriors import get_posterior
@@ -79,11 +82,10 @@ def build_model(
     data_shape = tuple(data_shape or (data_dim,))
     family = likelihood_family(config, likelihood, data_shape, levels)
     dims, latent_layer = config.latent_dims, LATENT_LAYERS[config.latent]
+    if config.architecture in LADDERS:
+        return _ladder(config, data_dim, data_shape, family, likelihood)
     if config.architecture == "mlp" and config.encoder is None:
-        if likelihood == "bernoulli":
-            generative = BernoulliLayer(dims[0], data_dim, config.hidden, config.activation)
-        else:
-            generative = LikelihoodLayer(dims[0], family, config.hidden, config.activation)
+        generative = _mlp_decoder(config, dims[0], data_dim, family, likelihood)
         recognition = latent_layer(data_dim, dims[0], config.hidden, config.activation)
     else:
         generative, recognition = _network_layers(config, data_shape, dims[0], family)
@@ -95,6 +97,26 @@ def build_model(
         recognition = FlowRecognition(recognition, flow)
     prior = build_prior(config.prior, dims[-1], config.prior_size, data_dim, recognition)
     return HelmholtzMachine(prior, generative, recognition, dims, upper_generative, upper_recognition, data_shape)
+
+
+def _mlp_decoder(config: ModelConfig, latent_dim: int, data_dim: int, family: LikelihoodFamily, likelihood: str) -> StochasticLayer:
+    """p(x | z_1) as an MLP of ``config.hidden``: :class:`BernoulliLayer` for Bernoulli pixels, else a :class:`LikelihoodLayer`."""
+    if likelihood == "bernoulli":
+        return BernoulliLayer(latent_dim, data_dim, config.hidden, config.activation)
+    return LikelihoodLayer(latent_dim, family, config.hidden, config.activation)
+
+
+def _ladder(config: ModelConfig, data_dim: int, data_shape: tuple[int, ...], family: LikelihoodFamily, likelihood: str) -> LadderVAE:
+    """The ladder VAE of ``config`` (:mod:`vaelab.models.ladder`): MLPs, or convolutions with spatial latents."""
+    if config.architecture == "ladder":
+        networks = MLPLadder(data_dim, config.latent_dims, config.hidden, config.upper_hidden, config.activation, config.ladder_merge)
+        return LadderVAE(networks, _mlp_decoder(config, config.latent_dims[0], data_dim, family, likelihood), data_shape)
+    if len(data_shape) != 3:
+        raise ConfigError(f"--architecture conv-ladder needs image data [C, H, W] (this data is vectors of {data_shape[0]})")
+    networks = ConvLadder(data_shape, config.latent_dims, config.ladder_merge)
+    first = networks.latent_shapes[0]
+    decoder = NetworkLayer(ConvLadderDecoder(data_shape, first, family.heads), (math.prod(first),), (family.heads, *data_shape), family, "the conv ladder's decoder")
+    return LadderVAE(networks, decoder, data_shape)
 
 
 def _network_layers(config: ModelConfig, data_shape: tuple[int, ...], latent_dim: int, family: LikelihoodFamily) -> tuple[NetworkLayer, NetworkLayer]:

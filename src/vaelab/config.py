@@ -33,7 +33,9 @@ LATENTS = ("gaussian", "bernoulli")
 RWS_PHI_UPDATES = ("wake", "sleep", "mix")
 SPLITS = ("train", "valid", "test")
 SELECTION_SPLITS = ("valid",)  # splits a checkpoint may be selected on (never test: that would tune on it)
-ARCHITECTURES = ("mlp", "conv")
+ARCHITECTURES = ("mlp", "conv", "ladder", "conv-ladder")
+LADDERS = ("ladder", "conv-ladder")  # top-down inference (vaelab.models.ladder)
+LADDER_MERGES = ("precision", "residual")
 MATMUL_PRECISIONS = ("fp32", "bf16")  # see vaelab.models.backend.matmul_precision
 LR_SCHEDULES = ("constant", "burda")  # see vaelab.schedules
 # Components of a prior when ``prior_components`` is not given: mixture of Gaussians, VampPrior.
@@ -193,7 +195,9 @@ class ModelConfig:
     Bernoulli (a sigmoid belief network, with the ``bernoulli`` prior). ``prior_components`` is
     the mixture's or VampPrior's size (default 10 and 500). ``architecture`` is the x <-> z_1
     networks' kind: MLPs of ``hidden`` widths, or ``conv``, strided convolutions down and transposed
-    convolutions up (:mod:`vaelab.models.conv`). ``encoder`` and ``decoder`` instead name the user's
+    convolutions up (:mod:`vaelab.models.conv`), or a ladder VAE (``ladder``, ``conv-ladder``:
+    :mod:`vaelab.models.ladder`, whose q(z_l | z_>l, x) joins the bottom-up and top-down paths
+    as ``ladder_merge`` says). ``encoder`` and ``decoder`` instead name the user's
     network factories as ``MODULE:FACTORY`` (a module on the Python path, or a ``.py`` file, stored
     absolute), each called as ``FACTORY(data_shape=..., latent_dim=...)`` (:mod:`vaelab.models.networks`).
     ``likelihood`` names a family of :mod:`vaelab.likelihoods` (or 'auto', the dataset's);
@@ -220,7 +224,15 @@ class ModelConfig:
     prior_components: int | None = option(
         None, POSITIVE_INT, "components of the mixture or pseudo-inputs of the vamp prior (none: 10 and 500)", optional=True
     )
-    architecture: str = option("mlp", one_of(ARCHITECTURES), "the x <-> z_1 networks: MLPs of --hidden widths, or conv (strided convolutions, image data)")
+    architecture: str = option(
+        "mlp",
+        one_of(ARCHITECTURES),
+        "mlp: MLPs of --hidden widths (x <-> z_1) and --upper-hidden (between layers); conv: strided convolutions (image data); "
+        "ladder, conv-ladder: a ladder VAE, top-down inference through the generative path (conv-ladder: spatial latents, --latent-dim gives channels)",
+    )
+    ladder_merge: str = option(
+        "precision", one_of(LADDER_MERGES), "how a ladder's q(z_l | z_>l, x) joins the bottom-up and top-down paths: precision-weighted (Sonderby et al.) or residual (NVAE)"
+    )
     encoder: str | None = option(None, FACTORY, "your encoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
     decoder: str | None = option(None, FACTORY, "your decoder factory MODULE:FACTORY, called as FACTORY(data_shape=..., latent_dim=...)", optional=True)
     posterior: str = option("diagonal", one_of(POSTERIOR_NAMES), "q(z|x): the encoder's diagonal Gaussian, or it pushed through a flow set by x")
@@ -240,7 +252,7 @@ class ModelConfig:
             self.architecture == "mlp" or self.encoder is None, "--encoder/--decoder replace the built-in networks; leave --architecture at mlp"
         )
         _require(
-            self.latent == "gaussian" or (self.architecture == "mlp" and self.encoder is None),
+            self.latent == "gaussian" or (self.architecture in ("mlp", *LADDERS) and self.encoder is None),
             "conv and user networks take Gaussian latents (their encoder gives a mean and a raw scale)",
         )
         if len(self.latent_dim) == 1:  # one stochastic layer is stored as its width
@@ -255,6 +267,11 @@ class ModelConfig:
         )
         _require(self.posterior != "diagonal" or self.flow_steps == DEFAULT_FLOW_STEPS, "--flow-steps applies to a flow posterior (--posterior iaf, planar or householder)")
         _require(self.prior != "vamp" or len(self.latent_dims) == 1, "the vamp prior needs one stochastic layer (its components are q(z | u))")
+        _require(
+            self.architecture not in LADDERS or (self.latent == "gaussian" and self.prior == "standard-normal"),
+            f"--architecture {self.architecture} takes Gaussian latents and the standard-normal prior (p(z_l | z_>l) is its top-down path)",
+        )
+        _require(self.architecture in LADDERS or self.ladder_merge == "precision", "--ladder-merge applies to --architecture ladder or conv-ladder")
         _require(
             self.prior_components is None or self.prior in DEFAULT_PRIOR_COMPONENTS,
             f"prior_components applies to the {' and '.join(DEFAULT_PRIOR_COMPONENTS)} priors only, not to {self.prior}",

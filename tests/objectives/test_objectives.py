@@ -187,8 +187,12 @@ MODELS = {  # model variants of the contract test
     "bernoulli": ModelConfig(latent_dim=(4, 3), hidden=(8,), upper_hidden=(6,), latent="bernoulli", prior="bernoulli"),
     "conv": ModelConfig(latent_dim=3, architecture="conv"),  # strided convolutions over x as a 2x5 image
     **{flow: ModelConfig(latent_dim=3, hidden=(8,), posterior=flow, flow_steps=2) for flow in ("iaf", "planar", "householder")},
+    # ladders of three stochastic layers: top-down inference through the generative path (vaelab.models.ladder)
+    "ladder-precision": ModelConfig(latent_dim=(4, 3, 2), hidden=(8,), upper_hidden=(6,), architecture="ladder"),
+    "ladder-residual": ModelConfig(latent_dim=(4, 3, 2), hidden=(8,), upper_hidden=(6,), architecture="ladder", ladder_merge="residual"),
+    "conv-ladder": ModelConfig(latent_dim=(2, 2, 1), architecture="conv-ladder", ladder_merge="residual"),
 }
-DATA_SHAPES = {"conv": (1, 2, 5)}  # the others see x as a flat [10]
+DATA_SHAPES = {"conv": (1, 2, 5), "conv-ladder": (1, 2, 5)}  # the others see x as a flat [10]
 
 
 @pytest.mark.contract

@@ -48,6 +48,9 @@ class HelmholtzMachine(nn.Module):
         self.upper_recognition = nn.ModuleList(upper_recognition)
         self.latent_dims = (latent_dims,) if isinstance(latent_dims, int) else tuple(latent_dims)
         self.latent_dim = sum(self.latent_dims)
+        self._check_layers()
+
+    def _check_layers(self) -> None:
         if not len(self.upper_generative) == len(self.upper_recognition) == len(self.latent_dims) - 1:
             raise ValueError("a model with L stochastic layers needs L - 1 upper generative and recognition layers")
 

@@ -23,7 +23,6 @@ from torch.distributions import (
 from vaelab.draws import bernoulli_draw
 from vaelab.likelihoods.family import FamilyDistribution
 from vaelab.models.chain import Chain
-from vaelab.posteriors.flow import FlowPosterior
 
 if TYPE_CHECKING:  # for the annotation only: helmholtz imports this module
     from vaelab.models.helmholtz import HelmholtzMachine
@@ -41,11 +40,13 @@ def sample(
     draws its blocks in order, each given the one before. A likelihood family's own distribution
     (:class:`~vaelab.likelihoods.family.FamilyDistribution`: categorical, discretized, mixture)
     draws with its family's sampler (no gradient). A flow posterior
-    (:class:`~vaelab.posteriors.flow.FlowPosterior`) pushes a reparameterised draw of its base through its flow.
+    (:class:`~vaelab.posteriors.flow.FlowPosterior`) pushes a reparameterised draw of its base through its
+    flow, and a ladder's q or p (:class:`~vaelab.models.ladder.LadderDistribution`) draws top-down:
+    each offers ``rsample_and_log_prob``.
     """
     if isinstance(distribution, FamilyDistribution):
         return distribution.draw(sample_shape, generator)
-    if isinstance(distribution, FlowPosterior):
+    if hasattr(distribution, "rsample_and_log_prob"):  # a flow posterior, a ladder's top-down pass
         return distribution.rsample_and_log_prob(sample_shape, generator)[0]
     if isinstance(distribution, Chain):
         blocks = [sample(distribution.first, sample_shape, generator)]
@@ -74,7 +75,7 @@ def sample_and_log_prob(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sample` and the draws' log-density ``sample_shape + batch_shape``: in one pass where the
     distribution offers it (a flow posterior, whose log q of a given z may need an inverse it lacks)."""
-    if isinstance(distribution, FlowPosterior):
+    if hasattr(distribution, "rsample_and_log_prob"):  # a flow posterior, a ladder's top-down pass
         return distribution.rsample_and_log_prob(sample_shape, generator)
     value = sample(distribution, sample_shape, generator)
     return value, distribution.log_prob(value)

@@ -68,7 +68,7 @@ def aevb(
         elbo = samples.log_weights.mean(0)
         # free bits need each layer's KL; without them the sum is all the surrogate needs
         # (one layer's is the sum: its log q came with z, which a flow posterior cannot score afterwards)
-        layer_kls = monte_carlo_layer_kls(model, posterior, samples.z) if free_bits and model.upper_recognition else [(samples.log_proposal - samples.log_prior).mean(0)]
+        layer_kls = monte_carlo_layer_kls(model, posterior, samples.z) if free_bits and len(model.latent_dims) > 1 else [(samples.log_proposal - samples.log_prior).mean(0)]
     # ELBO + KL - beta * KL': each term is exactly 0 with beta = 1 and no free bits
     surrogate = elbo + sum(layer_kl - kl_weight * free_bits_kl(layer_kl, free_bits) for layer_kl in layer_kls)
     return ObjectiveOutput(bound=elbo.detach(), theta_surrogate=surrogate, phi_surrogate=surrogate)

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from vaelab.config import ExperimentConfig, TrainConfig
+from vaelab.config import LADDERS, ExperimentConfig, TrainConfig
 from vaelab.errors import ConfigError
 from vaelab.objectives.aevb import aevb
 from vaelab.objectives.core import ObjectiveOutput
@@ -72,8 +72,9 @@ def _rws_rule(config: ExperimentConfig) -> str | None:
 
 
 def _aevb_rule(config: ExperimentConfig) -> str | None:
-    if config.train.kl == "analytic" and (config.model.prior != "standard-normal" or len(config.model.latent_dims) > 1 or config.model.posterior != "diagonal"):
-        return "aevb's analytic KL needs one stochastic layer, the standard-normal prior and the diagonal posterior; use kl 'auto' or 'monte-carlo'"
+    model = config.model
+    if config.train.kl == "analytic" and (model.prior != "standard-normal" or len(model.latent_dims) > 1 or model.posterior != "diagonal" or model.architecture in LADDERS):
+        return "aevb's analytic KL needs one stochastic layer, the standard-normal prior, the diagonal posterior and no ladder; use kl 'auto' or 'monte-carlo'"
     return None
 
 
