@@ -1,7 +1,7 @@
 """What the report computes from a trained model: cheap, deterministic, never training.
 
 Posterior means E_q[z | x], decoder means E_p[x | z], the latent grid of Kingma & Welling's
-manifold figure, and Burda et al.'s count of active latent units.
+manifold figure, Burda et al.'s count of active latent units, and the KL each stochastic layer carries.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import torch
 
 from vaelab.models import HelmholtzMachine
 from vaelab.models.sampling import ancestral_sample, sample
+from vaelab.objectives.aevb import monte_carlo_layer_kls
 
 # Burda, Grosse & Salakhutdinov (2015), on latent space representation: unit u is active when Cov_x(E_q[z_u | x]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
+LAYER_KL_SAMPLES = 10  # draws z ~ q(z | x) per test image for each layer's KL
 
 
 def latent_grid(size: int) -> torch.Tensor:
@@ -62,6 +64,32 @@ def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) 
     """
     variances = means.double().var(dim=0)
     return int((variances > threshold).sum()), variances
+
+
+def layer_active_units(means: torch.Tensor, latent_dims: tuple[int, ...], threshold: float = ACTIVE_UNIT_THRESHOLD) -> list[int]:
+    """:func:`active_units` of each stochastic layer z_1, ..., z_L of posterior means ``[N, sum D_l]``
+    (the flat z = [z_1, ..., z_L], layer l ``D_l = latent_dims[l-1]`` wide); they sum to the total."""
+    return [active_units(block, threshold)[0] for block in means.split(list(latent_dims), dim=-1)]
+
+
+@torch.no_grad()
+def layer_kls(
+    model: HelmholtzMachine, images: torch.Tensor, generator: torch.Generator, num_samples: int = LAYER_KL_SAMPLES, batch_size: int = 1000
+) -> list[float]:
+    """Each stochastic layer's KL in nats, ordered z_1, ..., z_L: over images ``[N, data_dim]`` the mean of
+
+        KL_l(x) ~= (1/S) sum_s log q(z_l^s | z_(l-1)^s) - log p(z_l^s | z_(l+1)^s),   z^s ~ q(z | x), z_0 = x,
+
+    with S = ``num_samples`` draws (:func:`vaelab.objectives.aevb.monte_carlo_layer_kls`). The
+    layers' values sum to the Monte Carlo estimate of the test set's mean KL(q(z | x) || p(z)).
+    Images are scored ``batch_size`` at a time, their draws taken from ``generator`` in that order.
+    """
+    per_image = []  # [B, L] per batch
+    for batch in images.split(batch_size):
+        posterior = model.posterior(batch)
+        z = sample(posterior, (num_samples,), generator)  # [S, B, sum D_l]
+        per_image.append(torch.stack(monte_carlo_layer_kls(model, posterior, z), dim=-1))
+    return torch.cat(per_image).double().mean(0).tolist()
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Rebuild a study's figures and ``report.html`` from saved results only; never trains.
 
 Reads ``compare.json``, each run's ``metrics.jsonl``, ``checkpoint.pt`` and ``bound_curve.json``;
-what it computes from the checkpoints (posterior and decoder means) is cheap and deterministic.
+what it computes from the checkpoints (posterior and decoder means; with several stochastic layers,
+each layer's test KL from seeded draws) is cheap and deterministic.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
     else:
         sentence = _seeds_comparison(study_dir, by_seed, seeds[0], config.train.eval_k, bits)
         rows = [_seeds_table_row(name, runs_of, seed_means[name], bits) for name, runs_of in by_seed.items()]
+    layer_rows = _layer_rows(by_seed, seed_means, images, config) if len(config.model.latent_dims) > 1 else []
     sample_grid = _sample_grid(dataset.image_shape)
     html = render_page(
         REPORT_FILE,
@@ -168,6 +170,8 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
             dataset.levels,
         ) + surrogate_notes(config.train, study.algorithms),
         rows=rows,
+        layer_rows=layer_rows,
+        layer_kl_samples=analysis.LAYER_KL_SAMPLES,
         gap_rows=[{"name": name, **run.gaps} for name, run in runs.items() if run.gaps],
         seeds=study.seeds,
         per_seed_lines=per_seed_lines,
@@ -463,6 +467,32 @@ def _seeds_table_row(name: str, runs_of: dict[int, _Run], means: dict[int, torch
         "wall_time": format_duration(sum(run.summary.wall_seconds for run in runs_of.values()) / len(runs_of)),
         "epoch_time": format_duration(sum(run.summary.seconds_per_epoch for run in runs_of.values()) / len(runs_of)),
     }
+
+
+def _layer_rows(
+    by_seed: dict[str, dict[int | None, _Run]], seed_means: dict[str, dict[int | None, torch.Tensor]], images: torch.Tensor, config: ExperimentConfig
+) -> list[dict[str, Any]]:
+    """One row per algorithm of the per-layer table, for models of several stochastic layers: its
+    name and, for each layer z_1, ..., z_L, the test KL in nats (:func:`analysis.layer_kls`; over
+    seeds mean ± sd) and its active units 'a / D_l' (over seeds each seed's count, as the results table).
+
+    Args:
+        by_seed: display name -> seed -> run (one seed, None, without seeds).
+        seed_means: display name -> seed -> posterior means ``[N, sum D_l]`` of ``images``.
+        images: ``[N, D]`` the test images as evaluated.
+        config: the study's; its seed seeds every run's draws z ~ q(z | x) alike.
+    """
+    dims = config.model.latent_dims
+    rows = []
+    for name, runs_of in by_seed.items():
+        kls = {seed: analysis.layer_kls(run.model, images, torch.Generator().manual_seed(config.seed)) for seed, run in runs_of.items()}
+        active = [analysis.layer_active_units(means, dims) for means in seed_means[name].values()]
+        layers = []
+        for layer, dim in enumerate(dims):
+            kl = across_seeds({seed: values[layer] for seed, values in kls.items()}).short  # one run: its value alone
+            layers.append({"kl": kl, "active_units": f"{', '.join(str(counts[layer]) for counts in active)} / {dim}"})
+        rows.append({"name": name, "layers": layers})
+    return rows
 
 
 def _config_rows(study: Study) -> list[tuple[str, Any]]:
