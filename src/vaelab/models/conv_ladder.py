@@ -1,13 +1,15 @@
-"""The convolutional ladder (``--architecture conv`` with ``--ladder``): spatial latents.
+"""The convolutional ladder (``--architecture conv-ladder``): spatial latents at several scales.
 
-For images ``[C, H, W]`` and ``--latent-dim c_1,...,c_L`` (channels per layer), z_1 is
-``[c_1, ceil(H/2), ceil(W/2)]`` and every z_l above it ``[c_l, ceil(H/4), ceil(W/4)]`` (28x28 MNIST:
-14x14, then 7x7), as VDVAE stacks many latent layers per resolution. All deterministic paths have
-:data:`CHANNELS` channels and Swish (SiLU) activations, as NVAE's cells:
+For images ``[C, H, W]`` and ``--latent-dim c_1,...,c_L`` (channels per layer), the latents sit on
+the scales ceil(H/2), ceil(H/4), ... down to the first side of at most 4 (28x28 MNIST: 14, 7, 4;
+32x32: 16, 8, 4), the L layers split evenly between them from the finest up (extra layers at the
+coarse end), as VDVAE and Dittadi's LVAE stack several latent layers per resolution. All
+deterministic paths have :data:`CHANNELS` channels and Swish (SiLU) activations, as NVAE's cells:
 
-- bottom-up: two stride-2 stages (3x3 convolutions), then one residual block per layer above z_2;
-- top-down: a 3x3 convolution of [z_{l+1}, t_{l+1}], upsampled by a stride-2 transposed
-  convolution (cropped to the image's side) where z_l is finer, then a 3x3 convolution;
+- bottom-up: a stride-2 stem to the finest scale, then per layer a stride-2 stage where the scale
+  halves, else a residual block;
+- top-down: a 3x3 convolution of [z_{l+1}, t_{l+1}], a stride-2 transposed convolution (cropped
+  to the scale) where z_l is finer, then a 3x3 convolution;
 - heads: 3x3 convolutions to (mean, raw scale) per latent channel;
 - decoder: z_1 -> 3x3 convolution -> stride-2 transposed convolution -> the likelihood's heads
   ``[B, heads, C, H, W]`` (the network contract of :mod:`vaelab.models.networks`).
@@ -60,21 +62,30 @@ class _Upsample(nn.Module):
         return self.up(x)[..., : self.side[0], : self.side[1]]
 
 
+def latent_sides(height: int, width: int, layers: int) -> list[tuple[int, int]]:
+    """(h_l, w_l) of each of ``layers`` latent layers, z_1 first (the module docstring's schedule)."""
+    scales = [(_halved(height), _halved(width))]
+    while min(scales[-1]) > 4:
+        scales.append((_halved(scales[-1][0]), _halved(scales[-1][1])))
+    scales = scales[:layers]
+    per_scale, extra = divmod(layers, len(scales))
+    counts = [per_scale + (1 if index >= len(scales) - extra else 0) for index in range(len(scales))]
+    return [side for side, count in zip(scales, counts) for _ in range(count)]
+
+
 class ConvLadder(LadderNetworks):
     """The conv ladder's networks over images ``data_shape`` with ``latent_channels`` per layer."""
 
     def __init__(self, data_shape: tuple[int, int, int], latent_channels: tuple[int, ...], merge: str):
         channels, height, width = data_shape
-        fine = (_halved(height), _halved(width))
-        coarse = (_halved(fine[0]), _halved(fine[1]))
-        self.sides = [fine] + [coarse] * (len(latent_channels) - 1)
+        self.sides = latent_sides(height, width, len(latent_channels))
         super().__init__([(c, *side) for c, side in zip(latent_channels, self.sides)], merge)
         self.data_shape = tuple(data_shape)
         top = len(latent_channels) - 1
         stages = [nn.Sequential(nn.Unflatten(-1, data_shape), _conv(channels, CHANNELS, 2), nn.SiLU(), _conv(CHANNELS, CHANNELS), nn.SiLU())]
-        if top:
-            stages.append(nn.Sequential(_conv(CHANNELS, CHANNELS, 2), nn.SiLU(), _conv(CHANNELS, CHANNELS), nn.SiLU()))
-        stages += [_Residual(CHANNELS) for _ in range(top - 1)]
+        for below, side in zip(self.sides, self.sides[1:]):
+            halves = side != below
+            stages.append(nn.Sequential(_conv(CHANNELS, CHANNELS, 2), nn.SiLU(), _conv(CHANNELS, CHANNELS), nn.SiLU()) if halves else _Residual(CHANNELS))
         self.bottom_up = nn.ModuleList(stages)
         self.top_down = nn.ModuleList()
         for layer in range(top):
