@@ -15,7 +15,7 @@ from vaelab.studies.reproduce.presets import BUDGETS, PRESETS, get_preset, row_c
 from vaelab.studies.reproduce.report import build_report
 from vaelab.studies.reproduce.run import reproduce
 
-SOURCES = ("burda2015", "tucker2018", "rainforth2018", "tomczak2018", "davidson2018", "kingma2013")
+SOURCES = ("burda2015", "tucker2018", "rainforth2018", "tomczak2018", "davidson2018", "kingma2013", "sonderby2016")
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,7 @@ def one_thread():
 
 
 @pytest.mark.contract
-def test_presets_cover_the_six_sources_and_every_budget_is_a_valid_config():
+def test_presets_cover_the_seven_sources_and_every_budget_is_a_valid_config():
     assert all(any(name.startswith(source) for name in PRESETS) for source in SOURCES)
     for preset in PRESETS.values():
         assert preset.band >= 0 and preset.band_source
@@ -48,13 +48,24 @@ def test_burdas_protocol_is_the_published_one():
     assert [row.published for row in preset.rows] == [86.76, 86.47, 86.35, 85.54, 84.78]
 
 
+@pytest.mark.algebra
+def test_the_ladder_preset_is_the_sources_protocol_on_vaelabs_conv_ladder():
+    preset = get_preset("sonderby2016-ladder")
+    full = row_config(preset, preset.row("ladder-12"), "full")
+    assert (full.model.architecture, full.model.latent_dim, full.model.ladder_merge) == ("conv-ladder", (32,) * 12, "residual")
+    assert (full.train.algorithm, full.train.num_samples, full.train.free_bits, full.train.batch_size, full.train.learning_rate) == ("aevb", 1, 1.0, 64, 3e-4)
+    assert (full.data.dataset, full.data.binarization, preset.eval_k, preset.rows[0].published) == ("binarized-mnist", "none", 1000, 78.30)
+    assert row_config(preset, preset.row("ladder-12"), "reduced").train.epochs == 50 and full.train.epochs == 1000
+
+
 @pytest.mark.e2e
 def test_list_prints_one_line_per_preset_with_its_published_values(capsys):
     assert main(["reproduce", "--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(PRESETS)
     assert "IWAE k=5 85.54" in lines[0] and "published: Burda et al. 2015, Table 1" in lines[0] and "135.73" in lines[list(PRESETS).index("davidson2018-2d")]
-    assert "independent reproduction" in lines[list(PRESETS).index("tucker2018-dreg")] and "(ordering of the ELBO)" in lines[-1]
+    assert "independent reproduction" in lines[list(PRESETS).index("tucker2018-dreg")] and "(ordering of the ELBO)" in lines[list(PRESETS).index("kingma2013")]
+    assert "conv ladder, 12 layers 78.30" in lines[list(PRESETS).index("sonderby2016-ladder")]
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

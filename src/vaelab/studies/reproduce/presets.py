@@ -169,6 +169,11 @@ _DREG_REPRODUCTION = Source(
 _RAINFORTH = Source("Rainforth et al. 2018, dynamic MNIST results (table number not recorded)", printed=True)
 _TOMCZAK = Source("Tomczak & Welling 2018, MNIST results (table number not recorded)", printed=True)
 _DAVIDSON = Source("Davidson et al. 2018, MNIST results (table number not recorded)", printed=True)
+_DITTADI = "Dittadi's re-implementation (github.com/addtt/ladder-vae-pytorch)"
+_DITTADI_README = Source(
+    f"{_DITTADI}, README table 'Likelihood results', binarized MNIST, 12 layers, 1000 importance samples",
+    printed=False, checked="read in the README at commit ee9caa4 on 2026-12-07",
+)
 _KINGMA_FIGURE_2 = Source("Kingma & Welling 2013, Figure 2 (an ordering of lower bounds, no number)", printed=True)
 _CLOSED_FORM_KL = (
     "vaelab's VAE rows use the closed-form KL where one exists (--kl auto), where the paper estimates the whole "
@@ -297,6 +302,24 @@ PRESETS: dict[str, Preset] = {
                 "The paper compares the variational lower bound, so the ordering is decided on the test ELBO (L_1); "
                 "L_5000 is shown beside it. The paper used Adagrad with a weight-decay prior; vaelab trains both with Adam. "
                 "AEVB's KL is in closed form (--kl auto)."
+            ),
+        ),
+        Preset(
+            name="sonderby2016-ladder",
+            paper=f"Sonderby, Raiko, Maaloe, Sonderby & Winther 2016, Ladder variational autoencoders, with convolutional latents as in {_DITTADI}",
+            table="statically binarized MNIST, 12 stochastic layers of 32 latent channels, test L_1000 (3 layers 79.24, 6 layers 78.52)",
+            rows=(Row("ladder-12", "conv ladder, 12 layers", "aevb", 1, 78.30, _DITTADI_README),),
+            data=DataConfig(dataset="binarized-mnist", binarization="none"),
+            model=ModelConfig(latent_dim=(32,) * 12, architecture="conv-ladder", ladder_merge="residual"),
+            # the source trains until stopped and states no length: 1,000 epochs of batch 64 (780k steps)
+            train=TrainConfig(epochs=1000, batch_size=64, learning_rate=3e-4, free_bits=1.0),
+            eval_k=1000, band=1.0, band_source=NO_SPREAD, reduced_epochs=50,
+            notes=(
+                "vaelab's conv ladder, not the source's network: one residual block per layer (the source: 4, gated, with batch norm "
+                "and dropout 0.2), latents at 14x14, 7x7 and 4x4 (the source: 14, 7, 4 and 2), Swish (the source: ELU), a fixed "
+                "N(0, I) top prior (the source learns it), Adam (the source: Adamax) at the same 3e-4 and batch 64; both use NVAE's "
+                "residual merge, skip connections in the top-down path and free bits of 1 nat per layer. vaelab trains on the "
+                "50,000 training images of the fixed binarization."
             ),
         ),
     )
