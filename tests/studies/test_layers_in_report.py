@@ -105,3 +105,22 @@ def test_over_seeds_the_per_layer_table_gives_mean_and_sd_and_each_seeds_active_
     assert len(cells) == 4 and re.fullmatch(r"\d+, \d+ / 8", cells[1]) and re.fullmatch(r"\d+, \d+ / 4", cells[3]), cells
     assert all(re.fullmatch(r"-?\d+\.\d\d ± \d+\.\d\d", cells[index]) for index in (0, 2)), cells
     assert "mean ± sd over seeds" in table
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_conv_ladders_report_counts_each_layers_spatial_units(tmp_path):
+    """A conv ladder's --latent-dim gives channels: the report's layers, its active units and the
+    latent space in its captions are the model's flat widths (digits: 2 and 1 channels of 4x4)."""
+    out = tmp_path / "study"
+    status, _, stderr = run_cli(
+        "compare", "--algorithms", "aevb", *TINY, "--architecture", "conv-ladder", "--latent-dim", "2,1", "--epochs", "1", "--curve-images", "20", "--out", out
+    )
+    assert status == 0, stderr
+    html = (out / "report.html").read_text()
+    table = _layers_table(html)
+    assert "z<sub>1</sub> (32 units)" in table and "z<sub>2</sub> (16 units)" in table
+    (row,) = re.findall(r"<tr><td>AEVB</td>(.*?)</tr>", table)
+    cells = re.findall(r'<td class="number">([^<]*)</td>', row)
+    assert re.fullmatch(r"\d+ / 32", cells[1]) and re.fullmatch(r"\d+ / 16", cells[3]), cells
+    assert "z has 48 dimensions" in html

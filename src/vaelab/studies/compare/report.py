@@ -141,7 +141,7 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
             raise RunError(f"{path}: is a directory; the report cannot be written there")
     make_directory(figures_dir, "figures folder", parents=False)
     first = next(iter(runs.values()))
-    model = _describe(config, dataset)  # the prior, likelihood and latents every caption names
+    model = _describe(config, dataset, first.model.latent_dims)  # the prior, likelihood and latents every caption names
     bits = experiment_bits(config, dataset)  # None: no bits/dim (continuous data, grey Bernoulli targets)
     built, clipping = _figures(config, dataset, model, runs, images, means, shown, by_seed, per_seed_lines, bits)
     pngs = {name: figures.save_figure(figure, figures_dir / name) for name, figure in built.items()}
@@ -165,7 +165,7 @@ def _build_report(study_dir: Path, study: Study, data_dir: str | Path | None, tr
         notes=caveats(
             model.likelihood,
             config.data.binarization if uses_binarization(config, dataset) else None,
-            config.model.total_latent_dim,
+            first.model.latent_dim,
             dataset.data_dim,
             dataset.levels,
         ) + surrogate_notes(config.train, study.algorithms),
@@ -315,12 +315,13 @@ def _over_seeds(runs_of: dict[int | None, _Run], value) -> AcrossSeeds:
     return across_seeds({seed: value(run.summary) for seed, run in runs_of.items()})
 
 
-def _describe(config: ExperimentConfig, dataset: Dataset) -> ModelDescription:
+def _describe(config: ExperimentConfig, dataset: Dataset, latent_dims: tuple[int, ...]) -> ModelDescription:
     """The trained model in words: its likelihood is the config's, or the dataset's where the config
     says 'auto', whose registry entry gives every caption's words (the network, MLP, conv or the
-    user's, says nothing about it)."""
+    user's, says nothing about it); ``latent_dims`` are the model's flat widths per layer (a conv
+    ladder's ``--latent-dim`` gives channels)."""
     likelihood = model_likelihood(config, dataset)
-    return describe_model(config.model.prior, likelihood, config.model.latent, config.model.latent_dims, config.model.prior_size)
+    return describe_model(config.model.prior, likelihood, config.model.latent, latent_dims, config.model.prior_size)
 
 
 def _dataset_name(name: str) -> str:
@@ -482,7 +483,7 @@ def _layer_rows(
         images: ``[N, D]`` the test images as evaluated.
         config: the study's; its seed seeds every run's draws z ~ q(z | x) alike.
     """
-    dims = config.model.latent_dims
+    dims = next(iter(next(iter(by_seed.values())).values())).model.latent_dims  # flat widths (a conv ladder's config holds channels)
     rows = []
     for name, runs_of in by_seed.items():
         kls = {seed: analysis.layer_kls(run.model, images, torch.Generator().manual_seed(config.seed)) for seed, run in runs_of.items()}
