@@ -52,8 +52,9 @@ def test_averaged_shard_gradients_equal_the_full_batch_gradient():
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_two_processes_train_like_one(tmp_path):
-    common = ["--dataset", "digits", "--epochs", "4", "--hidden", "64", "--eval-every", "4", "--eval-k", "50", "--no-progress", "--device", "cpu"]
+@pytest.mark.parametrize("model", [[], ["--architecture", "ladder", "--latent-dim", "8,4,2"]], ids=["mlp", "ladder"])
+def test_two_processes_train_like_one(tmp_path, model):
+    common = ["--dataset", "digits", "--epochs", "4", "--hidden", "64", "--eval-every", "4", "--eval-k", "50", "--no-progress", "--device", "cpu", *model]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_OFFLINE": "1"}
     single = subprocess.run([sys.executable, "-m", "vaelab", "train", *common, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
