@@ -335,7 +335,6 @@ def test_an_inverted_bdmc_sandwich_is_said_to_need_more_chains_or_steps():
     assert "neither estimate bounds log p(x)" in inverted_words(0.58) and "--k" in inverted_words(0.58) and "--steps" in inverted_words(0.58)
 
 
-@pytest.mark.contract
 @pytest.mark.parametrize("world_size, leaves", [("2", True), ("1", False)])
 def test_a_torchrun_process_leaves_without_interpreter_finalisation(monkeypatch, world_size, leaves):
     """gloo's threads abort a finished torchrun process at interpreter exit (1 run in 10 on 2 cores,

@@ -331,8 +331,8 @@ def test_report_fits_windows_700_to_1920_px_wide(default_study, tmp_path):
 def test_captions_read_the_likelihood_from_the_config_not_the_layer(tmp_path):
     grey = dataset_from_arrays(train=np.random.default_rng(0).random((20, 4, 4)), name=str(tmp_path / "faces.npz"), likelihood="bernoulli")
     gaussian = ExperimentConfig(model=ModelConfig(likelihood="gaussian"))
-    assert report._describe(gaussian, grey).likelihood == "gaussian"  # a user decoder's layer class says nothing about it
-    assert report._describe(ExperimentConfig(), grey).likelihood == "bernoulli"  # 'auto': the dataset's
+    assert report._describe(gaussian, grey, (2,)).likelihood == "gaussian"  # a user decoder's layer class says nothing about it
+    assert report._describe(ExperimentConfig(), grey, (2,)).likelihood == "bernoulli"  # 'auto': the dataset's
 
 
 @pytest.mark.slow
