@@ -76,8 +76,11 @@ def test_description_of_the_likelihood_and_of_several_stochastic_layers():
     assert gaussian.mean_words == "pixel means" and "Gaussian" in gaussian.likelihood_words
     assert gaussian.latent_space == "R^(100 + 50)" and gaussian.components == 1  # no components to a standard normal
     assert gaussian.prior_words.startswith("p(z_L) = N(0, I)") and "p(z_l | z_(l+1))" in gaussian.prior_words
-    assert "z_L \\sim p(z_L)" in gaussian.prior_title
+    assert "z_L \\sim p(z_L)" in gaussian.prior_title and "z_{l+1}" in gaussian.prior_title
     assert describe_model("standard-normal", "bernoulli", "gaussian", (2,), 1).mean_words == "pixel probabilities"
+    # a ladder's prior conditions each layer on every layer above it (its top-down path)
+    ladder = describe_model("standard-normal", "bernoulli", "gaussian", (64, 32, 16), 1, ladder=True)
+    assert "p(z_l | z_(>l))" in ladder.prior_words and "z_{>l}" in ladder.prior_title
 
 
 @pytest.mark.parametrize("name", LIKELIHOOD_NAMES)

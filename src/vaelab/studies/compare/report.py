@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from vaelab import __version__
 from vaelab.builders import load_run
-from vaelab.config import ExperimentConfig
+from vaelab.config import LADDERS, ExperimentConfig
 from vaelab.data import Dataset
 from vaelab.data.user import looks_like_path
 from vaelab.errors import RunError
@@ -321,7 +321,8 @@ def _describe(config: ExperimentConfig, dataset: Dataset, latent_dims: tuple[int
     user's, says nothing about it); ``latent_dims`` are the model's flat widths per layer (a conv
     ladder's ``--latent-dim`` gives channels)."""
     likelihood = model_likelihood(config, dataset)
-    return describe_model(config.model.prior, likelihood, config.model.latent, latent_dims, config.model.prior_size)
+    ladder = config.model.architecture in LADDERS
+    return describe_model(config.model.prior, likelihood, config.model.latent, latent_dims, config.model.prior_size, ladder)
 
 
 def _dataset_name(name: str) -> str:

@@ -261,7 +261,8 @@ class ModelDescription:
     ``likelihood`` is the registry name of the one used (never 'auto'), whose entry
     (:mod:`vaelab.likelihoods`) gives every word said of p(x | z), whatever network computes it;
     ``latent_dims`` the widths of the stochastic layers from x upwards; ``components`` the
-    mixture's or VampPrior's size.
+    mixture's or VampPrior's size; ``ladder`` whether each layer's prior conditions on every layer
+    above it (a ladder's top-down path, :mod:`vaelab.models.ladder`) rather than on the next one.
     """
 
     prior: str
@@ -269,6 +270,7 @@ class ModelDescription:
     latent: str
     latent_dims: tuple[int, ...]
     components: int = 1
+    ladder: bool = False
 
     @property
     def latent_dim(self) -> int:
@@ -281,13 +283,17 @@ class ModelDescription:
         return ("{0, 1}^" if self.latent == "bernoulli" else "R^") + dims
 
     @property
+    def _above(self) -> str:
+        return "z_(>l)" if self.ladder else "z_(l+1)"
+
+    @property
     def prior_words(self) -> str:
         """p(z) in words, e.g. 'p(z) = N(0, I), the standard normal'; with several stochastic layers,
         the prior of the top one and how the others are drawn."""
         words = PRIOR_WORDS[self.prior][0].format(n=self.components)
         if len(self.latent_dims) == 1:
             return words
-        return f"{words.replace('p(z)', 'p(z_L)', 1)} over the top layer z_L, then each z_l ~ p(z_l | z_(l+1)) down to z_1"
+        return f"{words.replace('p(z)', 'p(z_L)', 1)} over the top layer z_L, then each z_l ~ p(z_l | {self._above}) down to z_1"
 
     @property
     def prior_title(self) -> str:
@@ -295,7 +301,8 @@ class ModelDescription:
         title = PRIOR_WORDS[self.prior][1].format(n=self.components)
         if len(self.latent_dims) == 1:
             return title
-        return title.replace("z \\sim p(z)", "z_L \\sim p(z_L)", 1) + ", then $z_l \\sim p(z_l \\mid z_{l+1})$"
+        above = "z_{>l}" if self.ladder else "z_{l+1}"
+        return title.replace("z \\sim p(z)", "z_L \\sim p(z_L)", 1) + f", then $z_l \\sim p(z_l \\mid {above})$"
 
     @property
     def entry(self) -> LikelihoodEntry:
@@ -318,9 +325,9 @@ class ModelDescription:
         return self.prior == "standard-normal"
 
 
-def describe_model(prior: str, likelihood: str, latent: str, latent_dims: tuple[int, ...], components: int) -> ModelDescription:
+def describe_model(prior: str, likelihood: str, latent: str, latent_dims: tuple[int, ...], components: int, ladder: bool = False) -> ModelDescription:
     """The :class:`ModelDescription` of a model; ``components`` is ignored by priors that have none."""
-    return ModelDescription(prior, likelihood, latent, tuple(latent_dims), components if prior in ("mixture", "vamp") else 1)
+    return ModelDescription(prior, likelihood, latent, tuple(latent_dims), components if prior in ("mixture", "vamp") else 1, ladder)
 
 
 def clipped_fraction(images) -> float:
