@@ -78,19 +78,19 @@ class ConvLadder(LadderNetworks):
 
     def __init__(self, data_shape: tuple[int, int, int], latent_channels: tuple[int, ...], merge: str):
         channels, height, width = data_shape
-        self.sides = latent_sides(height, width, len(latent_channels))
-        super().__init__([(c, *side) for c, side in zip(latent_channels, self.sides)], merge)
+        sides = latent_sides(height, width, len(latent_channels))
+        super().__init__([(c, *side) for c, side in zip(latent_channels, sides)], merge)
         self.data_shape = tuple(data_shape)
         top = len(latent_channels) - 1
         stages = [nn.Sequential(nn.Unflatten(-1, data_shape), _conv(channels, CHANNELS, 2), nn.SiLU(), _conv(CHANNELS, CHANNELS), nn.SiLU())]
-        for below, side in zip(self.sides, self.sides[1:]):
+        for below, side in zip(sides, sides[1:]):
             halves = side != below
             stages.append(nn.Sequential(_conv(CHANNELS, CHANNELS, 2), nn.SiLU(), _conv(CHANNELS, CHANNELS), nn.SiLU()) if halves else _Residual(CHANNELS))
         self.bottom_up = nn.ModuleList(stages)
         self.top_down = nn.ModuleList()
         for layer in range(top):
             above = latent_channels[layer + 1] + (CHANNELS if layer + 1 < top else 0)
-            resize = [_Upsample(CHANNELS, self.sides[layer]), nn.SiLU()] if self.sides[layer] != self.sides[layer + 1] else []
+            resize = [_Upsample(CHANNELS, sides[layer]), nn.SiLU()] if sides[layer] != sides[layer + 1] else []
             self.top_down.append(nn.Sequential(_conv(above, CHANNELS), nn.SiLU(), *resize, _conv(CHANNELS, CHANNELS), nn.SiLU()))
         self.prior_heads = nn.ModuleList(_conv(CHANNELS, 2 * latent_channels[layer]) for layer in range(top))
         self.posterior_heads = nn.ModuleList(
